@@ -1,0 +1,69 @@
+"""hf-ext: IBM Research methods as native Hugging Face components.
+
+The public API is imported lazily: `import hf_ext` is cheap, and `hf_ext.X` imports only the module that
+defines `X`. The names, by module:
+
+- `hf_ext.testing`: `tiny_model_dir`, `build_tokenizer`, `build_tiny_causal_lm`, `build_tiny_encoder`,
+  `resolve_model_name_or_path` (offline tiny models);
+- `hf_ext.quantization`: `load_quantized`, `bnb_config`, `prepare_for_kbit_training` (4-/8-bit on CPU and CUDA);
+- `hf_ext.hub`: `make_card`, `save_card`, `push_folder`, `HubMixin` (cards and the Hub);
+- `hf_ext.serialization`: `save_tensors`, `load_tensors`, `save_json`, `load_json` (safe, atomic files).
+
+Each method adds its own names (`AOTTrainer`, `LarimarForCausalLM`, `SASALogitsProcessor`, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+
+__version__ = "0.1.0"
+
+# name -> submodule that defines it
+_LAZY_ATTRIBUTES: dict[str, str] = {
+    "tiny_model_dir": "testing",
+    "build_tokenizer": "testing",
+    "build_tiny_causal_lm": "testing",
+    "build_tiny_encoder": "testing",
+    "resolve_model_name_or_path": "testing",
+    "load_quantized": "quantization",
+    "bnb_config": "quantization",
+    "prepare_for_kbit_training": "quantization",
+    "make_card": "hub",
+    "save_card": "hub",
+    "push_folder": "hub",
+    "HubMixin": "hub",
+    "save_tensors": "serialization",
+    "load_tensors": "serialization",
+    "save_json": "serialization",
+    "load_json": "serialization",
+}
+
+__all__ = sorted(_LAZY_ATTRIBUTES)
+
+
+def __getattr__(name: str):
+    module_name = _LAZY_ATTRIBUTES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
+
+
+if TYPE_CHECKING:
+    from .hub import HubMixin, make_card, push_folder, save_card
+    from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
+    from .serialization import load_json, load_tensors, save_json, save_tensors
+    from .testing import (
+        build_tiny_causal_lm,
+        build_tiny_encoder,
+        build_tokenizer,
+        resolve_model_name_or_path,
+        tiny_model_dir,
+    )

@@ -1,0 +1,248 @@
+"""Model and dataset cards, and pushing artefacts to the Hugging Face Hub.
+
+Cards are rendered from the templates in `hf_ext/model_cards/<name>.md` (Jinja, as `huggingface_hub` renders
+them) with `ModelCardData` / `DatasetCardData` metadata: `library_name: hf-ext`, tags, base model, datasets,
+license, and the method's configuration under the `hf_ext` key. Pushing is `huggingface_hub`'s ordinary
+`create_repo` + `upload_folder`.
+
+Artefacts that are not transformers models (a SASA probe, SEAL scores, ...) inherit [`HubMixin`] and get
+`save_pretrained` / `from_pretrained` / `push_to_hub` with a card, like a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar
+
+
+__all__ = ["HubMixin", "card_template_names", "make_card", "push_folder", "resolve_folder", "save_card"]
+
+LIBRARY_NAME = "hf-ext"
+
+
+def card_template_names() -> list[str]:
+    """Names of the card templates shipped in `hf_ext/model_cards/`."""
+    folder = resources.files("hf_ext").joinpath("model_cards")
+    return sorted(p.name[: -len(".md")] for p in folder.iterdir() if p.name.endswith(".md"))
+
+
+def _template_text(template: str) -> str:
+    path = resources.files("hf_ext").joinpath("model_cards", f"{template}.md")
+    if not path.is_file():
+        raise ValueError(f"No card template named {template!r}; expected one of {card_template_names()}.")
+    return path.read_text(encoding="utf-8")
+
+
+def make_card(
+    template: str = "default",
+    *,
+    method: str | None = None,
+    repo_type: str = "model",
+    base_model: str | list[str] | None = None,
+    datasets: str | list[str] | None = None,
+    license: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    method_config: dict | None = None,
+    **context,
+):
+    """Render a card from `hf_ext/model_cards/<template>.md`.
+
+    Args:
+        template (`str`, *optional*, defaults to `"default"`):
+            Template name (see [`card_template_names`]).
+        method (`str`, *optional*):
+            The hf-ext method that made the artefact (`"aot"`, `"larimar"`, ...); added to the tags and metadata.
+        repo_type (`str`, *optional*, defaults to `"model"`):
+            `"model"` gives a `ModelCard`, `"dataset"` a `DatasetCard`.
+        base_model, datasets, license:
+            Hub metadata.
+        tags (`list[str]`, *optional*):
+            Extra tags; `hf-ext` and the method are always added.
+        method_config (`dict`, *optional*):
+            The method's configuration; stored in the metadata under `hf_ext.config` and shown in the card.
+        context:
+            Further template variables (`title`, `summary`, `usage`, `details`, or a template's own).
+
+    Returns:
+        `huggingface_hub.ModelCard` or `huggingface_hub.DatasetCard`.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
+
+    all_tags = [LIBRARY_NAME] + ([method] if method else []) + [t for t in tags if t not in (LIBRARY_NAME, method)]
+    hf_ext_meta = {"method": method, "version": _version()}
+    if method_config is not None:
+        hf_ext_meta["config"] = _jsonable(method_config)
+    if repo_type == "model":
+        card_data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            base_model=base_model,
+            datasets=datasets,
+            license=license,
+            tags=all_tags,
+            hf_ext=hf_ext_meta,
+        )
+        card_class = ModelCard
+    elif repo_type == "dataset":
+        card_data = DatasetCardData(license=license, tags=all_tags, hf_ext=hf_ext_meta)
+        if datasets is not None:
+            card_data.source_datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+        card_class = DatasetCard
+    else:
+        raise ValueError(f"repo_type={repo_type!r} is not supported; expected 'model' or 'dataset'.")
+    context.setdefault("title", f"{method or LIBRARY_NAME} {repo_type}")
+    context.setdefault("summary", "")
+    if method_config is not None:
+        context.setdefault("method_config", json.dumps(_jsonable(method_config), indent=2, sort_keys=True))
+    return card_class.from_template(card_data, template_str=_template_text(template), **context)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _jsonable(obj):
+    """A JSON-friendly copy of a config: dataclasses and objects with `to_dict` become dicts, enums their value,
+    anything else unknown its string."""
+    import dataclasses
+    import enum
+
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def save_card(card, save_directory: str | os.PathLike) -> Path:
+    """Write `card` as `README.md` in `save_directory`, atomically."""
+    from .serialization import write_text
+
+    return write_text(Path(save_directory) / "README.md", str(card))
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+):
+    """Create `repo_id` if needed and upload every file of `folder` in one commit; returns the `CommitInfo`.
+
+    The files go in a single `HfApi.create_commit`, like `upload_folder` does (without its extra round trip to
+    validate the card's YAML, which hf-ext renders from `ModelCardData` itself).
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(folder)
+    operations = [
+        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    ]
+    if not operations:
+        raise ValueError(f"Nothing to push: {folder} has no files.")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True).repo_id
+    return api.create_commit(
+        repo_id=repo_id,
+        operations=operations,
+        repo_type=repo_type,
+        revision=revision,
+        commit_message=commit_message or f"Upload with {LIBRARY_NAME}",
+        create_pr=create_pr,
+    )
+
+
+def resolve_folder(
+    name_or_path: str | os.PathLike,
+    *,
+    repo_type: str = "model",
+    revision: str | None = None,
+    token: str | bool | None = None,
+    allow_patterns: list[str] | None = None,
+) -> Path:
+    """A local folder as is, or a Hub repo downloaded (or found in the cache) with `snapshot_download`."""
+    if os.path.isdir(name_or_path):
+        return Path(name_or_path)
+    from huggingface_hub import snapshot_download
+
+    return Path(
+        snapshot_download(
+            str(name_or_path), repo_type=repo_type, revision=revision, token=token, allow_patterns=allow_patterns
+        )
+    )
+
+
+class HubMixin:
+    """`save_pretrained` / `from_pretrained` / `push_to_hub` for an artefact that is not a transformers model.
+
+    A subclass implements `_save_files(folder)`, `_load_files(folder, **kwargs)` (a classmethod) and
+    `model_card()`, and sets `hub_files` (the patterns to download) and, for a dataset-like artefact,
+    `hub_repo_type = "dataset"`. Writers should use `hf_ext.serialization` so every file lands atomically.
+    """
+
+    hub_files: ClassVar[list[str] | None] = None
+    hub_repo_type: ClassVar[str] = "model"
+
+    def _save_files(self, save_directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _load_files(cls, folder: Path, **kwargs):
+        raise NotImplementedError
+
+    def model_card(self):
+        """The card written next to the files; override to describe the artefact."""
+        return make_card(repo_type=self.hub_repo_type, title=type(self).__name__)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **push_kwargs,
+    ) -> Path:
+        """Save the artefact and its card (`README.md`) to `save_directory`; with `push_to_hub`, upload it too."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self._save_files(save_directory)
+        save_card(self.model_card(), save_directory)
+        if push_to_hub:
+            push_folder(save_directory, repo_id or save_directory.name, repo_type=self.hub_repo_type, **push_kwargs)
+        return save_directory
+
+    def push_to_hub(self, repo_id: str, **push_kwargs):
+        """Save to a temporary folder and upload it to `repo_id` in one commit (see [`push_folder`])."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            return push_folder(tmp, repo_id, repo_type=self.hub_repo_type, **push_kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None, **kwargs
+    ):
+        """Load from a local folder or a Hub repo."""
+        folder = resolve_folder(
+            name_or_path, repo_type=cls.hub_repo_type, revision=revision, token=token, allow_patterns=cls.hub_files
+        )
+        return cls._load_files(folder, **kwargs)

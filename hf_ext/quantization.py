@@ -1,0 +1,161 @@
+"""Loading causal LMs in 4-bit or 8-bit with bitsandbytes, on CPU or CUDA, ready for QLoRA.
+
+```python
+>>> from peft import LoraConfig, get_peft_model
+>>> from hf_ext.quantization import load_quantized
+>>> model = load_quantized("hf-ext-testing/tiny-llama", bits=4, prepare_for_training=True)
+>>> model = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+```
+
+The same call works on a laptop CPU (bitsandbytes >= 0.48 runs NF4 and LLM.int8 there) and on a GPU: only the
+defaults differ (float32 compute on CPU; bfloat16 on CUDA when the card supports it, else float16).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+__all__ = ["bnb_config", "default_compute_dtype", "load_quantized", "prepare_for_kbit_training"]
+
+
+def default_compute_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The dtype 4-bit layers compute in: bfloat16 on CUDA when supported, float16 on older CUDA, else float32."""
+    device = torch.device(device) if device is not None else _default_device()
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def bnb_config(
+    bits: int = 4,
+    *,
+    compute_dtype: torch.dtype | None = None,
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+    device: str | torch.device | None = None,
+    **kwargs,
+):
+    """A `BitsAndBytesConfig` for `bits` (4 or 8) with defaults that work on both CPU and CUDA.
+
+    Args:
+        bits (`int`, *optional*, defaults to 4):
+            4 (NF4 / FP4 weights) or 8 (LLM.int8).
+        compute_dtype (`torch.dtype`, *optional*):
+            Dtype of the 4-bit matmuls; [`default_compute_dtype`] of `device` by default.
+        quant_type (`str`, *optional*, defaults to `"nf4"`):
+            `"nf4"` or `"fp4"` (4-bit only).
+        double_quant (`bool`, *optional*, defaults to `True`):
+            Quantize the quantization constants too (4-bit only).
+        device (`str` or `torch.device`, *optional*):
+            Where the model will run; CUDA when available by default.
+        kwargs:
+            Passed on to `BitsAndBytesConfig`.
+    """
+    from transformers import BitsAndBytesConfig
+
+    if bits == 4:
+        if quant_type not in ("nf4", "fp4"):
+            raise ValueError(f"quant_type={quant_type!r} is not supported; expected 'nf4' or 'fp4'.")
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant_type,
+            bnb_4bit_use_double_quant=double_quant,
+            bnb_4bit_compute_dtype=compute_dtype or default_compute_dtype(device),
+            **kwargs,
+        )
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, **kwargs)
+    raise ValueError(f"bits={bits!r} is not supported; expected 4 or 8.")
+
+
+def _default_device_map(device: torch.device):
+    if device.type == "cuda":
+        # One whole model per process, so that `accelerate launch` (DDP) puts each replica on its own GPU.
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return {"": "cpu"}
+
+
+def load_quantized(
+    model_name_or_path: str | os.PathLike,
+    bits: int = 4,
+    *,
+    model_class=None,
+    compute_dtype: torch.dtype | None = None,
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+    device_map=None,
+    prepare_for_training: bool = False,
+    gradient_checkpointing: bool = True,
+    **from_pretrained_kwargs,
+):
+    """Load a model with its linear layers quantized to `bits` by bitsandbytes.
+
+    Args:
+        model_name_or_path (`str` or `os.PathLike`):
+            Hub id or local folder; ``"hf-ext-testing/<name>"`` builds that tiny model offline.
+        bits (`int`, *optional*, defaults to 4):
+            4 or 8.
+        model_class (*optional*):
+            The auto class to load with; `AutoModelForCausalLM` by default.
+        compute_dtype, quant_type, double_quant:
+            See [`bnb_config`].
+        device_map (*optional*):
+            Passed to `from_pretrained`; by default the whole model on this process's GPU, or on the CPU.
+        prepare_for_training (`bool`, *optional*, defaults to `False`):
+            Run [`prepare_for_kbit_training`] so that PEFT adapters can be trained on top (QLoRA).
+        gradient_checkpointing (`bool`, *optional*, defaults to `True`):
+            With `prepare_for_training`, whether to enable gradient checkpointing.
+        from_pretrained_kwargs:
+            Anything else `from_pretrained` takes (`revision`, `attn_implementation`, ...).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .testing import resolve_model_name_or_path
+
+    device = _device_of(device_map)
+    model_class = model_class or AutoModelForCausalLM
+    quantization_config = bnb_config(
+        bits, compute_dtype=compute_dtype, quant_type=quant_type, double_quant=double_quant, device=device
+    )
+    if bits == 4:
+        # Non-quantized parts (embeddings, norms, lm_head) in the compute dtype, as QLoRA does.
+        from_pretrained_kwargs.setdefault("dtype", quantization_config.bnb_4bit_compute_dtype)
+    model = model_class.from_pretrained(
+        resolve_model_name_or_path(model_name_or_path),
+        quantization_config=quantization_config,
+        device_map=device_map if device_map is not None else _default_device_map(device),
+        **from_pretrained_kwargs,
+    )
+    if prepare_for_training:
+        model = prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
+    return model
+
+
+def _device_of(device_map) -> torch.device:
+    if device_map is None:
+        return _default_device()
+    if isinstance(device_map, dict):
+        values = {str(v) for v in device_map.values()}
+        return torch.device("cpu") if values <= {"cpu", "disk"} else torch.device("cuda")
+    return torch.device("cpu") if str(device_map) == "cpu" else _default_device()
+
+
+def prepare_for_kbit_training(model, gradient_checkpointing: bool = True):
+    """Make a k-bit model trainable with adapters: PEFT's `prepare_model_for_kbit_training` (frozen base, norms in
+    float32, input gradients enabled), with non-reentrant gradient checkpointing when asked."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+    )

@@ -1,0 +1,47 @@
+import bitsandbytes as bnb
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from hf_ext.quantization import bnb_config, default_compute_dtype, load_quantized
+
+
+def test_cpu_defaults():
+    assert default_compute_dtype("cpu") == torch.float32
+    config = bnb_config(4, device="cpu")
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_compute_dtype == torch.float32
+    assert bnb_config(8).load_in_8bit
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"bits": 3}, "bits=3"), ({"bits": 4, "quant_type": "int4"}, "quant_type='int4'")]
+)
+def test_bad_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bnb_config(**kwargs)
+
+
+@pytest.mark.parametrize(("bits", "layer_type"), [(4, bnb.nn.Linear4bit), (8, bnb.nn.Linear8bitLt)])
+def test_qlora_step_trains_adapters_and_keeps_base_quantized(tiny_llama_path, bits, layer_type):
+    model = load_quantized(tiny_llama_path, bits=bits, prepare_for_training=True)
+    assert model.device.type == "cpu"
+    model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
+    )
+    base = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    assert isinstance(base, layer_type)
+    base_weight = base.weight.data.clone()
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+
+    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
+    assert sorted(changed) == sorted(trainable)
+    assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer, layer_type)
+    assert torch.equal(base.weight.data, base_weight)
