@@ -1,0 +1,1 @@
+"""Larimar: a language model with an episodic memory (Das et al., ICML 2024)."""

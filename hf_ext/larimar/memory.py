@@ -1,0 +1,429 @@
+"""Larimar's episodic memory as pure tensor math (no Hugging Face object needed).
+
+A memory is a matrix `M` of shape `[K, C]` (K slots, latent size C), batched over episodes as `[B, K, C]`. An
+episode of N encodings `Z` (`[B, N, C]`) is written in one shot against a prior memory `M0`
+(Das et al., 2024, eq. 1):
+
+    W0 = Z M0⁺          (addressing weights, [B, N, K])
+    M  = W0⁺ Z          (the posterior memory, [B, K, C])
+
+and read with queries `Q` (`[B, N', C]`):
+
+    W = Q M⁺            (the read weights; sampled around this mean in training)
+    Z_read = W M
+
+With an exact pseudo-inverse and N <= K, reading is the orthogonal projection onto the span of the written rows:
+`read(q) = q Z⁺ Z`, so `read(Z) == Z` after `write(Z)`.
+
+Sequential writing and forgetting (paper eqs. 2-6) is a recursive least-squares update with a ridge `λ > 0`:
+
+    C_0 = λ I,  M_0 = 0
+    C_i = C_{i-1} + α_i W_iᵀ W_i
+    M_i = M_{i-1} + α_i C_i⁻¹ W_iᵀ (Z_i - W_i M_{i-1})
+
+with `α = +1` to write and `α = -1` to forget. The keys `W_i = Z_i M_ref⁺` come from a fixed reference memory, so a
+fact's key can be computed again to forget it; `M_i` is always the ridge solution for the facts currently stored,
+whatever the order of writes and forgets. A memory in this form is read with reference keys too:
+`Z_read = (Q M_ref⁺) M`.
+
+All functions compute in float32, or float64 when an input is float64 (never in half precision, whatever the model
+dtype), and return tensors of that dtype. Pseudo-inverses are exact (an SVD in float64) with a cut-off of
+`max(m, n) * eps` of the *input* dtype relative to the largest singular value, so that the spurious singular values a
+float32 matrix carries are dropped rather than inverted. The iterative Ben-Israel-Cohen approximation of the official
+implementation is available as `pinv_method="ben_israel"`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+
+__all__ = [
+    "PINV_METHODS",
+    "addresses",
+    "ben_israel_pinv",
+    "compute_dtype",
+    "hierarchical_read",
+    "pinv",
+    "read",
+    "read_with_keys",
+    "reference_keys",
+    "ridge_memory",
+    "scope_mask",
+    "sequential_write",
+    "w_kl",
+    "write",
+]
+
+PINV_METHODS = ("exact", "ben_israel")
+"""Pseudo-inverse methods: `"exact"` (SVD, float64, dtype-aware cut-off) and `"ben_israel"` (the official
+fixed-step iteration, which diverges when encodings are large)."""
+
+
+def compute_dtype(*tensors: torch.Tensor, dtype: torch.dtype | None = None) -> torch.dtype:
+    """The dtype memory math runs in: `dtype` when given, else float64 if any input is float64, else float32."""
+    if dtype is not None:
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"dtype={dtype} is not supported for memory math; expected torch.float32 or torch.float64."
+            )
+        return dtype
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _default_rtol(a: torch.Tensor, input_dtype: torch.dtype) -> float:
+    eps = torch.finfo(input_dtype if input_dtype.is_floating_point else torch.float32).eps
+    return max(a.shape[-2], a.shape[-1]) * eps
+
+
+def pinv(
+    a: torch.Tensor,
+    *,
+    rtol: float | None = None,
+    method: str = "exact",
+    steps: int = 15,
+    init_scale: float = 5e-4,
+    input_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Moore-Penrose pseudo-inverse of the last two dimensions of `a`, in `a`'s dtype.
+
+    Args:
+        a (`torch.Tensor` of shape `[..., m, n]`):
+            The matrices.
+        rtol (`float`, *optional*):
+            Singular values below `rtol * σ_max` are treated as zero. Defaults to `max(m, n) * eps(input_dtype)`.
+        method (`str`, *optional*, defaults to `"exact"`):
+            `"exact"`: an SVD computed in float64 (stable and differentiable while the rank does not change);
+            `"ben_israel"`: [`ben_israel_pinv`] with `steps` and `init_scale`.
+        steps (`int`, *optional*, defaults to 15), init_scale (`float`, *optional*, defaults to 5e-4):
+            Only for `"ben_israel"`.
+        input_dtype (`torch.dtype`, *optional*):
+            The precision the entries of `a` really carry (e.g. float32 for a memory written from float32 encodings
+            and upcast to float64), which sets the default cut-off; `a.dtype` by default.
+    """
+    if method == "ben_israel":
+        return ben_israel_pinv(a, steps=steps, init_scale=init_scale)
+    if method != "exact":
+        raise ValueError(f"pinv method={method!r} is not supported; expected one of {PINV_METHODS}.")
+    if rtol is None:
+        rtol = _default_rtol(a, input_dtype or a.dtype)
+    return torch.linalg.pinv(a.to(torch.float64), rtol=rtol).to(a.dtype)
+
+
+def ben_israel_pinv(a: torch.Tensor, steps: int = 15, init_scale: float = 5e-4) -> torch.Tensor:
+    """The Ben-Israel-Cohen iteration `X <- 2X - X A X` from `X_0 = init_scale * Aᵀ`, as in the official code.
+
+    It converges to `A⁺` only when `init_scale < 2 / σ_max(A)²`, and slowly when `A` is ill-conditioned: with large
+    encodings it diverges (to inf / NaN). Offered for comparison with the official implementation; prefer
+    `method="exact"`.
+    """
+    if steps < 0:
+        raise ValueError(f"steps={steps} must be >= 0.")
+    x = init_scale * a.transpose(-2, -1)
+    for _ in range(steps):
+        x = 2 * x - x @ a @ x
+    return x
+
+
+def _check_latents(name: str, z: torch.Tensor, code_size: int | None = None) -> None:
+    if z.ndim != 3:
+        raise ValueError(f"{name} must have shape [batch, items, latent_size]; got shape {tuple(z.shape)}.")
+    if code_size is not None and z.shape[-1] != code_size:
+        raise ValueError(
+            f"{name} has latent size {z.shape[-1]} but the memory has latent size {code_size} "
+            f"(shape {tuple(z.shape)})."
+        )
+
+
+def _batched_memory(memory: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
+    if memory.ndim == 2:
+        return memory.unsqueeze(0).expand(batch_size, -1, -1)
+    if memory.ndim != 3 or memory.shape[0] not in (1, batch_size):
+        raise ValueError(
+            f"{name} must have shape [memory_size, latent_size] or [batch ({batch_size}), memory_size, latent_size]; "
+            f"got shape {tuple(memory.shape)}."
+        )
+    return memory.expand(batch_size, -1, -1)
+
+
+def write(
+    z: torch.Tensor,
+    prior: torch.Tensor,
+    *,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+    pinv_method: str = "exact",
+    pinv_steps: int = 15,
+    rtol: float | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Write an episode into memory in one shot: `W0 = Z M0⁺`, `M = W0⁺ Z`.
+
+    Args:
+        z (`torch.Tensor` of shape `[B, N, C]`):
+            The episode's encodings (B episodes of N items).
+        prior (`torch.Tensor` of shape `[K, C]` or `[B, K, C]`):
+            The prior memory `M0`.
+        noise_std (`float`, *optional*, defaults to 0):
+            Standard deviation of the write noise `ξ` added to `z` (training only; 0 is deterministic).
+        generator (`torch.Generator`, *optional*):
+            Source of the write noise.
+        pinv_method, pinv_steps, rtol:
+            See [`pinv`].
+        dtype (`torch.dtype`, *optional*):
+            Compute dtype (float32 or float64); see [`compute_dtype`].
+
+    Returns:
+        `torch.Tensor` of shape `[B, K, C]`: the posterior memory.
+    """
+    _check_latents("z", z)
+    if z.shape[1] == 0:
+        raise ValueError("Cannot write an empty episode (z has 0 items).")
+    if prior.shape[-1] != z.shape[-1]:
+        raise ValueError(f"z has latent size {z.shape[-1]} but the prior memory has shape {tuple(prior.shape)}.")
+    z_dtype, prior_dtype = z.dtype, prior.dtype
+    dtype = compute_dtype(z, prior, dtype=dtype)
+    z = z.to(dtype)
+    prior = _batched_memory(prior.to(dtype), z.shape[0], "prior")
+    if noise_std > 0:
+        z = z + noise_std * torch.randn(z.shape, generator=generator, device=z.device, dtype=dtype)
+    kwargs = {"method": pinv_method, "steps": pinv_steps, "rtol": rtol}
+    w0 = z @ pinv(prior, input_dtype=prior_dtype, **kwargs)
+    return pinv(w0, input_dtype=z_dtype, **kwargs) @ z
+
+
+def addresses(
+    q: torch.Tensor,
+    memory: torch.Tensor,
+    *,
+    pinv_method: str = "exact",
+    pinv_steps: int = 15,
+    rtol: float | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The mean read weights `W̄ = Q M⁺` (`[B, N', K]`) of queries `q` (`[B, N', C]`) in `memory` (`[B, K, C]`)."""
+    _check_latents("q", q, memory.shape[-1])
+    memory_dtype = memory.dtype
+    dtype = compute_dtype(q, memory, dtype=dtype)
+    memory = _batched_memory(memory.to(dtype), q.shape[0], "memory")
+    m_pinv = pinv(memory, method=pinv_method, steps=pinv_steps, rtol=rtol, input_dtype=memory_dtype)
+    return q.to(dtype) @ m_pinv
+
+
+def read(
+    q: torch.Tensor,
+    memory: torch.Tensor,
+    *,
+    w_logvar: torch.Tensor | float | None = None,
+    generator: torch.Generator | None = None,
+    iterations: int = 1,
+    pinv_method: str = "exact",
+    pinv_steps: int = 15,
+    rtol: float | None = None,
+    dtype: torch.dtype | None = None,
+    return_addresses: bool = False,
+):
+    """Read `memory` with queries `q`: `W = Q M⁺`, `Z_read = W M`.
+
+    Deterministic unless `w_logvar` is given: then the read weights are sampled, `W = W̄ + exp(w_logvar / 2) ε`
+    (the training-time read of the paper).
+
+    Args:
+        q (`torch.Tensor` of shape `[B, N', C]`):
+            The queries.
+        memory (`torch.Tensor` of shape `[B, K, C]` or `[K, C]`):
+            The memory, e.g. from [`write`].
+        w_logvar (`torch.Tensor` broadcastable to `[B, N', K]`, or `float`, *optional*):
+            Log-variance of the read weights; `None` reads the mean.
+        generator (`torch.Generator`, *optional*):
+            Source of the sampling noise.
+        iterations (`int`, *optional*, defaults to 1):
+            Read iteratively: `z <- read(z)`, `iterations` times (the first read uses `q`).
+        pinv_method, pinv_steps, rtol, dtype:
+            See [`write`].
+        return_addresses (`bool`, *optional*, defaults to `False`):
+            Also return the mean read weights `W̄` of the last iteration.
+
+    Returns:
+        `torch.Tensor` of shape `[B, N', C]` (and `W̄`, `[B, N', K]`, with `return_addresses`).
+    """
+    _check_latents("q", q, memory.shape[-1])
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations} must be >= 1.")
+    memory_dtype = memory.dtype
+    dtype = compute_dtype(q, memory, dtype=dtype)
+    memory = _batched_memory(memory.to(dtype), q.shape[0], "memory")
+    m_pinv = pinv(memory, method=pinv_method, steps=pinv_steps, rtol=rtol, input_dtype=memory_dtype)
+    z = q.to(dtype)
+    for _ in range(iterations):
+        w_mean = z @ m_pinv
+        w = w_mean
+        if w_logvar is not None:
+            std = torch.exp(0.5 * torch.as_tensor(w_logvar, dtype=dtype, device=z.device))
+            w = w_mean + std * torch.randn(w_mean.shape, generator=generator, device=z.device, dtype=dtype)
+        z = w @ memory
+    return (z, w_mean) if return_addresses else z
+
+
+def w_kl(w_mean: torch.Tensor, w_logvar: torch.Tensor | float) -> torch.Tensor:
+    """KL divergence of the read weights from the standard normal prior, summed over slots:
+    `½ Σ_k (exp(logvar) + W̄² - 1 - logvar)`; shape `w_mean.shape[:-1]`."""
+    w_logvar = torch.as_tensor(w_logvar, dtype=w_mean.dtype, device=w_mean.device)
+    return 0.5 * (torch.exp(w_logvar) + w_mean.square() - 1 - w_logvar).sum(-1)
+
+
+def reference_keys(
+    z: torch.Tensor, reference: torch.Tensor, *, rtol: float | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Keys `W = Z M_ref⁺` (`[B, N, K]`) of encodings `z` (`[B, N, C]`) in a fixed reference memory (`[K, C]`).
+
+    The same encoding always gets the same key, which is what lets [`sequential_write`] forget it later.
+    """
+    _check_latents("z", z, reference.shape[-1])
+    reference_dtype = reference.dtype
+    dtype = compute_dtype(z, reference, dtype=dtype)
+    reference = _batched_memory(reference.to(dtype), z.shape[0], "reference")
+    return z.to(dtype) @ pinv(reference, rtol=rtol, input_dtype=reference_dtype)
+
+
+def read_with_keys(keys: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """`Z_read = W M` for keys `W` (`[B, N', K]`), e.g. from [`reference_keys`], and a memory (`[B, K, C]`)."""
+    if keys.ndim != 3 or keys.shape[-1] != memory.shape[-2]:
+        raise ValueError(
+            f"keys of shape {tuple(keys.shape)} do not address a memory of shape {tuple(memory.shape)} "
+            "(expected [batch, items, memory_size])."
+        )
+    dtype = compute_dtype(keys, memory)
+    return keys.to(dtype) @ _batched_memory(memory.to(dtype), keys.shape[0], "memory")
+
+
+def ridge_memory(
+    batch_size: int,
+    memory_size: int,
+    latent_size: int,
+    ridge: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An empty memory for [`sequential_write`]: `M_0 = 0` (`[B, K, C]`) and `C_0 = λ I` (`[B, K, K]`)."""
+    if not ridge > 0:
+        raise ValueError(
+            f"ridge={ridge} must be > 0: without a ridge, forgetting is a no-op while fewer than memory_size items "
+            "are stored."
+        )
+    memory = torch.zeros(batch_size, memory_size, latent_size, dtype=dtype, device=device)
+    precision = ridge * torch.eye(memory_size, dtype=dtype, device=device).expand(batch_size, -1, -1).clone()
+    return memory, precision
+
+
+def sequential_write(
+    z: torch.Tensor,
+    keys: torch.Tensor,
+    memory: torch.Tensor,
+    precision: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One recursive least-squares step: write (`alpha=+1`) or forget (`alpha=-1`) encodings `z` with keys `keys`.
+
+    `C' = C + α WᵀW`, `M' = M + α C'⁻¹ Wᵀ (Z - W M)`. Writing N rows at once equals writing them one at a time.
+
+    Args:
+        z (`torch.Tensor` of shape `[B, N, C]`): The encodings.
+        keys (`torch.Tensor` of shape `[B, N, K]`): Their keys, e.g. from [`reference_keys`].
+        memory (`torch.Tensor` of shape `[B, K, C]`), precision (`torch.Tensor` of shape `[B, K, K]`):
+            The state, from [`ridge_memory`] or a previous call.
+        alpha (`float`, *optional*, defaults to 1): `+1` writes, `-1` forgets.
+
+    Returns:
+        The new `(memory, precision)`.
+    """
+    _check_latents("z", z, memory.shape[-1])
+    if keys.shape[:2] != z.shape[:2] or keys.shape[-1] != memory.shape[-2]:
+        raise ValueError(
+            f"keys of shape {tuple(keys.shape)} do not match z of shape {tuple(z.shape)} and a memory of shape "
+            f"{tuple(memory.shape)}."
+        )
+    dtype = compute_dtype(z, keys, memory, precision)
+    z, keys, memory, precision = (t.to(dtype) for t in (z, keys, memory, precision))
+    keys_t = keys.transpose(-2, -1)
+    precision = precision + alpha * keys_t @ keys
+    residual = z - keys @ memory
+    memory = memory + alpha * torch.linalg.solve(precision, keys_t @ residual)
+    return memory, precision
+
+
+def scope_mask(queries: torch.Tensor, stored: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Which queries are in scope: their smallest cosine distance to a stored encoding is at most `threshold`.
+
+    Args:
+        queries (`torch.Tensor` of shape `[B, Q, D]`), stored (`torch.Tensor` of shape `[B, S, D]` or `[S, D]`):
+            Encodings (any embedding; hf-ext uses the Larimar latents).
+        threshold (`float`): Cosine distance in `[0, 2]`.
+
+    Returns:
+        `torch.BoolTensor` of shape `[B, Q]`; all `False` when nothing is stored.
+    """
+    if stored.ndim == 2:
+        stored = stored.unsqueeze(0).expand(queries.shape[0], -1, -1)
+    if stored.shape[1] == 0:
+        return torch.zeros(queries.shape[:2], dtype=torch.bool, device=queries.device)
+    dtype = compute_dtype(queries, stored)
+    q = torch.nn.functional.normalize(queries.to(dtype), dim=-1)
+    s = torch.nn.functional.normalize(stored.to(dtype), dim=-1)
+    distance = 1 - (q @ s.transpose(-2, -1)).amax(-1)
+    return distance <= threshold
+
+
+def hierarchical_read(
+    chunks: torch.Tensor,
+    queries: torch.Tensor,
+    prior: torch.Tensor,
+    episode_size: int,
+    *,
+    write_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    read_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Read a context longer than one episode (paper §5.5): write each group of `episode_size` chunks into its own
+    memory, read every memory with the query, write the read-outs into a next-level memory, and repeat until the
+    read-outs fit one episode; return the final read-out.
+
+    Args:
+        chunks (`torch.Tensor` of shape `[B, T, C]`): Encodings of the context's chunks (T may exceed `episode_size`).
+        queries (`torch.Tensor` of shape `[B, Q, C]`): The queries; each is answered on its own.
+        prior (`torch.Tensor` of shape `[K, C]`): The prior memory every level writes against.
+        episode_size (`int`): How many encodings one memory holds.
+        write_fn, read_fn (*optional*): Replace [`write`] `(z, prior) -> memory` and [`read`]
+            `(q, memory) -> z` (e.g. to pass a pseudo-inverse method); the defaults are the deterministic ones.
+
+    Returns:
+        `torch.Tensor` of shape `[B, Q, C]`.
+    """
+    _check_latents("chunks", chunks, prior.shape[-1])
+    _check_latents("queries", queries, prior.shape[-1])
+    if episode_size < 2:
+        raise ValueError(f"episode_size={episode_size} must be >= 2 for a hierarchical read.")
+    if chunks.shape[1] == 0:
+        raise ValueError("Cannot read an empty context (0 chunks).")
+    write_fn = write_fn or (lambda z, m0: write(z, m0))
+    read_fn = read_fn or (lambda q, m: read(q, m))
+    batch, num_queries, code_size = queries.shape
+    dtype = compute_dtype(chunks, queries, prior)
+    # One independent hierarchy per (episode, query): [B * Q, T, C].
+    level = chunks.to(dtype).repeat_interleave(num_queries, dim=0)
+    q = queries.to(dtype).reshape(batch * num_queries, 1, code_size)
+    while level.shape[1] > episode_size:
+        length = level.shape[1]
+        groups = math.ceil(length / episode_size)
+        # Zero rows pad the last group; an exact pseudo-inverse ignores them.
+        padded = torch.nn.functional.pad(level, (0, 0, 0, groups * episode_size - length))
+        grouped = padded.reshape(-1, episode_size, code_size)  # [B*Q*G, S, C]
+        memories = write_fn(grouped, prior.to(dtype))
+        readouts = read_fn(q.repeat_interleave(groups, dim=0), memories)  # [B*Q*G, 1, C]
+        level = readouts.reshape(batch * num_queries, groups, code_size)
+    final = read_fn(q, write_fn(level, prior.to(dtype)))
+    return final.reshape(batch, num_queries, code_size)

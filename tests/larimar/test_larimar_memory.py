@@ -1,0 +1,311 @@
+"""Larimar's memory math against independent oracles (QR projections, closed-form ridge regression, torch's KL)."""
+
+import pytest
+import torch
+
+from hf_ext.larimar import memory as mem
+
+
+DTYPES = [torch.float64, torch.float32]
+# Tolerances of the spec's oracles: fp64 ~1e-12, fp32 ~1e-5 (relative).
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _projection(q, z):
+    """q projected onto the row space of z, through a QR factorisation (no pseudo-inverse involved)."""
+    basis, _ = torch.linalg.qr(z.double().transpose(-2, -1))  # [B, C, N], orthonormal columns
+    return q.double() @ basis @ basis.transpose(-2, -1)
+
+
+def _priors(k, c, dtype, generator):
+    return {
+        "identity": torch.eye(k, c, dtype=dtype),
+        "gaussian": torch.randn(k, c, generator=generator, dtype=torch.float64).to(dtype),
+        "small": (1e-2 * torch.randn(k, c, generator=generator, dtype=torch.float64)).to(dtype),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 16, 64, 96), (2, 64, 192, 160), (1, 8, 128, 192)])
+def test_read_after_write_returns_the_episode(dtype, shape):
+    batch, n, k, c = shape
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(batch, n, c, generator=g, dtype=torch.float64).to(dtype)
+    for name, prior in _priors(k, c, dtype, g).items():
+        memory = mem.write(z, prior)
+        assert memory.shape == (batch, k, c) and memory.dtype == dtype
+        assert _rel(mem.read(z, memory), z) < TOL[dtype], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_is_the_projection_onto_the_written_rows_for_any_prior(dtype):
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 24, 128, generator=g, dtype=torch.float64).to(dtype)
+    q = torch.randn(2, 10, 128, generator=g, dtype=torch.float64).to(dtype)
+    expected = _projection(q, z)
+    for name, prior in _priors(96, 128, dtype, g).items():
+        assert _rel(mem.read(q, mem.write(z, prior)), expected) < 10 * TOL[dtype], name
+
+
+def test_correlated_encodings_in_float32_keep_the_projection():
+    # Encodings that share a dominant direction (as trained latents do) make a float32 memory with spurious tiny
+    # singular values; the dtype-aware cut-off drops them, inverting them (rtol=0) amplifies rounding noise.
+    g = torch.Generator().manual_seed(2)
+    common = torch.randn(1, 1, 256, generator=g, dtype=torch.float64)
+    z64 = 0.9 * common + 0.1 * torch.randn(1, 200, 256, generator=g, dtype=torch.float64)
+    q64 = torch.randn(1, 10, 256, generator=g, dtype=torch.float64)
+    z, q = z64.float(), q64.float()
+    for prior in (torch.eye(256, 256), torch.randn(256, 256, generator=g)):
+        memory = mem.write(z, prior)
+        assert _rel(mem.read(z, memory), z) < 1e-4
+        assert _rel(mem.read(q, memory), _projection(q64, z64)) < 1e-4
+        no_cutoff = mem.write(z, prior, rtol=0.0)
+        assert _rel(mem.read(z, no_cutoff, rtol=0.0), z) > 1e-2
+
+
+def test_batched_episodes_are_independent():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 12, 48, generator=g, dtype=torch.float64)
+    q = torch.randn(4, 5, 48, generator=g, dtype=torch.float64)
+    prior = torch.randn(32, 48, generator=g, dtype=torch.float64)
+    memory = mem.write(z, prior)
+    for b in range(4):
+        single = mem.write(z[b : b + 1], prior)
+        torch.testing.assert_close(memory[b : b + 1], single, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(mem.read(q[b : b + 1], single), mem.read(q, memory)[b : b + 1])
+    # A per-episode prior [B, K, C] broadcasts the same way.
+    torch.testing.assert_close(mem.write(z, prior.expand(4, -1, -1)), memory)
+
+
+@pytest.mark.parametrize("scale", [10.0, 50.0])
+def test_large_encodings_give_no_nan(scale):
+    g = torch.Generator().manual_seed(4)
+    z = scale * torch.randn(2, 16, 128, generator=g)
+    prior = torch.eye(128, 128)
+    memory = mem.write(z, prior)
+    z_read = mem.read(z, memory)
+    assert torch.isfinite(memory).all() and torch.isfinite(z_read).all()
+    assert _rel(z_read, z) < TOL[torch.float32]
+    # The official fixed-step iteration does not survive the same encodings.
+    official = mem.read(z, mem.write(z, prior, pinv_method="ben_israel"), pinv_method="ben_israel")
+    assert not torch.isfinite(official).all() or _rel(official, z) > 0.5
+
+
+def test_ben_israel_iteration_converges_on_well_conditioned_matrices():
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(3, 6, 10, generator=g, dtype=torch.float64)
+    a = a / torch.linalg.matrix_norm(a, ord=2, keepdim=True)  # σ_max = 1, so init_scale = 1 converges fast
+    x = mem.ben_israel_pinv(a, steps=60, init_scale=1.0)
+    torch.testing.assert_close(x, torch.linalg.pinv(a), rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="steps=-1"):
+        mem.ben_israel_pinv(a, steps=-1)
+
+
+def test_read_iterations_and_sampled_weights():
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(1, 8, 32, generator=g, dtype=torch.float64)
+    q = torch.randn(1, 3, 32, generator=g, dtype=torch.float64)
+    memory = mem.write(z, torch.eye(32, 32, dtype=torch.float64))
+    # A projection is idempotent: more iterations read the same thing.
+    torch.testing.assert_close(mem.read(q, memory, iterations=3), mem.read(q, memory))
+    z_read, w_mean = mem.read(q, memory, return_addresses=True)
+    torch.testing.assert_close(w_mean, q @ torch.linalg.pinv(memory))
+    torch.testing.assert_close(mem.addresses(q, memory), w_mean)
+    # Sampled reads: deterministic given the generator, centred on the mean read.
+    first = mem.read(q, memory, w_logvar=-2.0, generator=torch.Generator().manual_seed(0))
+    again = mem.read(q, memory, w_logvar=-2.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, z_read)
+    samples = mem.read(q.repeat(1, 400, 1), memory, w_logvar=-2.0).reshape(1, 400, 3, 32)
+    assert _rel(samples.mean(1), z_read) < 0.1
+    with pytest.raises(ValueError, match="iterations=0"):
+        mem.read(q, memory, iterations=0)
+
+
+def test_write_noise_is_seeded():
+    z = torch.randn(1, 4, 16, dtype=torch.float64)
+    prior = torch.eye(16, 16, dtype=torch.float64)
+    a = mem.write(z, prior, noise_std=0.1, generator=torch.Generator().manual_seed(0))
+    b = mem.write(z, prior, noise_std=0.1, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, mem.write(z, prior))
+
+
+def test_w_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(7)
+    w_mean = torch.randn(2, 5, 12, generator=g, dtype=torch.float64)
+    w_logvar = torch.randn(2, 5, 12, generator=g, dtype=torch.float64)
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(w_mean, torch.exp(0.5 * w_logvar)), torch.distributions.Normal(0.0, 1.0)
+    ).sum(-1)
+    torch.testing.assert_close(mem.w_kl(w_mean, w_logvar), expected)
+
+
+def test_gradients_flow_through_write_and_read():
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    prior = (
+        torch.eye(7, 5, dtype=torch.float64) + 0.1 * torch.randn(7, 5, generator=g, dtype=torch.float64)
+    ).requires_grad_()
+
+    def episode(z, prior):
+        memory = mem.write(z, prior)
+        z_read, w = mem.read(z[:, :2], memory, return_addresses=True)
+        return z_read, w
+
+    assert torch.autograd.gradcheck(episode, (z, prior))
+
+
+def test_half_precision_inputs_compute_in_float32():
+    z = torch.randn(1, 4, 16).to(torch.bfloat16)
+    memory = mem.write(z, torch.eye(16, 16, dtype=torch.bfloat16))
+    assert memory.dtype == torch.float32
+    assert mem.read(z, memory).dtype == torch.float32
+    assert mem.compute_dtype(z, dtype=torch.float64) == torch.float64
+    with pytest.raises(ValueError, match="dtype=torch.float16"):
+        mem.compute_dtype(z, dtype=torch.float16)
+
+
+# Sequential writing and forgetting ------------------------------------------------------------------------------
+
+
+def _closed_form_ridge(z, keys, ridge):
+    """argmin_M ||keys M - z||² + ridge ||M||², solved directly."""
+    k = keys.shape[-1]
+    gram = keys.transpose(-2, -1) @ keys + ridge * torch.eye(k, dtype=keys.dtype)
+    return torch.linalg.solve(gram, keys.transpose(-2, -1) @ z)
+
+
+def _seq(parts, reference, ridge, dtype):
+    """Apply (z, alpha) steps in order to an empty ridge memory."""
+    memory, precision = mem.ridge_memory(1, reference.shape[0], reference.shape[1], ridge, dtype=dtype)
+    for z, alpha in parts:
+        keys = mem.reference_keys(z, reference)
+        memory, precision = mem.sequential_write(z, keys, memory, precision, alpha=alpha)
+    return memory, precision
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sequential_write_is_the_ridge_solution(dtype):
+    g = torch.Generator().manual_seed(9)
+    reference = torch.randn(64, 48, generator=g, dtype=torch.float64).to(dtype)
+    a = torch.randn(1, 10, 48, generator=g, dtype=torch.float64).to(dtype)
+    b = torch.randn(1, 7, 48, generator=g, dtype=torch.float64).to(dtype)
+    ridge = 1e-3
+    # The ridge system's condition number is |W|² / ridge: float32 keeps ~cond * eps (hf-ext stores this memory in
+    # float64 by default).
+    tol = 1e-9 if dtype == torch.float64 else 2e-3
+    memory, _ = _seq([(a, 1.0), (b, 1.0)], reference, ridge, dtype)
+    keys = mem.reference_keys(torch.cat([a, b], 1), reference)
+    expected = _closed_form_ridge(torch.cat([a, b], 1).double(), keys.double(), ridge)
+    assert _rel(memory, expected) < tol
+    # Writing row by row equals writing the whole block.
+    rows = [(a[:, i : i + 1], 1.0) for i in range(a.shape[1])] + [(b, 1.0)]
+    assert _rel(_seq(rows, reference, ridge, dtype)[0], expected) < tol
+
+
+def test_sequential_writes_equal_one_batch_write_up_to_the_ridge():
+    g = torch.Generator().manual_seed(10)
+    prior = torch.randn(96, 64, generator=g, dtype=torch.float64)
+    a = torch.randn(1, 20, 64, generator=g, dtype=torch.float64)
+    b = torch.randn(1, 12, 64, generator=g, dtype=torch.float64)
+    both = torch.cat([a, b], 1)
+    one_shot = mem.write(both, prior)
+    queries = torch.randn(1, 8, 64, generator=g, dtype=torch.float64)
+    errors = []
+    for ridge in (1e-2, 1e-4, 1e-6, 1e-8):
+        sequential, _ = _seq([(a, 1.0), (b, 1.0)], prior, ridge, torch.float64)
+        errors.append(_rel(sequential, one_shot))
+        read_seq = mem.read_with_keys(mem.reference_keys(queries, prior), sequential)
+        read_one = mem.read_with_keys(mem.reference_keys(queries, prior), one_shot)
+        assert _rel(read_seq, read_one) < 10 * errors[-1] + 1e-10
+    assert errors[-1] < 1e-7
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))  # the gap closes with the ridge
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forgetting_undoes_a_write(dtype):
+    g = torch.Generator().manual_seed(11)
+    reference = torch.eye(128, 96, dtype=dtype)
+    a = torch.randn(1, 16, 96, generator=g, dtype=torch.float64).to(dtype)
+    b = torch.randn(1, 48, 96, generator=g, dtype=torch.float64).to(dtype)
+    # Forgetting cancels |W|² against the ridge: the error is ~eps * |W|² / ridge (|W|² ~ 96 here), so float32 needs a
+    # ridge near 1 % of the squared key norm while float64 takes a negligible one.
+    ridge, tol = (1e-4, 1e-8) if dtype == torch.float64 else (1.0, 1e-3)
+    forgotten, precision = _seq([(a, 1.0), (b, 1.0), (a, -1.0)], reference, ridge, dtype)
+    only_b, precision_b = _seq([(b, 1.0)], reference, ridge, dtype)
+    assert _rel(forgotten, only_b) < tol
+    torch.testing.assert_close(precision, precision_b, rtol=1e-4, atol=1e-4)
+
+    def recall_error(z, memory):
+        return _rel(mem.read_with_keys(mem.reference_keys(z, reference), memory), z)
+
+    before, _ = _seq([(a, 1.0), (b, 1.0)], reference, ridge, dtype)
+    assert recall_error(a, before) < 0.05 and recall_error(b, before) < 0.05
+    assert recall_error(a, forgotten) > 0.5  # A is gone ...
+    assert recall_error(b, forgotten) < 0.05  # ... and B is intact
+
+
+def test_ridge_must_be_positive():
+    with pytest.raises(ValueError, match="ridge=0"):
+        mem.ridge_memory(1, 8, 8, ridge=0)
+
+
+# Scope and long context ---------------------------------------------------------------------------------------
+
+
+def test_scope_mask_matches_cosine_distances():
+    g = torch.Generator().manual_seed(12)
+    stored = torch.randn(2, 5, 16, generator=g)
+    queries = torch.cat([stored[:, :2] * 3.0, torch.randn(2, 3, 16, generator=g)], 1)
+    threshold = 0.3
+    mask = mem.scope_mask(queries, stored, threshold)
+    for b in range(2):
+        for i in range(queries.shape[1]):
+            distances = [1 - torch.cosine_similarity(queries[b, i], s, dim=0).item() for s in stored[b]]
+            assert mask[b, i].item() == (min(distances) <= threshold)
+    assert mask[:, :2].all()  # a rescaled stored encoding is in scope
+    assert not mem.scope_mask(queries, stored[:, :0], threshold).any()  # nothing stored: nothing in scope
+
+
+def test_hierarchical_read_without_hierarchy_is_a_plain_read():
+    g = torch.Generator().manual_seed(13)
+    prior = torch.eye(64, 64, dtype=torch.float64)
+    chunks = torch.randn(2, 10, 64, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, 64, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        mem.hierarchical_read(chunks, queries, prior, episode_size=16), mem.read(queries, mem.write(chunks, prior))
+    )
+
+
+def test_hierarchical_read_finds_a_needle_in_a_context_ten_episodes_long():
+    g = torch.Generator().manual_seed(14)
+    episode_size, code_size = 8, 256
+    chunks = torch.randn(1, 10 * episode_size + 3, code_size, generator=g, dtype=torch.float64)
+    needle = 37
+    query = chunks[:, needle : needle + 1].clone()
+    # The query is in the span of the needle's group, so every level reads it back exactly.
+    found = mem.hierarchical_read(chunks, query, torch.eye(code_size, code_size, dtype=torch.float64), episode_size)
+    assert _rel(found, query) < 1e-10
+
+
+def test_errors_name_the_problem():
+    z = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="shape \\[batch, items, latent_size\\]"):
+        mem.write(z[0], torch.eye(8, 16))
+    with pytest.raises(ValueError, match="empty episode"):
+        mem.write(z[:, :0], torch.eye(8, 16))
+    with pytest.raises(ValueError, match="latent size 16"):
+        mem.write(z, torch.eye(8, 12))
+    with pytest.raises(ValueError, match="latent size 12 but the memory has latent size 16"):
+        mem.read(torch.randn(1, 2, 12), mem.write(z, torch.eye(8, 16)))
+    with pytest.raises(ValueError, match="pinv method='svd'"):
+        mem.pinv(torch.eye(3), method="svd")
+    with pytest.raises(ValueError, match="do not address a memory"):
+        mem.read_with_keys(torch.randn(1, 2, 5), torch.randn(1, 8, 16))
+    with pytest.raises(ValueError, match="empty context"):
+        mem.hierarchical_read(z[:, :0], z, torch.eye(8, 16), 4)
