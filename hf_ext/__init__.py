@@ -38,6 +38,11 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "load_tensors": "serialization",
     "save_json": "serialization",
     "load_json": "serialization",
+    # Larimar (hf_ext.larimar): an episodic-memory LM registered with the transformers Auto classes
+    "LarimarConfig": "larimar",
+    "LarimarModel": "larimar",
+    "LarimarForCausalLM": "larimar",
+    "LarimarProcessor": "larimar",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -58,6 +63,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .hub import HubMixin, make_card, push_folder, save_card
+    from .larimar import LarimarConfig, LarimarForCausalLM, LarimarModel, LarimarProcessor
     from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
     from .serialization import load_json, load_tensors, save_json, save_tensors
     from .testing import (
@@ -67,3 +73,14 @@ if TYPE_CHECKING:
         resolve_model_name_or_path,
         tiny_model_dir,
     )
+
+
+def _register_models() -> None:
+    # Larimar: `model_type="larimar"` loads with AutoConfig / AutoModel / AutoModelForCausalLM once hf_ext is
+    # imported (the model classes themselves are imported on first use).
+    from .larimar.auto import register
+
+    register()
+
+
+_register_models()

@@ -1,0 +1,168 @@
+"""Larimar model configuration."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+__all__ = ["LarimarConfig"]
+
+PINV_METHODS = ("exact", "ben_israel")
+MEMORY_DTYPES = ("float32", "float64")
+W_LOGVAR_MODES = ("memory", "slot", "scalar")
+POOLINGS = ("pooler", "cls", "mean")
+
+
+@strict
+class LarimarConfig(PreTrainedConfig):
+    r"""
+    Configuration of a Larimar model (Das et al., "Larimar: Large Language Models with Episodic Memory Control",
+    ICML 2024): an encoder, an episodic memory of `memory_size` slots of `latent_size` dimensions, and a causal
+    decoder conditioned on the latent read from memory, through one extra key / value slot per layer placed before
+    the tokens and through the latent added to every token embedding.
+
+    Any Hugging Face encoder and any causal LM can be combined: see
+    [`LarimarForCausalLM.from_encoder_decoder_pretrained`].
+
+    Args:
+        encoder (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the encoder (a BERT-like model; BERT by default).
+        decoder (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the causal decoder (GPT-2 by default; the Llama family works too).
+        latent_size (`int`, *optional*, defaults to 768):
+            Size C of the latent encodings and of a memory row. The number of facts one memory holds is bounded by
+            the rank of the latents, i.e. by `min(latent_size, encoder hidden size)`: keep both well above the
+            number of facts an episode holds.
+        memory_size (`int`, *optional*, defaults to 512):
+            Number K of memory slots.
+        pooling (`str`, *optional*, defaults to `"pooler"`):
+            How the encoder's output becomes one vector: `"pooler"` (its pooled output, as the paper; falls back
+            to `"cls"` for encoders without a pooler), `"cls"` (the first token) or `"mean"` (masked mean).
+        pinv_method (`str`, *optional*, defaults to `"exact"`):
+            Pseudo-inverse of the memory operations: `"exact"` (SVD in float64 with a cut-off suited to the dtype)
+            or `"ben_israel"` (the official fixed-step iteration, which diverges for large encodings).
+        pinv_steps (`int`, *optional*, defaults to 15):
+            Iterations of the `"ben_israel"` pseudo-inverse.
+        memory_dtype (`str`, *optional*, defaults to `"float64"`):
+            Dtype of the memory math (`"float32"` or `"float64"`), whatever the model's dtype.
+        write_noise_std (`float`, *optional*, defaults to 0.0):
+            Standard deviation of the noise added to the encodings when writing during training.
+        w_logvar_mode (`str`, *optional*, defaults to `"memory"`):
+            How the log-variance of the training-time read weights is parameterised: `"memory"` (a linear map of the
+            flattened memory, the paper's choice, `latent_size * memory_size**2` weights), `"slot"` (one per slot) or
+            `"scalar"`.
+        deterministic_read (`bool`, *optional*, defaults to `False`):
+            Read the mean weights during training too (no sampling, no KL term).
+        read_iterations (`int`, *optional*, defaults to 1):
+            Number of iterative reads `z <- read(z)`.
+        scope_threshold (`float`, *optional*, defaults to 0.5):
+            Cosine distance (in `[0, 2]`) above which a query is out of the memory's scope and reads a zero latent
+            (the decoder then behaves as if nothing was written). `None` disables scope detection.
+        memory_ridge (`float`, *optional*, defaults to 1e-3):
+            Ridge `λ` of the sequential memory used by `write_memory` / `forget_memory`.
+        center_latents (`bool`, *optional*, defaults to `False`):
+            Centre the pooled encoder output with its running mean (tracked during training, like BatchNorm's)
+            before projecting it. Encoder outputs share a dominant direction (cosine ~0.85 between unrelated texts
+            for a small random BERT); centring separates the latents, which speeds training up and sharpens the
+            memory's projections and scope detection. Not in the official model.
+        latent_as_embedding (`bool`, *optional*, defaults to `True`):
+            Also add a projection of the latent to every token embedding of the decoder.
+        episode_size (`int`, *optional*, defaults to 16):
+            Items per memory in a hierarchical (long-context) read, and the default training episode size.
+        kl_beta (`float`, *optional*, defaults to 0.5):
+            Weight of the KL term of the read weights (annealed during training by
+            [`LarimarKLAnnealingCallback`]).
+        reconstruction_weight (`float`, *optional*, defaults to 1.0):
+            Weight of CE(x | read(e(x))), decoding each item from the memory read with its own encoding.
+        autoencoder_weight (`float`, *optional*, defaults to 1.0):
+            Weight of CE(x | e(x)), decoding each item from its own encoding.
+        no_memory_weight (`float`, *optional*, defaults to 1.0):
+            Weight of CE(x | z = 0), decoding without memory.
+        query_weight (`float`, *optional*, defaults to 1.0):
+            Weight of CE(x | read(e(prompt))), decoding each item from the memory read with the encoding of its
+            prompt (needs prompts in the batch). Not in the official objective, without it prompt-only queries
+            do not reach the facts they belong to.
+    """
+
+    model_type = "larimar"
+    sub_configs_defaults = {
+        "encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+        "decoder": SubConfigSpec(config_class=AutoConfig, model_type="gpt2"),
+    }
+
+    encoder: PreTrainedConfig | dict | None = None
+    decoder: PreTrainedConfig | dict | None = None
+    latent_size: int = 768
+    memory_size: int = 512
+    pooling: str = "pooler"
+    pinv_method: str = "exact"
+    pinv_steps: int = 15
+    memory_dtype: str = "float64"
+    write_noise_std: float = 0.0
+    w_logvar_mode: str = "memory"
+    deterministic_read: bool = False
+    read_iterations: int = 1
+    scope_threshold: float | None = 0.5
+    memory_ridge: float = 1e-3
+    center_latents: bool = False
+    latent_as_embedding: bool = True
+    episode_size: int = 16
+    kl_beta: float = 0.5
+    reconstruction_weight: float = 1.0
+    autoencoder_weight: float = 1.0
+    no_memory_weight: float = 1.0
+    query_weight: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        _check_positive_int("latent_size", self.latent_size)
+        _check_positive_int("memory_size", self.memory_size)
+        _check_positive_int("pinv_steps", self.pinv_steps)
+        _check_positive_int("read_iterations", self.read_iterations)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("pinv_method", self.pinv_method, PINV_METHODS)
+        _check_choice("memory_dtype", self.memory_dtype, MEMORY_DTYPES)
+        _check_choice("w_logvar_mode", self.w_logvar_mode, W_LOGVAR_MODES)
+        if self.episode_size < 2:
+            raise ValueError(f"episode_size={self.episode_size} is out of range; expected an integer >= 2.")
+        if self.scope_threshold is not None and not 0 <= self.scope_threshold <= 2:
+            raise ValueError(
+                f"scope_threshold={self.scope_threshold} is out of range; expected a cosine distance in [0, 2] or None."
+            )
+        if not self.memory_ridge > 0:
+            raise ValueError(f"memory_ridge={self.memory_ridge} is out of range; expected a float > 0.")
+        for name in (
+            "write_noise_std",
+            "kl_beta",
+            "reconstruction_weight",
+            "autoencoder_weight",
+            "no_memory_weight",
+            "query_weight",
+        ):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"{name}={value} is out of range; expected a float >= 0.")
+        if not hasattr(self.encoder, "hidden_size"):
+            raise ValueError(f"The encoder config ({type(self.encoder).__name__}) has no hidden_size.")
+        if getattr(self.decoder, "is_encoder_decoder", False):
+            raise ValueError(
+                f"The decoder config ({type(self.decoder).__name__}) is an encoder-decoder; Larimar needs a causal LM."
+            )
+
+    @property
+    def memory_torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.memory_dtype)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is out of range; expected an integer >= 1.")
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}.")

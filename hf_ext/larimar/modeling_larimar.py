@@ -1,0 +1,1096 @@
+"""PyTorch Larimar: an encoder, an episodic memory and a causal decoder conditioned on what it reads.
+
+The decoder is conditioned on a latent `z` (read from memory, or zero when there is nothing relevant to read) as in
+the official model: a linear map of `z` gives one key / value slot per layer, placed before the tokens in the KV
+cache (so token positions start at 1), and another linear map of `z` is added to every token embedding. The slot
+goes through the ordinary transformers `Cache` API, so any decoder whose attention reads a `Cache` works (GPT-2 and
+Llama-family models among them), with `generate`, left padding, beam search and quantized weights.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, logging
+
+from . import memory as memory_math
+from .configuration_larimar import LarimarConfig
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "LarimarCausalLMOutputWithPast",
+    "LarimarForCausalLM",
+    "LarimarModel",
+    "LarimarModelOutput",
+    "LarimarPreTrainedModel",
+    "LarimarPrefixCache",
+]
+
+MEMORY_FILE = "larimar_memory.safetensors"
+"""The file `save_pretrained` writes the episodic memory to (safetensors, with the config it belongs to)."""
+MEMORY_FORMAT = "hf-ext-larimar-memory/1"
+
+
+@dataclass
+class LarimarModelOutput(ModelOutput):
+    """
+    Output of [`LarimarModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            The decoder's last hidden states (for the tokens; the memory slot is not a token).
+        past_key_values (`Cache`, *optional*):
+            The decoder's cache, memory slot first.
+        hidden_states, attentions (`tuple(torch.FloatTensor)`, *optional*):
+            As returned by the decoder.
+        memory_latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`):
+            The latent the decoder was conditioned on.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    memory_latent: torch.FloatTensor | None = None
+
+
+@dataclass
+class LarimarCausalLMOutputWithPast(ModelOutput):
+    """
+    Output of [`LarimarForCausalLM`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `(1,)`, *optional*):
+            With `labels` and encoder inputs: Larimar's training objective (see [`LarimarForCausalLM.forward`]);
+            with `labels` only: the language-modeling loss given the memory latent.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            Prediction scores (in training, those of the items decoded from their memory read-out).
+        past_key_values (`Cache`, *optional*):
+            The decoder's cache, memory slot first.
+        hidden_states, attentions (`tuple(torch.FloatTensor)`, *optional*):
+            As returned by the decoder.
+        memory_latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`):
+            The latent the decoder was conditioned on.
+        reconstruction_loss, autoencoder_loss, no_memory_loss, query_loss, kl_loss (`torch.FloatTensor`, *optional*):
+            The terms of the training objective, unweighted.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    memory_latent: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    autoencoder_loss: torch.FloatTensor | None = None
+    no_memory_loss: torch.FloatTensor | None = None
+    query_loss: torch.FloatTensor | None = None
+    kl_loss: torch.FloatTensor | None = None
+
+
+# The memory slot in the KV cache --------------------------------------------------------------------------------
+
+
+class LarimarPrefixLayer(DynamicLayer):
+    """A read-only cache layer holding only the memory slot: `update` returns the slot followed by the new states
+    and stores nothing, so a layer recomputed by gradient checkpointing sees exactly what it saw the first time."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+class LarimarPrefixCache(Cache):
+    """A `Cache` that holds Larimar's memory slot (one key / value per layer) and nothing else.
+
+    Used for full-sequence forwards (training, `use_cache=False`), where no KV cache is kept but the slot must still
+    be attended to. Generation uses an ordinary `DynamicCache` pre-filled with the slot instead.
+    """
+
+    def __init__(self, prefixes: list[tuple[torch.Tensor, torch.Tensor]]):
+        super().__init__(layers=[LarimarPrefixLayer(k, v) for k, v in prefixes])
+
+
+# The episodic memory ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpisodicMemoryState:
+    """What `write_memory` / `forget_memory` maintain: the sequential (ridge) memory, its precision matrix, the
+    reference memory its keys come from, and the latents currently stored (for scope detection)."""
+
+    memory: torch.Tensor  # [K, C]
+    precision: torch.Tensor  # [K, K]
+    reference: torch.Tensor  # [K, C]
+    latents: torch.Tensor  # [S, C]
+    ridge: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.latents.shape[0]
+
+    def to(self, device) -> EpisodicMemoryState:
+        if self.memory.device == torch.device(device):
+            return self
+        return EpisodicMemoryState(
+            self.memory.to(device),
+            self.precision.to(device),
+            self.reference.to(device),
+            self.latents.to(device),
+            self.ridge,
+            dict(self.extra),
+        )
+
+
+class LarimarMemory(nn.Module):
+    """The learned part of the memory: the prior `M0` (`[K, C]`, identity at initialisation) and the parameters
+    of the log-variance of the training-time read weights."""
+
+    def __init__(self, config: LarimarConfig):
+        super().__init__()
+        self.config = config
+        k, c = config.memory_size, config.latent_size
+        self.prior = nn.Parameter(torch.eye(k, c))
+        if config.w_logvar_mode == "memory":
+            self.w_logvar = nn.Linear(k * c, k)
+        elif config.w_logvar_mode == "slot":
+            self.w_logvar = nn.Parameter(torch.zeros(k))
+        else:
+            self.w_logvar = nn.Parameter(torch.zeros(1))
+
+    def _pinv_kwargs(self) -> dict:
+        return {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
+
+    def write(self, z: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
+        """One-shot write of episodes `z` (`[B, N, C]`) against the prior; returns `[B, K, C]`."""
+        return memory_math.write(
+            z, self.prior, noise_std=noise_std, dtype=self.config.memory_torch_dtype, **self._pinv_kwargs()
+        )
+
+    def read_logvar(self, memory: torch.Tensor) -> torch.Tensor:
+        """Log-variance of the read weights for memories `[B, K, C]`, broadcastable to `[B, N, K]`."""
+        if isinstance(self.w_logvar, nn.Linear):
+            flat = memory.reshape(memory.shape[0], -1).to(self.w_logvar.weight.dtype)
+            return self.w_logvar(flat).unsqueeze(1)
+        return self.w_logvar.view(1, 1, -1)
+
+    def read(self, q: torch.Tensor, memory: torch.Tensor, sample: bool = False):
+        """Read memories `[B, K, C]` with queries `[B, N, C]`; returns the read-out, the mean weights and their
+        log-variance."""
+        w_logvar = self.read_logvar(memory)
+        z, w_mean = memory_math.read(
+            q,
+            memory,
+            w_logvar=w_logvar if sample else None,
+            iterations=self.config.read_iterations,
+            dtype=self.config.memory_torch_dtype,
+            return_addresses=True,
+            **self._pinv_kwargs(),
+        )
+        return z, w_mean, w_logvar
+
+
+def _decoder_geometry(config) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dim) of a decoder config."""
+    layers = config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    if head_dim * heads != config.hidden_size and getattr(config, "head_dim", None) is None:
+        raise ValueError(
+            f"The decoder's hidden_size={config.hidden_size} is not a multiple of num_attention_heads={heads}."
+        )
+    layer_types = getattr(config, "layer_types", None) or []
+    unsupported = sorted({t for t in layer_types if "attention" not in t or "linear" in t})
+    if unsupported:
+        raise ValueError(
+            f"The decoder has layers of type {unsupported}; Larimar's memory slot needs attention layers with a KV cache."
+        )
+    return layers, kv_heads, head_dim
+
+
+class LarimarPreTrainedModel(PreTrainedModel):
+    config: LarimarConfig
+    config_class = LarimarConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _skip_keys_device_placement = ["past_key_values"]
+    # Larimar's own layers stay in float32 (and unquantized) whatever the dtype or quantization of the encoder and
+    # the decoder: the memory math is sensitive to rounding.
+    _keep_in_fp32_modules = ["latent_projection", "prefix_projection", "embedding_projection", "memory"]
+    # The loss is averaged inside `forward`; let `Trainer` scale it for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, LarimarMemory):
+            init.copy_(module.prior, torch.eye(*module.prior.shape, dtype=module.prior.dtype))
+            if isinstance(module.w_logvar, nn.Parameter):
+                init.zeros_(module.w_logvar)
+        elif isinstance(module, LarimarModel):
+            init.zeros_(module.latent_center)
+            init.zeros_(module.latent_center_batches)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, **kwargs):
+        from torch.utils.checkpoint import checkpoint
+
+        super()._set_gradient_checkpointing(
+            enable=enable, gradient_checkpointing_func=gradient_checkpointing_func or checkpoint, **kwargs
+        )
+        decoder = self._larimar().decoder
+        # The memory slot lives in a read-only cache: checkpointed layers may keep reading it (the recompute sees the
+        # same states), so the decoder must not drop its cache under checkpointing.
+        decoder.gradient_checkpointing = False
+        for module in decoder.modules():
+            if isinstance(module, GradientCheckpointingLayer):
+                module._can_checkpoint_with_cache = enable
+
+    def _larimar(self) -> LarimarModel:
+        return self if isinstance(self, LarimarModel) else self.model
+
+    # Memory API (shared by LarimarModel and LarimarForCausalLM) --------------------------------------------------
+
+    @property
+    def memory_state(self) -> EpisodicMemoryState | None:
+        """The episodic memory written with [`write_memory`] (`None` when empty)."""
+        return self._larimar()._memory_state
+
+    @property
+    def memory_capacity(self) -> int:
+        """How many items the memory can tell apart: the rank bound `min(memory_size, latent_size, encoder width)`."""
+        config = self.config
+        return min(config.memory_size, config.latent_size, config.encoder.hidden_size)
+
+    def _encoder_inputs(self, texts, processor, encoder_input_ids, encoder_attention_mask):
+        if texts is not None:
+            if isinstance(texts, str):
+                texts = [texts]
+            if len(texts) == 0:
+                raise ValueError("texts is empty: give at least one text.")
+            processor = processor or getattr(self, "processor", None)
+            if processor is None:
+                raise ValueError(
+                    "Pass processor=LarimarProcessor(...) (or set model.processor) to write texts, or pass "
+                    "encoder_input_ids."
+                )
+            inputs = processor.encode_memory(texts)
+            encoder_input_ids, encoder_attention_mask = inputs["encoder_input_ids"], inputs["encoder_attention_mask"]
+        if encoder_input_ids is None or encoder_input_ids.shape[0] == 0:
+            raise ValueError("Nothing to encode: give texts (with a processor) or a non-empty encoder_input_ids.")
+        return encoder_input_ids, encoder_attention_mask
+
+    @torch.no_grad()
+    def encode_texts(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
+        """Latent encodings (`[N, latent_size]`, float32) of texts, computed in eval mode."""
+        encoder_input_ids, encoder_attention_mask = self._encoder_inputs(
+            texts, processor, encoder_input_ids, encoder_attention_mask
+        )
+        model = self._larimar()
+        was_training = model.training
+        model.eval()  # no dropout, and the latent centre is not updated
+        try:
+            z = model.encode(encoder_input_ids.to(self.device), _to_device(encoder_attention_mask, self.device))
+        finally:
+            model.train(was_training)
+        return z.float()
+
+    def reset_memory(self) -> None:
+        """Forget everything written: the memory becomes empty and every query reads a zero latent."""
+        self._larimar()._memory_state = None
+
+    def _new_state(self) -> EpisodicMemoryState:
+        config = self.config
+        dtype = config.memory_torch_dtype
+        model = self._larimar()
+        memory, precision = memory_math.ridge_memory(
+            1, config.memory_size, config.latent_size, config.memory_ridge, dtype=dtype, device=self.device
+        )
+        reference = model.memory.prior.detach().to(dtype).clone()
+        latents = torch.zeros(0, config.latent_size, dtype=torch.float32, device=self.device)
+        return EpisodicMemoryState(memory[0], precision[0], reference, latents, config.memory_ridge)
+
+    def write_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
+        """Write texts (facts, sentences) into the episodic memory in one shot, without gradient steps.
+
+        Args:
+            texts (`str` or `list[str]`):
+                What to remember.
+            processor ([`LarimarProcessor`], *optional*):
+                Tokenizes `texts` for the encoder; `model.processor` when set.
+            encoder_input_ids, encoder_attention_mask (`torch.LongTensor`, *optional*):
+                Already tokenized texts, instead of `texts`.
+
+        Returns:
+            `int`: the number of items the memory holds.
+        """
+        z = self.encode_texts(
+            texts, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
+        )
+        model = self._larimar()
+        state = model._memory_state or self._new_state()
+        state = state.to(self.device)
+        keys = memory_math.reference_keys(z[None], state.reference)
+        memory, precision = memory_math.sequential_write(
+            z[None], keys, state.memory[None], state.precision[None], alpha=1.0
+        )
+        state.memory, state.precision = memory[0], precision[0]
+        state.latents = torch.cat([state.latents, z], 0)
+        model._memory_state = state
+        if state.size > self.memory_capacity:
+            warnings.warn(
+                f"The Larimar memory now holds {state.size} items but can tell apart at most {self.memory_capacity} "
+                f"(min of memory_size={self.config.memory_size}, latent_size={self.config.latent_size} and the "
+                f"encoder's hidden size={self.config.encoder.hidden_size}): recall of every stored item degrades once "
+                "the items outnumber that rank. Forget items, reset the memory or use a larger model.",
+                stacklevel=2,
+            )
+        return state.size
+
+    def forget_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
+        """Forget texts written earlier with [`write_memory`] (a recursive least-squares step with weight -1).
+
+        Texts that were never written are skipped with a warning. Returns the number of items the memory holds.
+        """
+        z = self.encode_texts(
+            texts, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
+        )
+        model = self._larimar()
+        state = model._memory_state
+        if state is None or state.size == 0:
+            warnings.warn("The Larimar memory is empty: there is nothing to forget.", stacklevel=2)
+            return 0
+        state = state.to(self.device)
+        remaining = state.latents
+        found = []
+        for i, latent in enumerate(z):
+            match = torch.isclose(remaining, latent, rtol=1e-4, atol=1e-5).all(-1).nonzero()
+            if len(match) == 0:
+                continue
+            found.append(i)
+            keep = torch.ones(remaining.shape[0], dtype=torch.bool, device=remaining.device)
+            keep[match[0, 0]] = False
+            remaining = remaining[keep]
+        if len(found) < z.shape[0]:
+            warnings.warn(
+                f"{z.shape[0] - len(found)} of the {z.shape[0]} texts to forget were not in the memory; skipped them.",
+                stacklevel=2,
+            )
+        if found:
+            z_found = z[found][None]
+            keys = memory_math.reference_keys(z_found, state.reference)
+            memory, precision = memory_math.sequential_write(
+                z_found, keys, state.memory[None], state.precision[None], alpha=-1.0
+            )
+            state.memory, state.precision, state.latents = memory[0], precision[0], remaining
+        model._memory_state = state
+        return state.size
+
+    def read_memory(
+        self,
+        queries=None,
+        processor=None,
+        *,
+        encoder_input_ids=None,
+        encoder_attention_mask=None,
+        scope: bool = True,
+    ) -> torch.Tensor:
+        """The latents (`[N, latent_size]`, in the model's dtype) that queries read from the episodic memory.
+
+        With `scope=True` (and `config.scope_threshold` set), a query farther than the threshold (cosine distance)
+        from everything stored reads a zero latent, as does every query of an empty memory.
+        """
+        q = self.encode_texts(
+            queries, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
+        )
+        return self._read_latents(q, scope=scope)
+
+    def _read_latents(self, q: torch.Tensor, scope: bool = True) -> torch.Tensor:
+        model = self._larimar()
+        state = model._memory_state
+        dtype = self.dtype if self.dtype.is_floating_point else torch.float32
+        if state is None or state.size == 0:
+            return torch.zeros(q.shape[0], self.config.latent_size, device=self.device, dtype=dtype)
+        state = state.to(q.device)
+        z = q[None]
+        for _ in range(self.config.read_iterations):
+            z = memory_math.read_with_keys(memory_math.reference_keys(z, state.reference), state.memory[None])
+        z = z[0]
+        if scope and self.config.scope_threshold is not None:
+            in_scope = memory_math.scope_mask(q[None], state.latents[None], self.config.scope_threshold)[0]
+            z = torch.where(in_scope[:, None], z, torch.zeros_like(z))
+        return z.to(dtype)
+
+    def read_long_context(
+        self,
+        context,
+        queries,
+        processor=None,
+        *,
+        episode_size: int | None = None,
+    ) -> torch.Tensor:
+        """Latents for queries over a context longer than one memory episode (paper §5.5).
+
+        The context's chunks are written into memories of `episode_size` (default `config.episode_size`) chunks
+        each, every memory is read with the query, the read-outs are written into a next-level memory, and so on
+        until one episode remains; the final read-out is returned (`[N, latent_size]`), ready for
+        `generate(..., memory_latent=...)`. The episodic memory of [`write_memory`] is left untouched.
+
+        Args:
+            context (`list[str]`): The context, split into chunks (sentences).
+            queries (`str` or `list[str]`): The questions.
+        """
+        if isinstance(context, str) or len(context) == 0:
+            raise ValueError("context must be a non-empty list of chunks (e.g. sentences).")
+        chunks = self.encode_texts(context, processor)
+        q = self.encode_texts(queries, processor)
+        model = self._larimar()
+        episode_size = episode_size or self.config.episode_size
+        found = memory_math.hierarchical_read(
+            chunks[None],
+            q[None],
+            model.memory.prior.detach().float(),
+            episode_size,
+            write_fn=lambda z, m0: memory_math.write(z, m0, dtype=self.config.memory_torch_dtype),
+            read_fn=lambda q_, m: memory_math.read(q_, m, dtype=self.config.memory_torch_dtype),
+        )
+        return found[0].to(self.dtype)
+
+    # Saving and loading the memory ------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the episodic memory in `larimar_memory.safetensors`."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        target = os.path.join(save_directory, MEMORY_FILE)
+        state = self.memory_state
+        if state is None:
+            if os.path.exists(target):
+                os.remove(target)
+            return result
+        from ..serialization import save_tensors
+
+        save_tensors(
+            target,
+            {
+                "memory": state.memory,
+                "precision": state.precision,
+                "reference": state.reference,
+                "latents": state.latents,
+            },
+            metadata={
+                "format": MEMORY_FORMAT,
+                "latent_size": str(self.config.latent_size),
+                "memory_size": str(self.config.memory_size),
+                "memory_dtype": self.config.memory_dtype,
+                "ridge": repr(state.ridge),
+            },
+        )
+        return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, restoring the episodic memory saved with the model (if any)."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        path = _find_memory_file(pretrained_model_name_or_path, kwargs)
+        if path is not None:
+            model.load_memory(path)
+        return model
+
+    def load_memory(self, path: str | os.PathLike) -> None:
+        """Load an episodic memory saved by `save_pretrained` (checked against this model's config)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        if metadata.get("format") != MEMORY_FORMAT:
+            raise ValueError(f"{path} is not a Larimar memory file (format={metadata.get('format')!r}).")
+        expected = {"latent_size": str(self.config.latent_size), "memory_size": str(self.config.memory_size)}
+        found = {key: metadata.get(key) for key in expected}
+        if found != expected:
+            raise ValueError(
+                f"The memory in {path} was written by a model with {found}, but this model has {expected}: "
+                "it belongs to another configuration."
+            )
+        device = self.device
+        self._larimar()._memory_state = EpisodicMemoryState(
+            tensors["memory"].to(device),
+            tensors["precision"].to(device),
+            tensors["reference"].to(device),
+            tensors["latents"].to(device),
+            float(metadata.get("ridge", self.config.memory_ridge)),
+        )
+
+
+def _find_memory_file(name_or_path, kwargs) -> str | None:
+    if os.path.isdir(str(name_or_path)):
+        candidate = os.path.join(str(name_or_path), kwargs.get("subfolder", "") or "", MEMORY_FILE)
+        return candidate if os.path.isfile(candidate) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(
+            str(name_or_path),
+            MEMORY_FILE,
+            revision=kwargs.get("revision"),
+            subfolder=kwargs.get("subfolder") or None,
+            token=kwargs.get("token"),
+            cache_dir=kwargs.get("cache_dir"),
+            local_files_only=kwargs.get("local_files_only", False),
+        )
+    except Exception:  # a checkpoint without a memory file, or offline
+        return None
+
+
+def _to_device(tensor, device):
+    return tensor.to(device) if tensor is not None else None
+
+
+class LarimarModel(LarimarPreTrainedModel):
+    """Larimar without a language-modeling head: the encoder, the memory, and the decoder's base model, returning
+    the decoder's hidden states.
+
+    Args:
+        config ([`LarimarConfig`]): The configuration.
+        encoder, decoder ([`PreTrainedModel`], *optional*): Ready-made encoder and base decoder (e.g. pretrained);
+            built from the config otherwise.
+    """
+
+    def __init__(self, config: LarimarConfig, encoder: PreTrainedModel | None = None, decoder=None):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder)
+        self.decoder = decoder if decoder is not None else AutoModel.from_config(config.decoder)
+        _check_submodel("encoder", self.encoder, config.encoder)
+        _check_submodel("decoder", self.decoder, config.decoder)
+        # The sub-models share the composite config's sub-configs, so that later changes stay in sync.
+        self.config.encoder._attn_implementation = self.encoder.config._attn_implementation
+        self.config.decoder._attn_implementation = self.decoder.config._attn_implementation
+        self.encoder.config = self.config.encoder
+        self.decoder.config = self.config.decoder
+        self.num_layers, self.num_kv_heads, self.head_dim = _decoder_geometry(config.decoder)
+        # With `center_latents`, the pooled encoder output is centred with its running mean (tracked in training,
+        # like BatchNorm's): the bias would only add back a direction shared by every latent.
+        self.latent_projection = nn.Linear(
+            config.encoder.hidden_size, config.latent_size, bias=not config.center_latents
+        )
+        self.register_buffer("latent_center", torch.zeros(config.encoder.hidden_size))
+        self.register_buffer("latent_center_batches", torch.zeros((), dtype=torch.long))
+        self.prefix_projection = nn.Linear(
+            config.latent_size, self.num_layers * self.num_kv_heads * self.head_dim, bias=False
+        )
+        self.embedding_projection = (
+            nn.Linear(config.latent_size, config.decoder.hidden_size, bias=False)
+            if config.latent_as_embedding
+            else None
+        )
+        self.memory = LarimarMemory(config)
+        self._memory_state: EpisodicMemoryState | None = None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.decoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.decoder.set_input_embeddings(value)
+
+    def encode(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent encodings `z` (`[batch, latent_size]`) of encoder inputs."""
+        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        pooling = self.config.pooling
+        hidden = outputs.last_hidden_state
+        if pooling == "mean":
+            if attention_mask is None:
+                pooled = hidden.mean(1)
+            else:
+                mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        elif pooling == "pooler" and getattr(outputs, "pooler_output", None) is not None:
+            pooled = outputs.pooler_output
+        else:
+            pooled = hidden[:, 0]
+        pooled = pooled.to(self.latent_projection.weight.dtype)
+        if self.config.center_latents:
+            if self.training:
+                with torch.no_grad():
+                    # Cumulative mean at first, then an exponential moving average (momentum 0.01).
+                    momentum = max(1.0 / float(self.latent_center_batches + 1), 0.01)
+                    self.latent_center.lerp_(pooled.detach().float().mean(0).to(self.latent_center.dtype), momentum)
+                    self.latent_center_batches += 1
+            pooled = pooled - self.latent_center.to(pooled.dtype)
+        return self.latent_projection(pooled)
+
+    def memory_prefix(self, latent: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The memory slot for latents `[B, C]`: one `(key, value)` of shape `[B, kv_heads, 1, head_dim]` per layer
+        (the same vector is used as key and value, as in the official model)."""
+        weight = self.prefix_projection.weight
+        projected = self.prefix_projection(latent.to(weight.dtype if weight.is_floating_point() else latent.dtype))
+        projected = projected.view(latent.shape[0], self.num_layers, self.num_kv_heads, 1, self.head_dim)
+        return [(projected[:, layer], projected[:, layer]) for layer in range(self.num_layers)]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        memory_latent: torch.FloatTensor | None = None,
+        encoder_input_ids: torch.LongTensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> LarimarModelOutput:
+        r"""
+        Run the decoder conditioned on a memory latent.
+
+        Args:
+            input_ids, inputs_embeds (*optional*):
+                The decoder's tokens (or their embeddings). With a non-empty `past_key_values`, only the new ones.
+            attention_mask (`torch.Tensor` of shape `(batch_size, past_tokens + sequence_length)`, *optional*):
+                The tokens' padding mask; the memory slot is always visible and is not part of it.
+            position_ids (`torch.LongTensor`, *optional*):
+                Token positions counted from 0 at the first real token (the memory slot shifts them by one inside).
+            past_key_values (`Cache`, *optional*):
+                A cache from a previous call (it holds the memory slot first). An empty `Cache` is filled with the
+                slot; without one, a `DynamicCache` is made when `use_cache` and a read-only slot cache otherwise.
+            memory_latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`, *optional*):
+                The latent to condition on. Without it, the encoder inputs are read from the episodic memory (with
+                scope detection) or, without those, a zero latent ("no memory") is used.
+            encoder_input_ids, encoder_attention_mask (*optional*):
+                Encoder tokens of the memory queries (see [`LarimarProcessor`]).
+        """
+        kwargs.pop("return_dict", None)
+        if memory_latent is None:
+            memory_latent = self.latents_for(input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask)
+        return self.decode(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            memory_latent=memory_latent,
+            **kwargs,
+        )
+
+    def latents_for(self, input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask) -> torch.Tensor:
+        """The latents a batch reads: from the episodic memory with the encoder queries, else zero."""
+        if encoder_input_ids is not None:
+            q = self.encode(encoder_input_ids, encoder_attention_mask)
+            return self._read_latents(q.float())
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        return torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
+
+    def decode(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        memory_latent=None,
+        **kwargs,
+    ) -> LarimarModelOutput:
+        """The decoder's forward pass conditioned on `memory_latent` (see [`forward`])."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.decoder.get_input_embeddings()(input_ids)
+        batch, length = inputs_embeds.shape[:2]
+        if memory_latent is None:
+            memory_latent = torch.zeros(batch, self.config.latent_size, device=inputs_embeds.device)
+        if memory_latent.shape != (batch, self.config.latent_size):
+            raise ValueError(
+                f"memory_latent has shape {tuple(memory_latent.shape)}; expected ({batch}, {self.config.latent_size})."
+            )
+        memory_latent = memory_latent.to(inputs_embeds.device)
+        if self.embedding_projection is not None:
+            inputs_embeds = inputs_embeds + self.embedding_projection(
+                memory_latent.to(self.embedding_projection.weight.dtype)
+            ).unsqueeze(1).to(inputs_embeds.dtype)
+
+        if use_cache is None:
+            use_cache = getattr(self.config.decoder, "use_cache", True)
+        if self.decoder.training and any(
+            getattr(m, "gradient_checkpointing", False) for m in self.decoder.modules() if m is not self.decoder
+        ):
+            use_cache = False
+        fresh = past_key_values is None or past_key_values.get_seq_length() == 0
+        if fresh:
+            prefix = [
+                (k.to(inputs_embeds.dtype), v.to(inputs_embeds.dtype)) for k, v in self.memory_prefix(memory_latent)
+            ]
+            if use_cache:
+                if past_key_values is None:
+                    past_key_values = DynamicCache(config=self.config.decoder)
+                for layer, (key, value) in enumerate(prefix):
+                    past_key_values.update(key, value, layer)
+            else:
+                past_key_values = LarimarPrefixCache(prefix)
+        cached = past_key_values.get_seq_length()  # memory slot + earlier tokens
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, cached - 1 + length, device=inputs_embeds.device, dtype=torch.long)
+        if attention_mask.shape != (batch, cached - 1 + length):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({batch}, {cached - 1 + length}) "
+                "(earlier tokens + new tokens; the memory slot is added inside)."
+            )
+        full_mask = torch.cat([attention_mask.new_ones(batch, 1), attention_mask], dim=-1)
+        if position_ids is None:
+            position_ids = (full_mask.long().cumsum(-1) - 1)[:, -length:]
+        else:
+            position_ids = position_ids + 1
+        outputs = self.decoder(
+            inputs_embeds=inputs_embeds,
+            attention_mask=full_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        return LarimarModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values if use_cache else None,
+            hidden_states=getattr(outputs, "hidden_states", None),
+            attentions=getattr(outputs, "attentions", None),
+            memory_latent=memory_latent,
+        )
+
+
+class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
+    """Larimar with a language-modeling head: the model `AutoModelForCausalLM` loads for `model_type="larimar"`.
+
+    ```python
+    >>> from transformers import AutoModelForCausalLM
+    >>> from hf_ext.larimar import LarimarProcessor
+    >>> model = AutoModelForCausalLM.from_pretrained(path)
+    >>> processor = LarimarProcessor.from_pretrained(path)
+    >>> model.write_memory(["Alice lives in Paris."], processor=processor)
+    >>> out = model.generate(**processor(["Alice lives in"]), max_new_tokens=3)
+    ```
+    """
+
+    def __init__(self, config: LarimarConfig, encoder=None, decoder=None, lm_head: nn.Module | None = None):
+        super().__init__(config)
+        self.model = LarimarModel(config, encoder=encoder, decoder=decoder)
+        decoder_config = config.decoder
+        self.vocab_size = decoder_config.vocab_size
+        self.lm_head = (
+            lm_head
+            if lm_head is not None
+            else nn.Linear(decoder_config.hidden_size, decoder_config.vocab_size, bias=False)
+        )
+        # Which parameter the head shares depends on the decoder family (`wte` for GPT-2, `embed_tokens` ...).
+        self._tied_weights_keys = self._decoder_tied_weights_keys()
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        # The decoder's own config says whether its head is tied to its input embeddings.
+        tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if getattr(self.config.decoder, "tie_word_embeddings", False):
+            tied.update(self._tied_weights_keys)
+        return tied
+
+    def _decoder_tied_weights_keys(self) -> dict[str, str]:
+        embeddings = self.model.decoder.get_input_embeddings()
+        for name, module in self.model.decoder.named_modules():
+            if module is embeddings:
+                return {"lm_head.weight": f"model.decoder.{name}.weight"}
+        return {}
+
+    @classmethod
+    def from_encoder_decoder_pretrained(
+        cls,
+        encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+        decoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> LarimarForCausalLM:
+        r"""Build a Larimar from any pretrained encoder and causal LM; the memory and the projections start fresh.
+
+        Args:
+            encoder_pretrained_model_name_or_path (`str` or `os.PathLike`):
+                An encoder (`AutoModel`), e.g. BERT or all-MiniLM-L6-v2.
+            decoder_pretrained_model_name_or_path (`str` or `os.PathLike`):
+                A causal LM (`AutoModelForCausalLM`), e.g. GPT-2 or a Llama-family model.
+            kwargs:
+                `encoder_*` and `decoder_*` go to the respective `from_pretrained` (e.g.
+                `decoder_quantization_config=BitsAndBytesConfig(...)`, `decoder_model=` a ready model); the rest
+                (`latent_size=...`, `memory_size=...`) configure the [`LarimarConfig`].
+
+        ```python
+        >>> model = LarimarForCausalLM.from_encoder_decoder_pretrained(
+        ...     "hf-ext-testing/tiny-bert", "hf-ext-testing/tiny-gpt2", latent_size=128, memory_size=128
+        ... )
+        ```
+        """
+        from ..testing import resolve_model_name_or_path
+
+        kwargs_encoder = {k[len("encoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("encoder_")}
+        kwargs_decoder = {k[len("decoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("decoder_")}
+        encoder = kwargs_encoder.pop("model", None)
+        if encoder is None:
+            if encoder_pretrained_model_name_or_path is None:
+                raise ValueError("Give encoder_pretrained_model_name_or_path (or encoder_model=...).")
+            encoder = AutoModel.from_pretrained(
+                resolve_model_name_or_path(encoder_pretrained_model_name_or_path), **kwargs_encoder
+            )
+        causal_lm = kwargs_decoder.pop("model", None)
+        if causal_lm is None:
+            if decoder_pretrained_model_name_or_path is None:
+                raise ValueError("Give decoder_pretrained_model_name_or_path (or decoder_model=...).")
+            causal_lm = AutoModelForCausalLM.from_pretrained(
+                resolve_model_name_or_path(decoder_pretrained_model_name_or_path), **kwargs_decoder
+            )
+        if causal_lm.get_output_embeddings() is None:
+            raise ValueError(f"The decoder {type(causal_lm).__name__} has no language-modeling head.")
+        if encoder.get_output_embeddings() is not None:
+            raise ValueError(
+                f"The encoder {type(encoder).__name__} has a language-modeling head; load it with AutoModel."
+            )
+        decoder_base = causal_lm.get_submodule(causal_lm.base_model_prefix)
+        # Keep the sub-models' attention implementations (a new config would reset them).
+        kwargs.setdefault(
+            "attn_implementation",
+            {"encoder": encoder.config._attn_implementation, "decoder": causal_lm.config._attn_implementation},
+        )
+        config = LarimarConfig(encoder=encoder.config, decoder=causal_lm.config, **kwargs)
+        model = cls(config, encoder=encoder, decoder=decoder_base, lm_head=causal_lm.get_output_embeddings())
+        if causal_lm.generation_config is not None:
+            model.generation_config = causal_lm.generation_config
+        quantizer = getattr(causal_lm, "hf_quantizer", None)
+        if quantizer is not None:
+            # The new parts (projections, memory) stay in the compute dtype; only the decoder is quantized.
+            model.is_quantized = True
+        return model
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        memory_latent: torch.FloatTensor | None = None,
+        encoder_input_ids: torch.LongTensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        query_input_ids: torch.LongTensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        episode_size: int | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> LarimarCausalLMOutputWithPast:
+        r"""
+        Two uses:
+
+        - **Training** (`labels` and `encoder_input_ids` given, no `memory_latent`): each batch holds episodes of
+          `episode_size` items (the whole batch by default). The items are encoded, written into one memory per
+          episode and read back, and the loss is the paper's objective plus a query term,
+          `w_r CE(x | read(e(x))) + w_a CE(x | e(x)) + β KL(W) + w_0 CE(x | 0) + w_q CE(x | read(e(prompt)))`,
+          with padding masked (`labels == -100`). The query term needs `query_input_ids` (the prompts' encoder
+          tokens); see [`LarimarEpisodeCollator`].
+        - **Inference**: the decoder conditioned on `memory_latent`, or on what the encoder queries read from the
+          episodic memory (with scope detection), or on a zero latent; `labels` give the usual LM loss.
+
+        Other arguments are those of [`LarimarModel.forward`].
+        """
+        kwargs.pop("return_dict", None)
+        if labels is not None and encoder_input_ids is not None and memory_latent is None:
+            return self._objective(
+                input_ids,
+                attention_mask,
+                labels,
+                encoder_input_ids,
+                encoder_attention_mask,
+                query_input_ids,
+                query_attention_mask,
+                episode_size,
+                **kwargs,
+            )
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            memory_latent=memory_latent,
+            encoder_input_ids=encoder_input_ids,
+            encoder_attention_mask=encoder_attention_mask,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.vocab_size)
+        return LarimarCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            memory_latent=outputs.memory_latent,
+        )
+
+    def _objective(
+        self,
+        input_ids,
+        attention_mask,
+        labels,
+        encoder_input_ids,
+        encoder_attention_mask,
+        query_input_ids,
+        query_attention_mask,
+        episode_size,
+        **kwargs,
+    ) -> LarimarCausalLMOutputWithPast:
+        config = self.config
+        kwargs.pop("num_items_in_batch", None)
+        items = input_ids.shape[0]
+        episode_size = int(episode_size or items)
+        if items % episode_size:
+            raise ValueError(
+                f"The batch of {items} items does not split into episodes of episode_size={episode_size}."
+            )
+        episodes = items // episode_size
+        model = self.model
+        z = model.encode(encoder_input_ids, encoder_attention_mask)
+        z_episodes = z.view(episodes, episode_size, -1)
+        noise = config.write_noise_std if self.training else 0.0
+        memory = model.memory.write(z_episodes, noise_std=noise)
+        sample = self.training and not config.deterministic_read
+        queries = z_episodes
+        if query_input_ids is not None:
+            q = model.encode(query_input_ids, query_attention_mask).view(episodes, episode_size, -1)
+            queries = torch.cat([z_episodes, q], 1)  # one pseudo-inverse of the memory for both reads
+        read_out, w_mean, w_logvar = model.memory.read(queries, memory, sample=sample)
+        z_read, w_mean = read_out[:, :episode_size], w_mean[:, :episode_size]
+        kl = memory_math.w_kl(w_mean, w_logvar.to(w_mean.dtype)).mean()
+
+        streams = {"reconstruction": z_read.reshape(items, -1), "autoencoder": z, "no_memory": torch.zeros_like(z)}
+        if query_input_ids is not None:
+            streams["query"] = read_out[:, episode_size:].reshape(items, -1)
+        weights = {
+            "reconstruction": config.reconstruction_weight,
+            "autoencoder": config.autoencoder_weight,
+            "no_memory": config.no_memory_weight,
+            "query": config.query_weight,
+        }
+        names = [name for name in streams if weights[name] > 0 or name == "reconstruction"]
+        latents = torch.cat([streams[name].to(z.dtype) for name in names], 0)
+        repeat = len(names)
+        outputs = model.decode(
+            input_ids=input_ids.repeat(repeat, 1),
+            attention_mask=attention_mask.repeat(repeat, 1) if attention_mask is not None else None,
+            memory_latent=latents,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        losses = {}
+        for index, name in enumerate(names):
+            chunk = logits[index * items : (index + 1) * items]
+            losses[name] = self.loss_function(logits=chunk, labels=labels, vocab_size=self.vocab_size)
+        loss = sum(weights[name] * losses[name] for name in names) + config.kl_beta * self.kl_scale * kl.to(
+            logits.dtype
+        )
+        return LarimarCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits[:items],
+            memory_latent=streams["reconstruction"],
+            reconstruction_loss=losses["reconstruction"].detach(),
+            autoencoder_loss=losses.get("autoencoder", torch.zeros(())).detach(),
+            no_memory_loss=losses.get("no_memory", torch.zeros(())).detach(),
+            query_loss=losses["query"].detach() if "query" in losses else None,
+            kl_loss=kl.detach(),
+        )
+
+    kl_scale: float = 1.0
+    """Multiplies `config.kl_beta` (set by [`LarimarKLAnnealingCallback`] during training)."""
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_input_ids: torch.LongTensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        memory_latent: torch.FloatTensor | None = None,
+        **kwargs,
+    ):
+        r"""`GenerationMixin.generate` conditioned on the episodic memory.
+
+        The memory is read once per sequence, with the encoder queries (`encoder_input_ids`, from
+        [`LarimarProcessor`]) and scope detection, and the latent conditions every step; pass `memory_latent` to
+        condition on a latent of your own (e.g. from [`read_long_context`]). Everything else is `generate`'s.
+        """
+        if memory_latent is None:
+            if encoder_input_ids is not None:
+                memory_latent = self.read_memory(
+                    encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
+                )
+            else:
+                if self.memory_state is not None:
+                    logger.warning_once(
+                        "generate() got no encoder_input_ids: the episodic memory is not read (pass the inputs of "
+                        "LarimarProcessor, or memory_latent)."
+                    )
+                batch = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
+                memory_latent = torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
+        return super().generate(
+            input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
+        )
+
+
+def _check_submodel(name: str, module: nn.Module, config) -> None:
+    hidden = getattr(module.config, "hidden_size", None)
+    if hidden != config.hidden_size:
+        raise ValueError(
+            f"The {name} has hidden_size={hidden} but the config's {name} has hidden_size={config.hidden_size}: "
+            "they do not match."
+        )
+
+
+def _register() -> None:
+    """Map `model_type="larimar"` to the real classes (replacing the lazy stand-ins registered on `import hf_ext`)."""
+    AutoConfig.register("larimar", LarimarConfig, exist_ok=True)
+    AutoModel.register(LarimarConfig, LarimarModel, exist_ok=True)
+    AutoModelForCausalLM.register(LarimarConfig, LarimarForCausalLM, exist_ok=True)
+
+
+_register()
