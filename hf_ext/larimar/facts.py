@@ -16,9 +16,29 @@ from dataclasses import dataclass
 
 __all__ = ["OBJECTS", "RELATIONS", "SUBJECTS", "Fact", "evaluation_facts", "filler_sentences", "training_episode"]
 
-SUBJECTS = ["Bras", "Cai", "Can", "Canad", "Egy", "Ital", "Jap", "Ken", "Mad", "Nairob", "New", "Ott", "Our", "Santia", "Sunday", "The", "Thur", "Thursday", "Toky", "Tues", "Tuesday", "abou", "about", "after", "again", "agreed", "and", "answer", "any", "appl", "are", "argu", "argued", "artic", "asked", "back", "bak", "before", "behind", "being", "better", "blue", "boil", "bri", "bright", "bro", "broken", "but", "can", "cap", "checked", "cit", "cle", "come", "comm", "cou", "could", "course", "daw", "deg", "des", "directions", "doc", "dur", "during", "else", "empt", "empty", "envelo", "every", "expl", "explained", "for", "fore", "found", "friendly", "fro", "from", "fron", "good", "green", "guess", "har", "hard", "into", "lan", "last", "lea", "libr", "long", "loo", "look", "lower", "mat", "meas", "meet", "met", "mild", "mor", "most", "mount", "mus", "near", "neigh", "new", "nort", "not", "note", "num", "old", "one", "other", "pass", "plus", "proble", "qui", "quiet", "rea", "red", "reme", "repai", "rob", "saf", "sai", "say", "sch", "sent", "sentences", "shar", "shared", "she", "short", "small", "some", "spoke", "stu", "stuck", "studi", "studied", "sugge", "sum", "tell", "temp", "than", "that", "the", "them", "then", "thi", "this", "three", "tomor", "tra", "twice", "und", "under", "visit", "wal", "walked", "was", "way", "what", "when", "while", "will", "win", "wit", "with", "woo", "wooden", "would", "wri", "written", "wro", "wrong", "wrote", "yesterday", "you", "young", "your"]
-RELATIONS = ["admired", "carried", "cleaned", "counted", "described", "measured", "painted", "remembered", "repaired", "visited"]
-OBJECTS = ["Brasilia", "Brazil", "Cairo", "Canada", "Chile", "Delhi", "Egypt", "France", "India", "Italy", "Japan", "Kenya", "Lima", "Madrid", "Nairobi", "Norway", "Oslo", "Ottawa", "Paris", "Peru", "Rome", "Santiago", "Spain", "Tokyo", "apples", "article", "baker", "boat", "box", "bridge", "capital", "car", "cat", "city", "clock", "clouds", "committee", "dawn", "doctor", "dog", "engine", "engineer", "envelope", "evening", "farmer", "forest", "friend", "garden", "harbour", "hill", "hills", "hour", "island", "kite", "lake", "lantern", "letter", "library", "list", "lunch", "map", "market", "match", "morning", "mountain", "museum", "musician", "neighbour", "noon", "numbers", "password", "patience", "problem", "rain", "request", "river", "robot", "sailor", "school", "screen", "sea", "song", "station", "stone", "storm", "student", "summary", "summer", "tea", "teacher", "team", "tower", "traveller", "valley", "village", "wall", "weather", "week", "wind", "winter"]
+SUBJECTS = (  # noqa: SIM905 (a word list is easier to read and edit as one string)
+    "Bras Cai Can Canad Egy Ital Jap Ken Mad Nairob New Ott Our Santia Sunday The Thur Thursday Toky Tues Tuesday "
+    "abou about after again agreed and answer any appl are argu argued artic asked back bak before behind being "
+    "better blue boil bri bright bro broken but can cap checked cit cle come comm cou could course daw deg des "
+    "directions doc dur during else empt empty envelo every expl explained for fore found friendly fro from fron "
+    "good green guess har hard into lan last lea libr long loo look lower mat meas meet met mild mor most mount "
+    "mus near neigh new nort not note num old one other pass plus proble qui quiet rea red reme repai rob saf sai "
+    "say sch sent sentences shar shared she short small some spoke stu stuck studi studied sugge sum tell temp "
+    "than that the them then thi this three tomor tra twice und under visit wal walked was way what when while "
+    "will win wit with woo wooden would wri written wro wrong wrote yesterday you young your"
+).split()
+RELATIONS = (  # noqa: SIM905 (a word list is easier to read and edit as one string)
+    "admired carried cleaned counted described measured painted remembered repaired visited"
+).split()
+OBJECTS = (  # noqa: SIM905 (a word list is easier to read and edit as one string)
+    "Brasilia Brazil Cairo Canada Chile Delhi Egypt France India Italy Japan Kenya Lima Madrid Nairobi Norway "
+    "Oslo Ottawa Paris Peru Rome Santiago Spain Tokyo apples article baker boat box bridge capital car cat city "
+    "clock clouds committee dawn doctor dog engine engineer envelope evening farmer forest friend garden harbour "
+    "hill hills hour island kite lake lantern letter library list lunch map market match morning mountain museum "
+    "musician neighbour noon numbers password patience problem rain request river robot sailor school screen sea "
+    "song station stone storm student summary summer tea teacher team tower traveller valley village wall weather "
+    "week wind winter"
+).split()
 
 
 @dataclass(frozen=True)
