@@ -14,7 +14,16 @@ import random
 from dataclasses import dataclass
 
 
-__all__ = ["OBJECTS", "RELATIONS", "SUBJECTS", "Fact", "evaluation_facts", "filler_sentences", "training_episode"]
+__all__ = [
+    "OBJECTS",
+    "RELATIONS",
+    "SUBJECTS",
+    "Fact",
+    "evaluation_facts",
+    "fact_dataset",
+    "filler_sentences",
+    "training_episode",
+]
 
 SUBJECTS = (  # noqa: SIM905 (a word list is easier to read and edit as one string)
     "Bras Cai Can Canad Egy Ital Jap Ken Mad Nairob New Ott Our Santia Sunday The Thur Thursday Toky Tues Tuesday "
@@ -99,3 +108,15 @@ def filler_sentences(count: int, seed: int = 0) -> list[str]:
     lines = corpus_lines()
     rng = random.Random(seed)
     return [lines[rng.randrange(len(lines))] for _ in range(count)]
+
+
+def fact_dataset(num_episodes: int, episode_size: int = 64, seed: int = 0):
+    """A `datasets.Dataset` of training facts (`text`, `prompt`, `answer`), `episode_size` rows per episode, in
+    episode order (train with `train_sampling_strategy="sequential"` to keep episodes whole)."""
+    from datasets import Dataset
+
+    if num_episodes < 1 or episode_size < 1:
+        raise ValueError(f"num_episodes={num_episodes} and episode_size={episode_size} must both be >= 1.")
+    rng = random.Random(seed)
+    rows = [fact.as_dict() for _ in range(num_episodes) for fact in training_episode(rng, episode_size)]
+    return Dataset.from_list(rows)

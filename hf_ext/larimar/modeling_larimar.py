@@ -476,15 +476,89 @@ class LarimarPreTrainedModel(PreTrainedModel):
 
     # Saving and loading the memory ------------------------------------------------------------------------------
 
+    def model_card(
+        self,
+        repo_id: str | None = None,
+        *,
+        base_model: str | list[str] | None = None,
+        datasets: str | list[str] | None = None,
+        license: str | None = None,
+        summary: str | None = None,
+        details: str | None = None,
+    ):
+        """A model card rendered from `hf_ext/model_cards/larimar.md` (a `huggingface_hub.ModelCard`)."""
+        from ..hub import make_card
+
+        config = self.config
+        fields = (
+            "latent_size",
+            "memory_size",
+            "pooling",
+            "center_latents",
+            "latent_as_embedding",
+            "pinv_method",
+            "memory_dtype",
+            "memory_ridge",
+            "scope_threshold",
+            "read_iterations",
+            "episode_size",
+            "w_logvar_mode",
+            "deterministic_read",
+            "kl_beta",
+            "reconstruction_weight",
+            "autoencoder_weight",
+            "no_memory_weight",
+            "query_weight",
+        )
+        state = self.memory_state
+        return make_card(
+            "larimar",
+            method="larimar",
+            base_model=base_model,
+            datasets=datasets,
+            license=license,
+            tags=["episodic-memory", "knowledge-editing"],
+            method_config={name: getattr(config, name) for name in fields},
+            title=f"Larimar ({config.encoder.model_type} encoder, {config.decoder.model_type} decoder)",
+            summary=summary or "",
+            details=details or "",
+            encoder_type=config.encoder.model_type,
+            decoder_type=config.decoder.model_type,
+            memory_size=config.memory_size,
+            latent_size=config.latent_size,
+            capacity=self.memory_capacity,
+            memory_items=state.size if state is not None else 0,
+            repo_id=repo_id or "path/to/this/model",
+        )
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the episodic memory in `larimar_memory.safetensors`."""
+        """`PreTrainedModel.save_pretrained`, plus the episodic memory in `larimar_memory.safetensors` and a model
+        card (`README.md`, unless the folder has one). With `push_to_hub=True`, everything is uploaded in one commit
+        (`repo_id`, `token`, `private`, `commit_message` as in `PreTrainedModel.save_pretrained`)."""
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        push_kwargs = {
+            key: kwargs.pop(key) for key in ("repo_id", "token", "private", "commit_message") if key in kwargs
+        }
         result = super().save_pretrained(save_directory, *args, **kwargs)
+        self._save_memory_and_card(save_directory)
+        if push_to_hub:
+            from ..hub import push_folder
+
+            repo_id = push_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(str(save_directory)))
+            push_folder(save_directory, repo_id, **push_kwargs)
+        return result
+
+    def _save_memory_and_card(self, save_directory) -> None:
+        if not os.path.exists(os.path.join(save_directory, "README.md")):
+            from ..hub import save_card
+
+            save_card(self.model_card(), save_directory)
         target = os.path.join(save_directory, MEMORY_FILE)
         state = self.memory_state
         if state is None:
             if os.path.exists(target):
                 os.remove(target)
-            return result
+            return
         from ..serialization import save_tensors
 
         save_tensors(
@@ -503,7 +577,6 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 "ridge": repr(state.ridge),
             },
         )
-        return result
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
