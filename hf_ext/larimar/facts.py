@@ -4,8 +4,10 @@ A fact is "<subject> <relation> <object>" (e.g. "harbour visited Lima"), its pro
 answer the object. With 180 subjects, 10 relations and 100 objects, a model that has not read the fact answers at
 chance (1 %). Relations and objects are single tokens of the tiny hf-ext tokenizer, so an answer is one token.
 
-The triples are split once, deterministically: training episodes draw from one part, evaluation facts from the
-other, so the facts a test writes into memory were never seen together in training.
+The prompts are split once, deterministically: a fixed tenth of the (subject, relation) pairs never occurs in a
+training episode, and evaluation facts use only those. A fact a test writes into memory was therefore never seen in
+training, and the decoder has learned no preference among the objects of its prompt (holding out triples instead
+would teach it which objects a held-out prompt never takes).
 """
 
 from __future__ import annotations
@@ -70,25 +72,19 @@ class Fact:
         return {"text": self.text, "prompt": self.prompt, "answer": self.object}
 
 
-def _held_out(subject: int, relation: int, obj: int) -> bool:
-    # A fixed 10 % of the (subject, relation, object) triples is reserved for evaluation.
-    return (subject * 7 + relation * 13 + obj * 29) % 10 == 0
+def _held_out(subject: int, relation: int) -> bool:
+    # A fixed 10 % of the (subject, relation) prompts is reserved for evaluation.
+    return (subject * 7 + relation * 3) % 10 == 0
 
 
 def _draw(rng: random.Random, count: int, held_out: bool) -> list[Fact]:
     """`count` facts with distinct (subject, relation) prompts, from one side of the split."""
-    if count > len(SUBJECTS) * len(RELATIONS):
-        raise ValueError(f"count={count} exceeds the {len(SUBJECTS) * len(RELATIONS)} distinct prompts.")
-    prompts = rng.sample(range(len(SUBJECTS) * len(RELATIONS)), count)
-    facts = []
-    for prompt in prompts:
-        subject, relation = divmod(prompt, len(RELATIONS))
-        while True:
-            obj = rng.randrange(len(OBJECTS))
-            if _held_out(subject, relation, obj) == held_out:
-                break
-        facts.append(Fact(SUBJECTS[subject], RELATIONS[relation], OBJECTS[obj]))
-    return facts
+    prompts = [(s, r) for s in range(len(SUBJECTS)) for r in range(len(RELATIONS)) if _held_out(s, r) == held_out]
+    if count > len(prompts):
+        raise ValueError(f"count={count} exceeds the {len(prompts)} distinct prompts of this split.")
+    return [
+        Fact(SUBJECTS[s], RELATIONS[r], OBJECTS[rng.randrange(len(OBJECTS))]) for s, r in rng.sample(prompts, count)
+    ]
 
 
 def training_episode(rng: random.Random, size: int) -> list[Fact]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -138,11 +139,17 @@ class EpisodicMemoryState:
     reference: torch.Tensor  # [K, C]
     latents: torch.Tensor  # [S, C]
     ridge: float
-    extra: dict = field(default_factory=dict)
+    reference_pinv: torch.Tensor | None = field(default=None, repr=False)  # cached M_ref⁺, [C, K]
 
     @property
     def size(self) -> int:
         return self.latents.shape[0]
+
+    def keys(self, z: torch.Tensor) -> torch.Tensor:
+        """Reference keys `z M_ref⁺` of latents `[B, N, C]` (the pseudo-inverse is computed once per state)."""
+        if self.reference_pinv is None:
+            self.reference_pinv = memory_math.pinv(self.reference)
+        return z.to(self.reference_pinv.dtype) @ self.reference_pinv
 
     def to(self, device) -> EpisodicMemoryState:
         if self.memory.device == torch.device(device):
@@ -153,7 +160,7 @@ class EpisodicMemoryState:
             self.reference.to(device),
             self.latents.to(device),
             self.ridge,
-            dict(self.extra),
+            self.reference_pinv.to(device) if self.reference_pinv is not None else None,
         )
 
 
@@ -348,7 +355,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         model = self._larimar()
         state = model._memory_state or self._new_state()
         state = state.to(self.device)
-        keys = memory_math.reference_keys(z[None], state.reference)
+        keys = state.keys(z[None])
         memory, precision = memory_math.sequential_write(
             z[None], keys, state.memory[None], state.precision[None], alpha=1.0
         )
@@ -396,7 +403,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
             )
         if found:
             z_found = z[found][None]
-            keys = memory_math.reference_keys(z_found, state.reference)
+            keys = state.keys(z_found)
             memory, precision = memory_math.sequential_write(
                 z_found, keys, state.memory[None], state.precision[None], alpha=-1.0
             )
@@ -432,7 +439,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         state = state.to(q.device)
         z = q[None]
         for _ in range(self.config.read_iterations):
-            z = memory_math.read_with_keys(memory_math.reference_keys(z, state.reference), state.memory[None])
+            z = memory_math.read_with_keys(state.keys(z), state.memory[None])
         z = z[0]
         if scope and self.config.scope_threshold is not None:
             in_scope = memory_math.scope_mask(q[None], state.latents[None], self.config.scope_threshold)[0]
@@ -772,6 +779,23 @@ class LarimarModel(LarimarPreTrainedModel):
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         return torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
 
+    def _latent_embedding(self, latent: torch.Tensor) -> torch.Tensor:
+        """`embedding_projection(latent)` as `[B, 1, hidden]`. During generation the very same latent tensor comes
+        back at every step, so the last result is reused while that tensor (and the weights) are unchanged."""
+        weight = self.embedding_projection.weight
+        cached = getattr(self, "_latent_embedding_cache", None)
+        if (
+            cached is not None
+            and not torch.is_grad_enabled()
+            and cached[0]() is latent
+            and cached[1] == (latent._version, weight._version)
+        ):
+            return cached[2]
+        value = self.embedding_projection(latent.to(weight.dtype)).unsqueeze(1)
+        if not torch.is_grad_enabled():
+            self._latent_embedding_cache = (weakref.ref(latent), (latent._version, weight._version), value)
+        return value
+
     def decode(
         self,
         input_ids=None,
@@ -797,9 +821,7 @@ class LarimarModel(LarimarPreTrainedModel):
             )
         memory_latent = memory_latent.to(inputs_embeds.device)
         if self.embedding_projection is not None:
-            inputs_embeds = inputs_embeds + self.embedding_projection(
-                memory_latent.to(self.embedding_projection.weight.dtype)
-            ).unsqueeze(1).to(inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds + self._latent_embedding(memory_latent).to(inputs_embeds.dtype)
 
         if use_cache is None:
             use_cache = getattr(self.config.decoder, "use_cache", True)

@@ -4,7 +4,8 @@ The tests, the demo stage and the benchmark share one artefact: [`tiny_larimar_d
 minutes on one CPU core; deterministic for a given machine) and keeps it under `$HF_EXT_CACHE/larimar/` in a folder
 named after a fingerprint of the recipe, so later calls (and other processes) load it instead.
 
-The recipe trades the paper's objective for speed, and says so: the encoder is a small random BERT kept frozen
+The recipe (`TinyLarimarRecipe`) trains on episodes of 64 facts; the model's `episode_size` (items per memory in a
+long-context read) is 16. It trades the paper's objective for speed, and says so: the encoder is a small random BERT kept frozen
 (its centred, projected output is the latent), reads are deterministic (no sampled read weights, no KL term), and
 the loss is CE(x | read(e(x))) + CE(x | read(e(prompt))) on episodes of 64 facts. With an exact read,
 read(e(x)) = e(x), so the autoencoder term would only repeat the first one.
@@ -27,7 +28,7 @@ import torch
 
 __all__ = ["TinyLarimarRecipe", "build_tiny_larimar", "tiny_larimar_dir", "train_tiny_larimar"]
 
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2  # bump when the recipe, the fact corpus or the model code changes what is trained
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class TinyLarimarRecipe:
     latent_size: int = 256
     memory_size: int = 256
     episode_size: int = 64
+    context_episode_size: int = 16
     steps: int = 1000
     learning_rate: float = 5e-3
     warmup_steps: int = 50
@@ -95,7 +97,7 @@ def build_tiny_larimar(recipe: TinyLarimarRecipe | None = None, tokenizer=None):
             kl_beta=0.0,
             autoencoder_weight=0.0,
             no_memory_weight=0.0,
-            episode_size=recipe.episode_size,
+            episode_size=recipe.context_episode_size,  # items per memory in `read_long_context`
             scope_threshold=0.5,
         )
     return model, LarimarProcessor(tokenizer, tokenizer)

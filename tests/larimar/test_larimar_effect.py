@@ -4,6 +4,8 @@
 forgotten; unrelated prompts must not notice the writes; a needle is found in a context ten training episodes long.
 """
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -48,11 +50,12 @@ def test_unrelated_prompts_are_not_disturbed(trained):
     model.reset_memory()
 
 
-def test_needle_in_a_context_ten_episodes_long(trained):
+def test_needle_in_a_context_ten_episodes_long(trained, trained_larimar_path):
     model, processor = trained
-    episode = model.config.episode_size
-    haystack = facts.filler_sentences(10 * episode, seed=5)
-    needles = facts.evaluation_facts(10, seed=4321)
+    training_episode = json.loads((trained_larimar_path / "training_log.json").read_text())["recipe"]["episode_size"]
+    haystack = facts.filler_sentences(10 * training_episode, seed=5)  # ten times what training wrote at once
+    episode = model.config.episode_size  # items per memory of the hierarchical read
+    needles = facts.evaluation_facts(6, seed=4321)
     positions = [(i * 97) % len(haystack) for i in range(len(needles))]
     prior = model.model.memory.prior.detach()
     hay_latents = model.encode_texts(haystack, processor)
@@ -87,8 +90,8 @@ def test_needle_in_a_context_ten_episodes_long(trained):
     prompts = [n.prompt for n in needles]
     found = answer(model, processor, prompts, memory_latent=torch.stack(hierarchical).float())
     found_flat = answer(model, processor, prompts, memory_latent=torch.stack(flat).float())
-    assert sum(a == n.object for a, n in zip(found, needles)) >= 8
-    assert sum(a == n.object for a, n in zip(found_flat, needles)) <= 2
+    assert sum(a == n.object for a, n in zip(found, needles)) >= 5
+    assert sum(a == n.object for a, n in zip(found_flat, needles)) <= 1
 
 
 def test_memory_survives_save_and_load(trained, tmp_path):
