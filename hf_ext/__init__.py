@@ -77,10 +77,10 @@ if TYPE_CHECKING:
 
 def _register_models() -> None:
     # Larimar: `model_type="larimar"` loads with AutoConfig / AutoModel / AutoModelForCausalLM once hf_ext is
-    # imported (the model classes themselves are imported on first use).
-    from .larimar.auto import register
+    # imported. Nothing is imported here: the registration runs when transformers' Auto classes are imported.
+    from .larimar.auto import register_on_import
 
-    register()
+    register_on_import()
 
 
 _register_models()

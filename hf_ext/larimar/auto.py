@@ -1,17 +1,23 @@
-"""Registering Larimar with the transformers Auto classes, cheaply.
+"""Registering Larimar with the transformers Auto classes, at no import cost.
 
-`import hf_ext` calls [`register`]: `AutoConfig` gets the real [`LarimarConfig`], while `AutoModel` and
-`AutoModelForCausalLM` get stand-ins that import `modeling_larimar` (torch modules, the generation stack) only when
-a Larimar model is actually built or loaded. Importing `modeling_larimar` then registers the real classes.
+`import hf_ext` calls [`register_on_import`]: nothing is imported then. As soon as transformers' Auto machinery is
+imported (by `from transformers import AutoConfig`, `AutoModelForCausalLM`, a pipeline, ...), `AutoConfig` gets the
+real [`LarimarConfig`], and `AutoModel` / `AutoModelForCausalLM` get stand-ins that import `modeling_larimar` (torch
+modules, the generation stack) only when a Larimar model is built or loaded; importing `modeling_larimar`
+registers the real classes. When the Auto machinery is already imported, registration happens at once.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import sys
 
 
-__all__ = ["register"]
+__all__ = ["register", "register_on_import"]
 
+_CONFIG_MODULE = "transformers.models.auto.configuration_auto"
+_MODEL_MODULE = "transformers.models.auto.modeling_auto"
 _MODELING = "hf_ext.larimar.modeling_larimar"
 
 
@@ -37,20 +43,74 @@ class _LazyModelClass(type):
         return issubclass(subclass, cls._real())
 
 
-def _stand_in(name: str, config_class) -> type:
-    return _LazyModelClass(name, (), {"__module__": _MODELING, "config_class": config_class, "__doc__": None})
+def _register_config() -> None:
+    from .configuration_larimar import LarimarConfig
+
+    sys.modules[_CONFIG_MODULE].AutoConfig.register("larimar", LarimarConfig, exist_ok=True)
+
+
+def _register_models() -> None:
+    if _MODELING in sys.modules:  # already imported: it registered the real classes
+        return
+    from .configuration_larimar import LarimarConfig
+
+    auto = sys.modules[_MODEL_MODULE]
+    for auto_class, name in ((auto.AutoModel, "LarimarModel"), (auto.AutoModelForCausalLM, "LarimarForCausalLM")):
+        stand_in = _LazyModelClass(name, (), {"__module__": _MODELING, "config_class": LarimarConfig})
+        auto_class.register(LarimarConfig, stand_in, exist_ok=True)
 
 
 def register() -> None:
-    """Register `model_type="larimar"` with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    """Register `model_type="larimar"` with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM` now."""
+    importlib.import_module(_CONFIG_MODULE)
+    _register_config()
+    importlib.import_module(_MODEL_MODULE)
+    _register_models()
 
-    from .configuration_larimar import LarimarConfig
 
-    AutoConfig.register("larimar", LarimarConfig, exist_ok=True)
-    import sys
+class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs `callback` right after the module `name` has been executed (a post-import hook)."""
 
-    if _MODELING in sys.modules:  # already imported: it registered the real classes
-        return
-    AutoModel.register(LarimarConfig, _stand_in("LarimarModel", LarimarConfig), exist_ok=True)
-    AutoModelForCausalLM.register(LarimarConfig, _stand_in("LarimarForCausalLM", LarimarConfig), exist_ok=True)
+    def __init__(self, name: str, callback):
+        self.name = name
+        self.callback = callback
+        self.loader = None
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                self.loader, spec.loader = spec.loader, self
+                return spec
+        return None
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self.callback()
+
+
+def _imported(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def _when_imported(name: str, callback) -> None:
+    if _imported(name):
+        callback()
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, callback))
+
+
+def register_on_import() -> None:
+    """Register Larimar when transformers' Auto classes are imported (now, if they already are)."""
+    _when_imported(_CONFIG_MODULE, _register_config)
+    _when_imported(_MODEL_MODULE, _register_models)

@@ -56,23 +56,38 @@ def test_config_round_trip_and_sub_configs(tmp_path, tiny_bert_path, tiny_llama_
         LarimarConfig(decoder={"model_type": "t5"})
 
 
+_TINY_CONFIG = (
+    "config = AutoConfig.for_model('larimar', latent_size=8, memory_size=8, w_logvar_mode='scalar',\n"
+    "    encoder={'model_type': 'bert', 'hidden_size': 16, 'num_hidden_layers': 1, 'num_attention_heads': 2,\n"
+    "             'intermediate_size': 32, 'vocab_size': 50},\n"
+    "    decoder={'model_type': 'gpt2', 'n_embd': 16, 'n_layer': 1, 'n_head': 2, 'vocab_size': 50})\n"
+)
+
+
+def _run(code: str) -> list[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_import_registers_with_the_auto_classes_and_stays_lazy():
     code = (
         "import sys, hf_ext\n"
+        "cheap = not {'torch', 'transformers'} & set(sys.modules)\n"
         "from transformers import AutoConfig, AutoModel, AutoModelForCausalLM\n"
-        "lazy = 'hf_ext.larimar.modeling_larimar' not in sys.modules\n"
-        "config = AutoConfig.for_model('larimar', latent_size=8, memory_size=8, w_logvar_mode='scalar',\n"
-        "    encoder={'model_type': 'bert', 'hidden_size': 16, 'num_hidden_layers': 1, 'num_attention_heads': 2,\n"
-        "             'intermediate_size': 32, 'vocab_size': 50},\n"
-        "    decoder={'model_type': 'gpt2', 'n_embd': 16, 'n_layer': 1, 'n_head': 2, 'vocab_size': 50})\n"
+        + _TINY_CONFIG
+        + "lazy = 'hf_ext.larimar.modeling_larimar' not in sys.modules\n"
         "model = AutoModelForCausalLM.from_config(config)\n"
         "base = AutoModel.from_config(config)\n"
         "from hf_ext.larimar.modeling_larimar import LarimarForCausalLM, LarimarModel\n"
-        "print(lazy, type(config).__name__, type(model) is LarimarForCausalLM, type(base) is LarimarModel,\n"
+        "print(cheap, lazy, type(config).__name__, type(model) is LarimarForCausalLM, type(base) is LarimarModel,\n"
         "      AutoModelForCausalLM._model_mapping[type(config)] is LarimarForCausalLM)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["True", "LarimarConfig", "True", "True", "True"]
+    assert _run(code) == ["True", "True", "LarimarConfig", "True", "True", "True"]
+    # transformers' Auto classes imported before hf_ext: registered at once.
+    code = (
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        "import hf_ext\n" + _TINY_CONFIG + "print(type(AutoModelForCausalLM.from_config(config)).__name__)\n"
+    )
+    assert _run(code) == ["LarimarForCausalLM"]
 
 
 # Construction, saving, loading -------------------------------------------------------------------------------------

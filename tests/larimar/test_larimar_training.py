@@ -237,9 +237,12 @@ def test_fact_corpus_answers_are_single_tokens(tiny_tokenizer):
         assert len(tiny_tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
     fact = Fact("harbour", "visited", "Lima")
     assert fact.as_dict() == {"text": "harbour visited Lima", "prompt": "harbour visited", "answer": "Lima"}
-    held_out = evaluation_facts(200, seed=3)
-    assert len({f.prompt for f in held_out}) == 200
+    held_out = evaluation_facts(180, seed=3)  # every held-out prompt, once
+    assert len({f.prompt for f in held_out}) == 180
+    with pytest.raises(ValueError, match="count=181 exceeds the 180 distinct prompts"):
+        evaluation_facts(181)
     dataset = facts.fact_dataset(5, episode_size=40, seed=0)
-    assert dataset.num_rows == 200 and not {r["text"] for r in dataset} & {f.text for f in held_out}
+    # Training never sees a held-out prompt, so no evaluation fact was ever seen in training.
+    assert dataset.num_rows == 200 and not set(dataset["prompt"]) & {f.prompt for f in held_out}
     for start in range(0, 200, 40):
         assert len(set(dataset[start : start + 40]["prompt"])) == 40  # an episode never repeats a prompt
