@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import norm
 
 from .bootstrap import bootstrap_violation_ratios, pairwise_violation_ratios
 from .quantiles import as_sample
@@ -33,6 +32,12 @@ __all__ = [
     "borda_ranking",
     "relative_dominance",
 ]
+
+
+def _normal_quantile(p: float) -> float:
+    from scipy.special import ndtri  # imported here so that `hf-ext --help` stays fast
+
+    return float(ndtri(p))
 
 
 def _check_settings(alpha, n_bootstrap, threshold=None) -> None:
@@ -50,16 +55,22 @@ def check_samples(samples: Mapping[str, object], *, paired: bool = False, minimu
     With `paired=True` all samples must have the same size (the i-th values come from the same prompt).
     """
     if not isinstance(samples, Mapping):
-        raise ValueError(f"samples: expected a mapping from model name to its per-sample scores, got {type(samples).__name__}")
+        raise ValueError(
+            f"samples: expected a mapping from model name to its per-sample scores, got {type(samples).__name__}"
+        )
     if len(samples) < minimum:
-        raise ValueError(f"samples: expected at least {minimum} models to compare, got {len(samples)} ({list(samples)})")
+        raise ValueError(
+            f"samples: expected at least {minimum} models to compare, got {len(samples)} ({list(samples)})"
+        )
     checked = {str(name): as_sample(values, f"samples[{name!r}]") for name, values in samples.items()}
     if len(checked) != len(samples):
         raise ValueError(f"samples: model names must be distinct as strings, got {list(samples)}")
     if paired:
         sizes = {name: values.size for name, values in checked.items()}
         if len(set(sizes.values())) > 1:
-            raise ValueError(f"paired=True needs samples of equal size (one value per prompt per model), got sizes {sizes}")
+            raise ValueError(
+                f"paired=True needs samples of equal size (one value per prompt per model), got sizes {sizes}"
+            )
     return checked
 
 
@@ -131,7 +142,7 @@ def absolute_dominance(
         sorted_samples, order=order, n_bootstrap=n_bootstrap, rng=rng, paired_order=paired_order
     )[:, 0, 1]
     std_error = float(np.sqrt(np.mean((boot - epsilon) ** 2)))
-    epsilon_min = float(np.clip(epsilon + std_error * norm.ppf(1 - alpha), 0.0, 1.0))
+    epsilon_min = float(np.clip(epsilon + std_error * _normal_quantile(1 - alpha), 0.0, 1.0))
     return AbsoluteDominanceResult(
         epsilon=epsilon,
         epsilon_min=epsilon_min,
@@ -146,7 +157,9 @@ def absolute_dominance(
     )
 
 
-def borda_ranking(names: Sequence[str], significant: np.ndarray, tie_break: Sequence[float]) -> tuple[list[str], np.ndarray]:
+def borda_ranking(
+    names: Sequence[str], significant: np.ndarray, tie_break: Sequence[float]
+) -> tuple[list[str], np.ndarray]:
     """Rank models by Borda count over significant pairwise outcomes.
 
     Args:
@@ -365,7 +378,7 @@ def relative_dominance(
 
     pairs = k * (k - 1) // 2
     level = alpha / pairs if correction == "bonferroni" else alpha
-    critical = float(norm.ppf(1 - level))
+    critical = _normal_quantile(1 - level)
     significant = delta + std_error * critical < 0
     ks_pvalue = _ks_pvalues(checked) if guard == "ks" else np.full((k, k), np.nan)
     if guard == "ks":
