@@ -72,7 +72,7 @@ def portfolio(
     ...     directions={"toxicity": "min", "fluency": "max"},
     ... )
     >>> {model: values.round(3).tolist() for model, values in scores.items()}
-    {'a': [1.0, 0.661], 'b': [0.25, 0.354]}
+    {'a': [1.0, 0.612], 'b': [0.354, 0.5]}
     ```
     """
     if not isinstance(metrics, Mapping) or not metrics:

@@ -87,10 +87,21 @@ def _second_order_at_breakpoints(sorted_values: np.ndarray, whole: np.ndarray, p
     return cumulative[..., whole] / n + part * sorted_values[..., np.minimum(whole, n - 1)]
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    positive = denominator > 0
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, tolerance: np.ndarray | float = 0.0) -> np.ndarray:
+    positive = denominator > tolerance
     # clipped: the two sums are rounded separately, so a ratio of 1 can come out a hair above it
     return np.where(positive, np.clip(numerator / np.where(positive, denominator, 1.0), 0.0, 1.0), 0.5)
+
+
+def _tolerance(sorted_x: np.ndarray, sorted_y: np.ndarray) -> np.ndarray:
+    # Rounding noise of the squared distance: when both quantile functions are the same up to rounding (the same
+    # law written with different sample sizes), the ratio is 0.5, not the ratio of two rounding errors.
+    scale = np.maximum(
+        np.maximum(np.abs(sorted_x[..., 0]), np.abs(sorted_x[..., -1])),
+        np.maximum(np.abs(sorted_y[..., 0]), np.abs(sorted_y[..., -1])),
+    )
+    size = max(sorted_x.shape[-1], sorted_y.shape[-1])
+    return (8 * size * np.finfo(np.float64).eps * scale) ** 2
 
 
 def violation_ratios(
@@ -115,23 +126,30 @@ def violation_ratios(
     """
     order = check_order(order)
     geometry = pair_geometry(sorted_x.shape[-1], sorted_y.shape[-1])
+    tolerance = _tolerance(sorted_x, sorted_y)
     if order == 1:
         if geometry.equal:
             diff = sorted_y - sorted_x
             positive = np.maximum(diff, 0.0)
-            return _ratio(np.einsum("...i,...i->...", positive, positive), np.einsum("...i,...i->...", diff, diff))
+            return _ratio(
+                np.einsum("...i,...i->...", positive, positive),
+                np.einsum("...i,...i->...", diff, diff),
+                tolerance * geometry.n,  # the sums are n times the integrals
+            )
         diff = sorted_y[..., geometry.y_step] - sorted_x[..., geometry.x_step]
         positive = np.maximum(diff, 0.0)
-        return _ratio((positive * positive) @ geometry.width, (diff * diff) @ geometry.width)
+        return _ratio((positive * positive) @ geometry.width, (diff * diff) @ geometry.width, tolerance)
 
     if geometry.equal:
         return _second_order_equal(
-            lorenz(sorted_x) if lorenz_x is None else lorenz_x, lorenz(sorted_y) if lorenz_y is None else lorenz_y
+            lorenz(sorted_x) if lorenz_x is None else lorenz_x,
+            lorenz(sorted_y) if lorenz_y is None else lorenz_y,
+            tolerance * (3 * geometry.n),  # the sums are 3 n times the integrals
         )
     values = _second_order_at_breakpoints(sorted_y, geometry.y_whole, geometry.y_part) - (
         _second_order_at_breakpoints(sorted_x, geometry.x_whole, geometry.x_part)
     )
-    return _second_order_ratio(values, geometry.width)
+    return _second_order_ratio(values, geometry.width, 3 * tolerance)  # the sums are 3 times the integrals
 
 
 def lorenz(sorted_values: np.ndarray) -> np.ndarray:
@@ -165,7 +183,7 @@ def _crossing_excess(values: np.ndarray, width: np.ndarray | None):
     return uv, np.bincount(rows, weights=excess, minlength=values.shape[0])
 
 
-def _second_order_equal(lorenz_x: np.ndarray, lorenz_y: np.ndarray) -> np.ndarray:
+def _second_order_equal(lorenz_x: np.ndarray, lorenz_y: np.ndarray, tolerance) -> np.ndarray:
     diff = lorenz_y - lorenz_x
     squeeze = diff.ndim == 1
     if squeeze:
@@ -181,11 +199,11 @@ def _second_order_equal(lorenz_x: np.ndarray, lorenz_y: np.ndarray) -> np.ndarra
         + np.einsum("ij,ij->i", positive[:, :-1], positive[:, 1:])
         - excess
     )
-    ratio = _ratio(np.maximum(numerator, 0.0), denominator)
+    ratio = _ratio(np.maximum(numerator, 0.0), denominator, tolerance)
     return ratio[0] if squeeze else ratio
 
 
-def _second_order_ratio(values: np.ndarray, width: np.ndarray) -> np.ndarray:
+def _second_order_ratio(values: np.ndarray, width: np.ndarray, tolerance) -> np.ndarray:
     squeeze = values.ndim == 1
     if squeeze:
         values = values[None]
@@ -194,7 +212,7 @@ def _second_order_ratio(values: np.ndarray, width: np.ndarray) -> np.ndarray:
     uv, excess = _crossing_excess(values, width)
     denominator = (u * u + uv + v * v) @ width
     numerator = (pu * pu + pu * pv + pv * pv) @ width - excess
-    ratio = _ratio(np.maximum(numerator, 0.0), denominator)
+    ratio = _ratio(np.maximum(numerator, 0.0), denominator, tolerance)
     return ratio[0] if squeeze else ratio
 
 
