@@ -141,7 +141,7 @@ def absolute_dominance(
     boot = bootstrap_violation_ratios(
         sorted_samples, order=order, n_bootstrap=n_bootstrap, rng=rng, paired_order=paired_order
     )[:, 0, 1]
-    std_error = float(np.sqrt(np.mean((boot - epsilon) ** 2)))
+    std_error = float(np.std(boot))
     epsilon_min = float(np.clip(epsilon + std_error * _normal_quantile(1 - alpha), 0.0, 1.0))
     return AbsoluteDominanceResult(
         epsilon=epsilon,
@@ -192,8 +192,7 @@ class RelativeDominanceResult:
         epsilon (`np.ndarray` of shape `(k, k)`): `eps(X_i, X_j)`; `NaN` on the diagonal.
         relative_epsilon (`np.ndarray` of shape `(k,)`): `eps_i = mean_{j != i} eps(X_i, X_j)` (smaller is better).
         delta (`np.ndarray` of shape `(k, k)`): `eps_i - eps_j`.
-        std_error (`np.ndarray` of shape `(k, k)`): Bootstrap standard deviation of `delta` (root mean square of
-            `delta* - delta`).
+        std_error (`np.ndarray` of shape `(k, k)`): Bootstrap standard deviation of `delta`.
         significant (`np.ndarray` of shape `(k, k)`): `i` relatively dominates `j` (Bonferroni-corrected, and with
             the Kolmogorov-Smirnov guard when `guard="ks"`).
         epsilon_min (`np.ndarray` of shape `(k, k)`): Upper confidence bounds of `eps(X_i, X_j)` from the same
@@ -374,7 +373,7 @@ def relative_dominance(
     boot_relative = np.nanmean(boot, axis=-1)  # (B, k)
     delta = relative[:, None] - relative[None, :]
     boot_delta = boot_relative[:, :, None] - boot_relative[:, None, :]
-    std_error = np.sqrt(np.mean((boot_delta - delta) ** 2, axis=0))
+    std_error = np.std(boot_delta, axis=0)
 
     pairs = k * (k - 1) // 2
     level = alpha / pairs if correction == "bonferroni" else alpha
@@ -384,7 +383,7 @@ def relative_dominance(
     if guard == "ks":
         significant &= ks_pvalue < level
     np.fill_diagonal(significant, False)
-    epsilon_min = np.clip(epsilon + np.sqrt(np.mean((boot - epsilon) ** 2, axis=0)) * critical, 0.0, 1.0)
+    epsilon_min = np.clip(epsilon + np.std(boot, axis=0) * critical, 0.0, 1.0)
     ranking, borda = borda_ranking(names, significant, relative)
     return RelativeDominanceResult(
         models=names,
