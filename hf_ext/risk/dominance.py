@@ -347,6 +347,7 @@ def relative_dominance(
     >>> samples = {f"model-{i}": rng.normal(0.5 * i, 1, 500) for i in range(3)}
     >>> relative_dominance(samples, n_bootstrap=200, seed=0).ranking
     ['model-2', 'model-1', 'model-0']
+
     ```
     """
     order = check_order(order)

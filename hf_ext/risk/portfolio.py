@@ -73,6 +73,7 @@ def portfolio(
     ... )
     >>> {model: values.round(3).tolist() for model, values in scores.items()}
     {'a': [1.0, 0.612], 'b': [0.354, 0.5]}
+
     ```
     """
     if not isinstance(metrics, Mapping) or not metrics:

@@ -239,6 +239,7 @@ def violation_ratio(x, y, order: int = 1) -> float:
     >>> better, worse = rng.normal(1, 1, 2000), rng.normal(0, 1, 2000)
     >>> violation_ratio(better, worse) < 0.05 < 0.95 < violation_ratio(worse, better)
     True
+
     ```
     """
     order = check_order(order)

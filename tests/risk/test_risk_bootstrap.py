@@ -55,4 +55,6 @@ def test_bootstrap_ratios_match_a_naive_loop_and_are_seeded(order):
         for i in range(3):
             for j in range(3):
                 if i != j:
-                    assert boot[b, i, j] == pytest.approx(float(violation_ratios(drawn[i], drawn[j], order)), abs=1e-12)
+                    assert boot[b, i, j] == pytest.approx(
+                        float(violation_ratios(drawn[i], drawn[j], order)), abs=1e-12
+                    )
