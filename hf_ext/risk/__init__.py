@@ -8,7 +8,8 @@ quantile functions) and second-order dominance (the tail values at risk), with s
 - [`relative_dominance`]: the relative test for k models at once, with a ranking;
 - [`portfolio`]: several metrics aggregated into one per-sample score; [`aggregate_rankings`];
 - [`mean_risk`] / [`mean_risk_table`]: TVaR and mean - risk figures;
-- plots: [`plot_quantile_curves`], [`plot_tvar_curves`], [`plot_epsilon_heatmap`];
+- plots: [`plot_quantile_curves`], [`plot_tvar_curves`], [`plot_epsilon_heatmap`]; [`write_report`] (a Markdown
+  report with all of them, as `hf-ext risk` writes);
 - [`EVALUATE_MODULE_PATH`]: an `evaluate` module computing the relative ranking (`evaluate.load(EVALUATE_MODULE_PATH)`).
 
 Larger metric values are better everywhere; negate a metric where smaller is better (or give its direction to
@@ -28,6 +29,7 @@ from .mean_risk import gini_tail, mean_risk, mean_risk_table, semideviation
 from .plots import plot_epsilon_heatmap, plot_quantile_curves, plot_tvar_curves
 from .portfolio import aggregate_rankings, empirical_cdf_scores, portfolio
 from .quantiles import quantile, second_order_quantile, tvar
+from .report import write_report
 from .violation import violation_ratio
 
 
@@ -55,4 +57,5 @@ __all__ = [
     "semideviation",
     "tvar",
     "violation_ratio",
+    "write_report",
 ]

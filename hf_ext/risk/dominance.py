@@ -9,8 +9,8 @@ are better (negate a metric where smaller is better, or use [`portfolio`](hf_ext
 - **Relative test**: each model's relative violation `eps_i = mean_{j != i} eps(X_i, X_j)`; `i` relatively
   dominates `j` when `delta_ij + se_ij * z(1 - alpha / #pairs) < 0` with `delta_ij = eps_i - eps_j`, `se_ij` from a
   joint bootstrap of all k models (Bonferroni over the k(k-1)/2 pairs; by default a Kolmogorov-Smirnov test at the
-  same level must also find the two distributions different, see `guard` in [`relative_dominance`]). Models are ranked by their Borda count:
-  the number of models they significantly dominate (ties broken by `eps_i`).
+  same level must also find the two distributions different, see `guard` in [`relative_dominance`]). Models are
+  ranked by their Borda count: the number of models they significantly dominate (ties broken by `eps_i`).
 """
 
 from __future__ import annotations
@@ -332,7 +332,9 @@ def relative_dominance(
             needs distinct distributions) and the bootstrap variance is about half the sampling variance, so the
             plain test of the paper (`guard=None`) rejects far more often than alpha on identical models; with the
             guard the family-wise error there is at most alpha, and the guard's power tends to 1 for distinct
-            distributions, where the bootstrap test is valid.
+            distributions, where the bootstrap test is valid. (The Kolmogorov-Smirnov test assumes independent
+            samples; with paired samples that are positively correlated, as scores on the same prompts usually are,
+            it is conservative.)
         progress (`bool`, *optional*, defaults to `False`): Show a progress bar.
 
     Returns:
