@@ -38,6 +38,15 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "load_tensors": "serialization",
     "save_json": "serialization",
     "load_json": "serialization",
+    # risk: risk-aware evaluation with stochastic dominance
+    "violation_ratio": "risk",
+    "absolute_dominance": "risk",
+    "relative_dominance": "risk",
+    "AbsoluteDominanceResult": "risk",
+    "RelativeDominanceResult": "risk",
+    "portfolio": "risk",
+    "aggregate_rankings": "risk",
+    "mean_risk": "risk",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -59,6 +68,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .hub import HubMixin, make_card, push_folder, save_card
     from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
+    from .risk import (
+        AbsoluteDominanceResult,
+        RelativeDominanceResult,
+        absolute_dominance,
+        aggregate_rankings,
+        mean_risk,
+        portfolio,
+        relative_dominance,
+        violation_ratio,
+    )
     from .serialization import load_json, load_tensors, save_json, save_tensors
     from .testing import (
         build_tiny_causal_lm,
