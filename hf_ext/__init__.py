@@ -38,6 +38,12 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "load_tensors": "serialization",
     "save_json": "serialization",
     "load_json": "serialization",
+    # SEAL: bilevel data ranker and the datasets filter
+    "SEALConfig": "seal.config",
+    "SEALTrainer": "seal.trainer",
+    "SEALScores": "seal.selection",
+    "add_seal_scores": "seal.selection",
+    "seal_filter": "seal.selection",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -59,6 +65,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .hub import HubMixin, make_card, push_folder, save_card
     from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
+    from .seal.config import SEALConfig
+    from .seal.selection import SEALScores, add_seal_scores, seal_filter
+    from .seal.trainer import SEALTrainer
     from .serialization import load_json, load_tensors, save_json, save_tensors
     from .testing import (
         build_tiny_causal_lm,
