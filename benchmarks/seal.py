@@ -28,7 +28,9 @@ KEEP_RATIO = 0.8
 SEAL_RECIPES = {
     "SEAL (penalty, SGD ranker, lr 1.0)": dict(ranker_optimizer="sgd", ranker_learning_rate=1.0),
     "SEAL (penalty, Adam ranker, paper's lr 5e-3)": dict(ranker_optimizer="adam", ranker_learning_rate=5e-3),
-    "SEAL (full, LoRA + auxiliary adapter, SGD)": dict(ranker_optimizer="sgd", ranker_learning_rate=1.0, algorithm="full"),
+    "SEAL (full, LoRA + auxiliary adapter, SGD)": dict(
+        ranker_optimizer="sgd", ranker_learning_rate=1.0, algorithm="full"
+    ),
 }
 COMMON = dict(
     per_device_train_batch_size=16,
@@ -83,7 +85,10 @@ def dsir_scores(safe, finetune) -> torch.Tensor | None:
         (tmp / "raw.jsonl").write_text("\n".join(json.dumps({"text": text(r)}) for r in finetune))
         (tmp / "target.jsonl").write_text("\n".join(json.dumps({"text": text(r)}) for r in safe))
         dsir = HashedNgramDSIR(
-            [str(tmp / "raw.jsonl")], [str(tmp / "target.jsonl")], cache_dir=str(tmp / "cache"), num_proc=1,
+            [str(tmp / "raw.jsonl")],
+            [str(tmp / "target.jsonl")],
+            cache_dir=str(tmp / "cache"),
+            num_proc=1,
             min_example_length=0,
         )
         dsir.fit_importance_estimator(num_tokens_to_fit="all")
@@ -108,7 +113,10 @@ def seal_scores(model_path, safe, finetune, **overrides) -> tuple[torch.Tensor, 
             peft_config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
             args.learning_rate = 1e-2
         trainer = SEALTrainer(
-            AutoModelForCausalLM.from_pretrained(model_path), args=args, train_dataset=finetune, safe_dataset=safe,
+            AutoModelForCausalLM.from_pretrained(model_path),
+            args=args,
+            train_dataset=finetune,
+            safe_dataset=safe,
             peft_config=peft_config,
         )
         start = time.perf_counter()
@@ -127,8 +135,10 @@ def step_times(model_path, safe, finetune, steps: int = 20) -> tuple[float, floa
 
     with tempfile.TemporaryDirectory() as tmp:
         seal = SEALTrainer(
-            AutoModelForCausalLM.from_pretrained(model_path), args=SEALConfig(tmp, **{**COMMON, "ranker_optimizer": "sgd"}),
-            train_dataset=finetune, safe_dataset=safe,
+            AutoModelForCausalLM.from_pretrained(model_path),
+            args=SEALConfig(tmp, **{**COMMON, "ranker_optimizer": "sgd"}),
+            train_dataset=finetune,
+            safe_dataset=safe,
         )
         seal.create_optimizer_and_scheduler(num_training_steps=steps)
         collate = seal.data_collator

@@ -34,6 +34,6 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
-    from .config import SEALConfig
-    from .selection import SEALScores, add_seal_scores, seal_filter
-    from .trainer import SEALTrainer
+    from .config import SEALConfig  # noqa: F401
+    from .selection import SEALScores, add_seal_scores, seal_filter  # noqa: F401
+    from .trainer import SEALTrainer  # noqa: F401

@@ -111,8 +111,12 @@ def _seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
         raise CommandError("--safe_dataset_name is required: the safe / aligned reference set")
     if model_args.model_name_or_path is None:
         raise CommandError("--model_name_or_path is required")
-    train_dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
-    safe_dataset = load_any_dataset(args.safe_dataset_name, script_args.safe_dataset_config, script_args.safe_dataset_split)
+    train_dataset = load_any_dataset(
+        script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
+    )
+    safe_dataset = load_any_dataset(
+        args.safe_dataset_name, script_args.safe_dataset_config, script_args.safe_dataset_split
+    )
     path = _resolve_model(model_args.model_name_or_path)
     if model_args.load_in_4bit or model_args.load_in_8bit:
         from ..quantization import load_quantized

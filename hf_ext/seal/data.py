@@ -71,7 +71,9 @@ def content_hash(example: Mapping, fields: Sequence[str]) -> str:
     try:
         payload = {field: _canonical(example[field]) for field in fields}
     except KeyError as error:
-        raise ValueError(f"The example has no field {error.args[0]!r}; SEAL hashes the fields {list(fields)}.") from None
+        raise ValueError(
+            f"The example has no field {error.args[0]!r}; SEAL hashes the fields {list(fields)}."
+        ) from None
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode("utf-8"), digest_size=HASH_BYTES).hexdigest()
 

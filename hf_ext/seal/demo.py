@@ -53,7 +53,9 @@ def _run(context: DemoContext) -> StageResult:
     kept_harmful = sum(kept["harmful"])
     random_kept = 0.8 * num_harmful  # a random 80% keeps 80% of them on average
     roc = auroc(values[~harmful], values[harmful])
-    context.log(f"AUROC (clean above harmful) {roc:.3f}; harmful kept at p = 0.8: random {random_kept:.1f}, SEAL {kept_harmful}")
+    context.log(
+        f"AUROC (clean above harmful) {roc:.3f}; harmful kept at p = 0.8: random {random_kept:.1f}, SEAL {kept_harmful}"
+    )
 
     fig, ax = figure()
     bins = torch.linspace(float(values.min()), float(values.max()), 31).numpy()

@@ -71,7 +71,9 @@ class SEALScores(HubMixin):
             raise ValueError("Every score must be finite.")
         self.hash_fields = tuple(hash_fields)
         if self.hash_fields not in FORMATS.values():
-            raise ValueError(f"hash_fields={list(self.hash_fields)} is not one of {[list(f) for f in FORMATS.values()]}.")
+            raise ValueError(
+                f"hash_fields={list(self.hash_fields)} is not one of {[list(f) for f in FORMATS.values()]}."
+            )
         self.metadata = dict(metadata or {})
         self._index = {h: i for i, h in enumerate(self.hashes)}
         if len(self._index) != len(self.hashes):
@@ -139,7 +141,9 @@ class SEALScores(HubMixin):
     def _load_files(cls, folder: Path, **kwargs) -> SEALScores:
         config = load_json(folder / CONFIG_FILE)
         if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{folder / CONFIG_FILE} has format_version={config.get('format_version')!r}; expected 1.")
+            raise ValueError(
+                f"{folder / CONFIG_FILE} has format_version={config.get('format_version')!r}; expected 1."
+            )
         tensors = load_tensors(folder / SCORES_FILE)
         hashes = [bytes(row).hex() for row in tensors["hashes"].tolist()]
         return cls(hashes, tensors["scores"], hash_fields=config["hash_fields"], metadata=config.get("metadata"))
@@ -226,7 +230,13 @@ def _histogram_rows(scores: torch.Tensor, kept_mask: torch.Tensor, bins: int) ->
         n_kept, n_dropped = int((in_bin & kept_mask).sum()), int((in_bin & ~kept_mask).sum())
         bar = "#" * round(20 * (n_kept + n_dropped) / peak)
         rows.append(
-            {"low": f"{float(edges[b]):.4g}", "high": f"{float(edges[b + 1]):.4g}", "kept": n_kept, "dropped": n_dropped, "bar": bar}
+            {
+                "low": f"{float(edges[b]):.4g}",
+                "high": f"{float(edges[b + 1]):.4g}",
+                "kept": n_kept,
+                "dropped": n_dropped,
+                "bar": bar,
+            }
         )
     return rows
 
@@ -408,7 +418,9 @@ def seal_filter(
             if not allow_missing:
                 for h in hashes:
                     if h not in scores:
-                        raise ValueError(f"An example (hash {h}) has no SEAL score; pass allow_missing=True to drop it.")
+                        raise ValueError(
+                            f"An example (hash {h}) has no SEAL score; pass allow_missing=True to drop it."
+                        )
             return [h in keep for h in hashes]
 
         return dataset.filter(keep_batch, batched=True)

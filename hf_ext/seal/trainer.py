@@ -207,7 +207,9 @@ class SEALTrainer(Trainer):
         is_quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
         if peft_config is None:
             if is_quantized and not _is_peft_model(model):
-                raise ValueError("A 4-bit / 8-bit model can only be trained with adapters: pass a peft_config (QLoRA).")
+                raise ValueError(
+                    "A 4-bit / 8-bit model can only be trained with adapters: pass a peft_config (QLoRA)."
+                )
         else:
             from peft import get_peft_model
 
@@ -303,7 +305,9 @@ class SEALTrainer(Trainer):
 
     def current_upper_level_weight(self) -> float:
         """λ at the current epoch."""
-        return upper_level_weight(self.args.upper_level_weight, self.args.upper_level_weight_decay, self.state.epoch or 0)
+        return upper_level_weight(
+            self.args.upper_level_weight, self.args.upper_level_weight_decay, self.state.epoch or 0
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         indices = inputs["seal_index"]
@@ -422,7 +426,9 @@ class SEALTrainer(Trainer):
             "safe_cursor": self._safe_cursor,
             "ranker_steps": self._ranker_steps,
             "num_examples": len(self._hashes),
-            "hashes_digest": SEALScores(self._hashes, torch.zeros(len(self._hashes)), hash_fields=self._hash_fields).digest(),
+            "hashes_digest": SEALScores(
+                self._hashes, torch.zeros(len(self._hashes)), hash_fields=self._hash_fields
+            ).digest(),
             "optimizer_keys": sorted(k for k, v in state.items() if torch.is_tensor(v)),
             "optimizer_scalars": {k: v for k, v in state.items() if isinstance(v, (int, float))},
         }
@@ -481,13 +487,17 @@ class SEALTrainer(Trainer):
             "safe_dataset_size": len(self._safe_rows),
             "base_model": os.path.basename(str(base_model)) if base_model else None,
         }
-        return SEALScores(self._hashes, self.ranker_logits.detach().cpu(), hash_fields=self._hash_fields, metadata=metadata)
+        return SEALScores(
+            self._hashes, self.ranker_logits.detach().cpu(), hash_fields=self._hash_fields, metadata=metadata
+        )
 
     def filter(self, dataset=None, keep_ratio: float | None = None, **kwargs):
         """[`seal_filter`] with this trainer's scores: `dataset` defaults to the training set, `keep_ratio` to
         `args.keep_ratio`."""
         dataset = self._raw_train_dataset if dataset is None else dataset
-        return seal_filter(dataset, self.scores(), self.args.keep_ratio if keep_ratio is None else keep_ratio, **kwargs)
+        return seal_filter(
+            dataset, self.scores(), self.args.keep_ratio if keep_ratio is None else keep_ratio, **kwargs
+        )
 
 
 def _is_peft_model(model) -> bool:

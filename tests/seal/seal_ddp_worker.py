@@ -44,9 +44,7 @@ class RecordingSEALTrainer(SEALTrainer):
 
 def make_trainer(output_dir, per_device_train_batch_size, **extra):
     safe, finetune = planted_datasets()
-    args = SEALConfig(
-        str(output_dir), per_device_train_batch_size=per_device_train_batch_size, **DDP_ARGS, **extra
-    )
+    args = SEALConfig(str(output_dir), per_device_train_batch_size=per_device_train_batch_size, **DDP_ARGS, **extra)
     return RecordingSEALTrainer(
         AutoModelForCausalLM.from_pretrained(aligned_model_dir()),
         args=args,

@@ -13,8 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_seal_rank_then_seal_filter_offline(tmp_path, aligned_path, capsys):
     out = tmp_path / "rank"
     status = main(
-        ["seal-rank", "--config", str(ROOT / "trainers" / "seal.yaml"), "--output_dir", str(out), "--max_steps", "2",
-         "--disable_tqdm", "true"]
+        [
+            "seal-rank",
+            "--config",
+            str(ROOT / "trainers" / "seal.yaml"),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--disable_tqdm",
+            "true",
+        ]
     )
     assert status == 0
     assert "SEAL scores of 160 examples saved" in capsys.readouterr().out
@@ -22,8 +31,17 @@ def test_seal_rank_then_seal_filter_offline(tmp_path, aligned_path, capsys):
 
     filtered = tmp_path / "filtered"
     status = main(
-        ["seal-filter", "--config", str(ROOT / "processors" / "seal_filter.yaml"), "--scores", str(out / "seal_scores"),
-         "--output_dir", str(filtered), "--keep_ratio", "0.75"]
+        [
+            "seal-filter",
+            "--config",
+            str(ROOT / "processors" / "seal_filter.yaml"),
+            "--scores",
+            str(out / "seal_scores"),
+            "--output_dir",
+            str(filtered),
+            "--keep_ratio",
+            "0.75",
+        ]
     )
     assert status == 0
     kept = load_from_disk(str(filtered))

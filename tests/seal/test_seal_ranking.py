@@ -73,9 +73,7 @@ def test_sequence_losses_against_a_token_loop():
     mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 0, 0, 0]])
     losses, counts = sequence_losses(logits, ids, mask)
     for b in range(2):
-        terms = [
-            -torch.log_softmax(logits[b, t - 1], -1)[ids[b, t]] for t in range(1, 5) if mask[b, t] == 1
-        ]
+        terms = [-torch.log_softmax(logits[b, t - 1], -1)[ids[b, t]] for t in range(1, 5) if mask[b, t] == 1]
         assert counts[b] == len(terms)
         assert losses[b].item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
     empty, count = sequence_losses(logits[:1], ids[:1], torch.zeros(1, 5, dtype=torch.long))

@@ -39,7 +39,9 @@ def test_content_hash_ignores_key_order_and_none_fields():
     a = {"messages": [{"role": "user", "content": "hi"}], "other": 1}
     b = {"messages": [{"content": "hi", "role": "user", "tool_calls": None}], "other": 2}
     assert content_hash(a, ("messages",)) == content_hash(b, ("messages",))
-    assert content_hash(a, ("messages",)) != content_hash({"messages": [{"role": "user", "content": "hi!"}]}, ("messages",))
+    assert content_hash(a, ("messages",)) != content_hash(
+        {"messages": [{"role": "user", "content": "hi!"}]}, ("messages",)
+    )
     assert detect_format(["prompt", "completion", "x"]) == "prompt_completion"
     with pytest.raises(ValueError, match="'messages' column, 'prompt' and 'completion'"):
         detect_format(["question", "answer"])

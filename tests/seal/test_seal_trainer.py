@@ -58,11 +58,20 @@ def test_small_safe_set_cycles_and_does_not_cut_the_epoch(aligned_path, planted_
 
     safe, finetune = planted_data
     args = SEALConfig(
-        str(tmp_path), per_device_train_batch_size=4, num_train_epochs=1, safe_batch_size=2, report_to="none",
-        disable_tqdm=True, use_cpu=True, save_strategy="no", ranker_optimizer="sgd",
+        str(tmp_path),
+        per_device_train_batch_size=4,
+        num_train_epochs=1,
+        safe_batch_size=2,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        save_strategy="no",
+        ranker_optimizer="sgd",
     )
     trainer = SEALTrainer(
-        AutoModelForCausalLM.from_pretrained(aligned_path), args=args, train_dataset=finetune.select(range(20)),
+        AutoModelForCausalLM.from_pretrained(aligned_path),
+        args=args,
+        train_dataset=finetune.select(range(20)),
         safe_dataset=safe.select(range(3)),
     )
     seen = []
@@ -82,15 +91,25 @@ def test_penalty_moves_logits_at_once_full_only_after_the_auxiliary_adapter_dive
     safe, finetune = planted_data
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     common = dict(
-        per_device_train_batch_size=8, report_to="none", disable_tqdm=True, use_cpu=True, save_strategy="no",
-        ranker_optimizer="sgd", ranker_learning_rate=1.0, learning_rate=1e-2, upper_level_weight=0.5,
+        per_device_train_batch_size=8,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        save_strategy="no",
+        ranker_optimizer="sgd",
+        ranker_learning_rate=1.0,
+        learning_rate=1e-2,
+        upper_level_weight=0.5,
     )
     small = finetune.select(range(16))
     runs = {}
     for algorithm in ("penalty", "full"):
         args = SEALConfig(str(tmp_path / algorithm), max_steps=1, algorithm=algorithm, **common)
         trainer = SEALTrainer(
-            AutoModelForCausalLM.from_pretrained(aligned_path), args=args, train_dataset=small, safe_dataset=safe,
+            AutoModelForCausalLM.from_pretrained(aligned_path),
+            args=args,
+            train_dataset=small,
+            safe_dataset=safe,
             peft_config=lora,
         )
         trainer.train()
@@ -108,7 +127,10 @@ def test_penalty_moves_logits_at_once_full_only_after_the_auxiliary_adapter_dive
     # A second step: the adapters now differ, so the full algorithm's ranker moves too.
     args = SEALConfig(str(tmp_path / "full2"), max_steps=2, algorithm="full", **common)
     trainer = SEALTrainer(
-        AutoModelForCausalLM.from_pretrained(aligned_path), args=args, train_dataset=small, safe_dataset=safe,
+        AutoModelForCausalLM.from_pretrained(aligned_path),
+        args=args,
+        train_dataset=small,
+        safe_dataset=safe,
         peft_config=lora,
     )
     trainer.train()
@@ -124,11 +146,22 @@ def test_qlora_4bit_trains_adapters_and_ranker(aligned_path, planted_data, tmp_p
     safe, finetune = planted_data
     model = load_quantized(aligned_path, bits=4, prepare_for_training=True)
     args = SEALConfig(
-        str(tmp_path), max_steps=2, per_device_train_batch_size=8, report_to="none", disable_tqdm=True,
-        use_cpu=True, save_strategy="no", ranker_optimizer="sgd", learning_rate=1e-2, upper_level_weight=0.5,
+        str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        save_strategy="no",
+        ranker_optimizer="sgd",
+        learning_rate=1e-2,
+        upper_level_weight=0.5,
     )
     trainer = SEALTrainer(
-        model, args=args, train_dataset=finetune.select(range(16)), safe_dataset=safe,
+        model,
+        args=args,
+        train_dataset=finetune.select(range(16)),
+        safe_dataset=safe,
         peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
     trainer.train()
@@ -147,7 +180,9 @@ def test_bad_input_fails_before_loading_anything(planted_data, tmp_path):
         SEALTrainer(missing_model, args=args, train_dataset=finetune)
     with pytest.raises(ValueError, match=r"train_dataset: The dataset has columns \['answer', 'question'\]"):
         SEALTrainer(
-            missing_model, args=args, train_dataset=Dataset.from_dict({"question": ["q"], "answer": ["a"]}),
+            missing_model,
+            args=args,
+            train_dataset=Dataset.from_dict({"question": ["q"], "answer": ["a"]}),
             safe_dataset=safe,
         )
     with pytest.raises(ValueError, match="IterableDataset"):
