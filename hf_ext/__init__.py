@@ -47,6 +47,12 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "portfolio": "risk",
     "aggregate_rankings": "risk",
     "mean_risk": "risk",
+    # SEAL: bilevel data ranker and the datasets filter
+    "SEALConfig": "seal.config",
+    "SEALTrainer": "seal.trainer",
+    "SEALScores": "seal.selection",
+    "add_seal_scores": "seal.selection",
+    "seal_filter": "seal.selection",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -78,6 +84,9 @@ if TYPE_CHECKING:
         relative_dominance,
         violation_ratio,
     )
+    from .seal.config import SEALConfig
+    from .seal.selection import SEALScores, add_seal_scores, seal_filter
+    from .seal.trainer import SEALTrainer
     from .serialization import load_json, load_tensors, save_json, save_tensors
     from .testing import (
         build_tiny_causal_lm,
