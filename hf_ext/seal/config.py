@@ -24,10 +24,13 @@ class SEALConfig(TrainingArguments):
     `upper_level_weight` and drops by `upper_level_weight_decay` every epoch.
 
     Parameters:
-        ranker_learning_rate (`float`, *optional*, defaults to `5e-3`):
-            Learning rate of the ranker's logits.
-        ranker_optimizer (`str`, *optional*, defaults to `"adam"`):
-            Optimiser of the logits: `"adam"` (betas `ranker_adam_beta1`, `ranker_adam_beta2`) or `"sgd"`.
+        ranker_learning_rate (`float`, *optional*, defaults to `1.0`):
+            Learning rate of the ranker's logits (the paper uses `5e-3` with Adam).
+        ranker_optimizer (`str`, *optional*, defaults to `"sgd"`):
+            Optimiser of the logits: `"sgd"` or `"adam"` (the paper's, betas `ranker_adam_beta1`,
+            `ranker_adam_beta2`). SGD is the default because its steps keep the size of each example's loss
+            difference, while Adam moves every logit by about the same step, which coarsens the ranking
+            (`benchmarks/results/seal.md`: on the planted task Adam keeps 4 of 32 harmful examples, SGD none).
         ranker_adam_beta1 (`float`, *optional*, defaults to `0.9`):
             Adam's β1 for the ranker.
         ranker_adam_beta2 (`float`, *optional*, defaults to `0.95`):
@@ -80,9 +83,12 @@ class SEALConfig(TrainingArguments):
         default=False, metadata={"help": "SEAL keeps the columns it needs itself; leave this False."}
     )
 
-    ranker_learning_rate: float = field(default=5e-3, metadata={"help": "Learning rate of the ranker's logits."})
+    ranker_learning_rate: float = field(
+        default=1.0, metadata={"help": "Learning rate of the ranker's logits (the paper: 5e-3 with Adam)."}
+    )
     ranker_optimizer: str = field(
-        default="adam", metadata={"help": "Optimiser of the ranker's logits.", "choices": ["adam", "sgd"]}
+        default="sgd",
+        metadata={"help": "Optimiser of the ranker's logits (the paper: adam).", "choices": ["sgd", "adam"]},
     )
     ranker_adam_beta1: float = field(default=0.9, metadata={"help": "Adam's beta1 for the ranker."})
     ranker_adam_beta2: float = field(default=0.95, metadata={"help": "Adam's beta2 for the ranker."})

@@ -29,8 +29,6 @@ def _run(context: DemoContext) -> StageResult:
         per_device_train_batch_size=16,
         num_train_epochs=3,
         learning_rate=1e-3,
-        ranker_optimizer="sgd",
-        ranker_learning_rate=1.0,
         upper_level_weight_decay=0.3,
         seed=context.seed,
         report_to="none",
