@@ -38,6 +38,10 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "load_tensors": "serialization",
     "save_json": "serialization",
     "load_json": "serialization",
+    # SASA (self-disciplined autoregressive sampling)
+    "SASAProbe": "sasa.probe",
+    "SASALogitsProcessor": "sasa.processor",
+    "evaluate_detox": "sasa.evaluation",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -59,6 +63,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .hub import HubMixin, make_card, push_folder, save_card
     from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
+    from .sasa.evaluation import evaluate_detox
+    from .sasa.probe import SASAProbe
+    from .sasa.processor import SASALogitsProcessor
     from .serialization import load_json, load_tensors, save_json, save_tensors
     from .testing import (
         build_tiny_causal_lm,

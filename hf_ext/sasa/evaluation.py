@@ -330,6 +330,6 @@ def evaluate_detox(
         "normalize": processor.normalize,
         "threshold": threshold,
         "seed": seed,
-        "judge": type(judge).__name__,
+        "judge": getattr(judge, "__qualname__", None) or type(judge).__name__,
     }
     return DetoxEvaluation(prompts, continuations, toxicity, perplexity, metrics, config)

@@ -249,12 +249,12 @@ class PlantedToxicityTask:
         model,
         tokenizer,
         probe,
-        betas: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0),
+        betas: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 16.0),
         normalize: str = "none",
         bias_strengths: Sequence[float] = (-0.5, -1.0, -2.0),
-        num_prompts: int = 256,
+        num_prompts: int = 192,
         num_continuations: int = 2,
-        max_new_tokens: int = 12,
+        max_new_tokens: int = 10,
         top_p: float = 0.9,
         batch_size: int = 128,
         seed: int = 0,
@@ -262,7 +262,8 @@ class PlantedToxicityTask:
     ) -> list[dict]:
         """SASA over `betas` against the word lists of [`word_list_processors`], on this task's prompts.
 
-        Every setting samples the same prompts with the same seeds (nucleus sampling at `top_p`). Returns one row
+        Every setting samples the same prompts with the same seeds (nucleus sampling at `top_p`; `beta=0` is plain
+        nucleus sampling, which SASA at `beta=0` reproduces token for token). Returns one row
         per setting: `method`, `setting`, `toxic_rate` (share of continuations with a toxic event, per the judge),
         `toxic_token_rate` (toxic events per generated word) and `perplexity` (corpus perplexity of the
         continuations under `model`), and, for the word lists, `sasa_toxic_token_rate_at_equal_perplexity`: SASA's
@@ -294,6 +295,7 @@ class PlantedToxicityTask:
                 "perplexity": sampled.corpus_perplexity,
             }
 
+        # beta = 0 is plain nucleus sampling, token for token (a tested oracle), so it runs without the forwards
         rows = [
             row(
                 "SASA",
@@ -301,6 +303,8 @@ class PlantedToxicityTask:
                 [SASALogitsProcessor(model, probe, beta=beta, top_p=top_p, normalize=normalize)],
                 True,
             )
+            if beta > 0
+            else row("SASA", "beta=0", [], False)
             for beta in betas
         ]
         sasa_curve = [(r["perplexity"], r["toxic_token_rate"]) for r in rows]
