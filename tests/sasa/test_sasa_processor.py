@@ -71,9 +71,13 @@ def _check_trace_against_oracle(model, probe, trace, sequences, prompt_mask, ste
     return worst
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_margins_on_generates_cache_equal_separate_full_forwards(tiny_llama_path, probe, batch, attn):
-    model = _model(tiny_llama_path, attn)
+@pytest.mark.parametrize("family,attn", [("llama", "eager"), ("llama", "sdpa"), ("gpt2", "eager"), ("gpt2", "sdpa")])
+def test_margins_on_generates_cache_equal_separate_full_forwards(
+    tiny_llama_path, tiny_gpt2_path, probe, batch, tokenizer, family, attn
+):
+    model = _model(tiny_llama_path if family == "llama" else tiny_gpt2_path, attn)
+    if family == "gpt2":  # a probe in GPT-2's own hidden space (same tokenizer)
+        probe = SASAProbe.fit(model, tokenizer, ["A kind word.", "Thank you."], ["You idiot.", "Shut up."])
     sasa = SASALogitsProcessor(model, probe, beta=5.0, top_p=0.95, max_candidates=40, record_trace=True)
     torch.manual_seed(0)
     out = model.generate(**batch, do_sample=True, max_new_tokens=6, logits_processor=LogitsProcessorList([sasa]))
@@ -96,6 +100,20 @@ def test_own_cache_path_gives_the_same_generation_and_margins(llama, probe, batc
         assert own.source == "own" and torch.equal(fast.candidate_ids, own.candidate_ids)
         torch.testing.assert_close(fast.margins, own.margins, atol=1e-5, rtol=0)
     assert _check_trace_against_oracle(llama, probe, traces[1], outputs[1], batch["attention_mask"]) <= 1e-5
+
+
+def test_static_cache_falls_back_to_the_own_cache(tiny_llama_path, probe, batch):
+    model = _model(tiny_llama_path)
+    dynamic = SASALogitsProcessor(model, probe, beta=20.0, record_trace=True)
+    expected = model.generate(**batch, do_sample=False, max_new_tokens=5, logits_processor=[dynamic])
+    static = SASALogitsProcessor(model, probe, beta=20.0, record_trace=True)
+    out = model.generate(
+        **batch, do_sample=False, max_new_tokens=5, logits_processor=[static], cache_implementation="static"
+    )
+    assert static.cache_usage == {"generate": 0, "own": 5}  # a static cache cannot be cropped: never touched
+    assert torch.equal(out, expected)
+    for a, b in zip(dynamic.trace, static.trace):
+        torch.testing.assert_close(a.margins, b.margins, atol=1e-5, rtol=0)
 
 
 def test_standalone_call_without_a_cache_uses_the_fallback(tiny_llama_path, probe, batch):
