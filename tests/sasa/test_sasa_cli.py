@@ -61,7 +61,8 @@ def test_sasa_generate_with_and_without_sasa(fitted_probe_dir, tmp_path, monkeyp
     assert sasa == base  # beta = 0 is plain nucleus sampling, token for token, with the same seed
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "32 continuations written" in capsys.readouterr().out  # both settings
-    assert main([*args, "--output_file", str(out), "--beta", "16", "--prompt", "n01 t0", "--compare", "false"]) == 0
+    more = ["--prompt", "n01 t0", "--compare", "false", "--trace_plot", str(tmp_path / "second.png")]
+    assert main([*args, "--output_file", str(out), "--beta", "16", *more]) == 0
     steered = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(steered) == 18 and all(r["sasa"] for r in steered)
     task = PlantedToxicityTask()
