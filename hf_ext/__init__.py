@@ -53,6 +53,10 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "SEALScores": "seal.selection",
     "add_seal_scores": "seal.selection",
     "seal_filter": "seal.selection",
+    # SASA (self-disciplined autoregressive sampling)
+    "SASAProbe": "sasa.probe",
+    "SASALogitsProcessor": "sasa.processor",
+    "evaluate_detox": "sasa.evaluation",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -84,6 +88,9 @@ if TYPE_CHECKING:
         relative_dominance,
         violation_ratio,
     )
+    from .sasa.evaluation import evaluate_detox
+    from .sasa.probe import SASAProbe
+    from .sasa.processor import SASALogitsProcessor
     from .seal.config import SEALConfig
     from .seal.selection import SEALScores, add_seal_scores, seal_filter
     from .seal.trainer import SEALTrainer
