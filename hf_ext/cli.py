@@ -266,4 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Under `python -m hf_ext.cli` this file runs as `__main__`; run the imported module instead, so that the method
+    # packages' commands (built on `hf_ext.cli`'s classes) pass the isinstance checks of `main`.
+    from hf_ext.cli import main as _main
+
+    raise SystemExit(_main())
