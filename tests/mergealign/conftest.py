@@ -54,3 +54,11 @@ def write_config(path: Path, triple: dict, *, alpha=0.5, scale=1.0, dtype=None, 
     config.update(extra)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def controlled():
+    """The controlled base / domain / aligned models (trained once, then cached under $HF_EXT_CACHE)."""
+    from hf_ext.mergealign.toy import controlled_task
+
+    return controlled_task()
