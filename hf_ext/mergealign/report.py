@@ -154,35 +154,22 @@ class SimilarityReport:
         return cls.from_dict(load_json(path / REPORT_JSON if path.is_dir() else path))
 
     def plot(self, path: str | os.PathLike) -> Path:
-        """Per-tensor cosine(tau_D, tau_A) and the two vectors' norms, as a PNG."""
-        from matplotlib.figure import Figure
+        """Per-tensor cosine(tau_D, tau_A) and the two vectors' norms, as a PNG (see `hf_ext.mergealign.chart`)."""
+        from .chart import similarity_chart
 
-        from ..plotting import save_figure
-
-        names = list(self.per_tensor)
         stats = list(self.per_tensor.values())
-        fig = Figure(figsize=(7.5, 5.5))
-        top, bottom = fig.subplots(2, 1, sharex=True)
-        x = range(len(names))
-        top.bar(x, [0.0 if math.isnan(s.cosine) else s.cosine for s in stats], color="tab:purple", width=0.8)
-        top.axhline(0.0, color="black", linewidth=0.6)
-        top.set_ylabel("cosine(τ_D, τ_A)")
         share = self.summary["alignment_share"]
-        top.set_title(
-            f"MergeAlign similarity: overall cosine {self.summary['cosine']:.3f}, alignment share of τ_D {share:.2f}"
-            + (" (derived?)" if self.derived_from_alignment else ""),
-            fontsize=9,
+        title = (
+            f"MergeAlign similarity: overall cosine {self.summary['cosine']:.3f}, alignment share of tau_D {share:.2f}"
+            + (" (derived from the aligned model?)" if self.derived_from_alignment else "")
         )
-        top.grid(alpha=0.3)
-        bottom.plot(x, [s.domain_norm for s in stats], marker=".", label="‖τ_D‖ (domain)")
-        bottom.plot(x, [s.alignment_norm for s in stats], marker=".", label="‖τ_A‖ (alignment)")
-        if any(s.domain_sq > 0 or s.alignment_sq > 0 for s in stats):
-            bottom.set_yscale("symlog", linthresh=1e-6)
-        bottom.set_ylabel("norm")
-        bottom.set_xlabel("tensor (model order)")
-        bottom.legend(fontsize=8)
-        bottom.grid(alpha=0.3)
-        return save_figure(fig, path)
+        return similarity_chart(
+            path,
+            cosines=[s.cosine for s in stats],
+            domain_norms=[s.domain_norm for s in stats],
+            alignment_norms=[s.alignment_norm for s in stats],
+            title=title,
+        )
 
 
 def _finite(value):

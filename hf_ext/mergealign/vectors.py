@@ -167,8 +167,9 @@ def vector_statistics(tau_domain: torch.Tensor, tau_alignment: torch.Tensor) -> 
     )
 
 
-def _chunked_dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 1 << 20) -> float:
-    """`<x, y>`: float32 dot products over chunks of a million elements, summed in float64."""
+def _chunked_dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 1 << 24) -> float:
+    """`<x, y>`: BLAS dot products (accurate to ~1e-6 relative in float32) over chunks of 16M elements, summed in
+    float64. Small chunks would be slower, not more accurate."""
     total = 0.0
     for start in range(0, x.numel(), chunk):
         total += torch.dot(x[start : start + chunk], y[start : start + chunk]).item()
