@@ -134,15 +134,17 @@ def _check_range(name: str, setting) -> None:
 
 
 def _resolve_reference(reference):
-    """Resolve `hf-ext-testing/<name>` ids inside a mergekit `ModelReference` to local folders."""
+    """Resolve `hf-ext-testing/<name>` ids (tiny models, controlled MergeAlign models) inside a mergekit
+    `ModelReference` to local folders."""
     from mergekit.common import ModelPath, ModelReference
 
     from ..testing import TESTING_PREFIX, resolve_model_name_or_path
+    from .toy import resolve_toy_id
 
     def resolve(path):
         if path is None or not path.path.startswith(TESTING_PREFIX):
             return path
-        return ModelPath(path=resolve_model_name_or_path(path.path), revision=path.revision)
+        return ModelPath(path=resolve_model_name_or_path(resolve_toy_id(path.path)), revision=path.revision)
 
     return ModelReference(
         model=resolve(reference.model),

@@ -540,8 +540,8 @@ def run_sweep(config: AlphaSweepConfig) -> AlphaSweepResult:
 
         plan = validate_config(config.merge_config)
         base = str(plan.config.base_model)
-        domain = _input_path(plan.config.models, plan.references["domain"])
-        alignment = _input_path(plan.config.models, plan.references["alignment"])
+        domain = _input_path(plan.config.models, plan.config.base_model, plan.references["domain"])
+        alignment = _input_path(plan.config.models, plan.config.base_model, plan.references["alignment"])
     else:
         base, domain, alignment = config.base_model, config.domain_model, config.alignment_model
     kwargs = {"batch_size": config.batch_size, "max_length": config.max_length, "max_samples": config.max_samples}
@@ -575,11 +575,18 @@ def run_sweep(config: AlphaSweepConfig) -> AlphaSweepResult:
     return result
 
 
-def _input_path(models, reference: str) -> str:
+def _input_path(models, base, reference: str) -> str:
     """The path the sweep reads for a mergekit input: the adapter folder of `base+adapter`, else the model."""
     for model in models:
-        if str(model.model) == reference:
-            return model.model.lora.path if model.model.lora is not None else model.model.model.path
+        if str(model.model) != reference:
+            continue
+        if model.model.lora is None:
+            return model.model.model.path
+        if model.model.model != base.model:
+            raise ValueError(
+                f"The sweep applies LoRA adapters to the base model; {reference!r} applies one to another model."
+            )
+        return model.model.lora.path
     raise KeyError(reference)
 
 

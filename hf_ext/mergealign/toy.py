@@ -25,7 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-__all__ = ["ControlledTask", "ToySpec", "controlled_task", "is_refusal"]
+__all__ = ["TOY_MODEL_IDS", "ControlledTask", "ToySpec", "controlled_task", "is_refusal", "resolve_toy_id"]
+
+TOY_MODEL_IDS = {
+    "hf-ext-testing/mergealign-base": "base",
+    "hf-ext-testing/mergealign-domain": "domain",
+    "hf-ext-testing/mergealign-aligned": "aligned",
+}
+"""Offline ids of the controlled models, accepted wherever MergeAlign takes a model (configurations included)."""
 
 _TOY_VERSION = 5
 
@@ -157,6 +164,12 @@ class ControlledTask:
                 "domain": PerplexityEvaluator(self.domain_set, name="dose_perplexity"),
             }
         raise ValueError(f"kind={kind!r} is not supported; expected 'generation' or 'perplexity'.")
+
+
+def resolve_toy_id(name_or_path: str) -> str:
+    """The folder of a controlled model for an id of [`TOY_MODEL_IDS`] (built on first use); anything else as is."""
+    role = TOY_MODEL_IDS.get(str(name_or_path))
+    return str(getattr(controlled_task(), role)) if role else str(name_or_path)
 
 
 def controlled_task(spec: ToySpec | None = None, cache_dir: str | os.PathLike | None = None) -> ControlledTask:

@@ -33,12 +33,14 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 
 
 def resolve_input(name_or_path: str | os.PathLike) -> Path:
-    """A local folder for a model or adapter: a folder as is, ``"hf-ext-testing/<name>"`` built offline, anything
-    else downloaded from the Hub (or found in its cache)."""
+    """A local folder for a model or adapter: a folder as is, ``"hf-ext-testing/<name>"`` (the tiny models, and the
+    controlled MergeAlign models ``"hf-ext-testing/mergealign-base"`` / ``-domain`` / ``-aligned``) built offline,
+    anything else downloaded from the Hub (or found in its cache)."""
     from ..hub import resolve_folder
     from ..testing import resolve_model_name_or_path
+    from .toy import resolve_toy_id
 
-    resolved = resolve_model_name_or_path(name_or_path)
+    resolved = resolve_model_name_or_path(resolve_toy_id(name_or_path))
     if os.path.isdir(resolved):
         return Path(resolved)
     return resolve_folder(

@@ -147,3 +147,24 @@ def test_an_adapter_for_another_base_is_rejected(tmp_path, triple):
     ):
         merge(write_config(tmp_path / "c.yaml", inputs), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_candidates_from_an_adapter_equal_the_merge(tmp_path, triple):
+    from hf_ext.mergealign.sweep import CandidateModel
+    from hf_ext.mergealign.weights import TaskVectors
+
+    _adapter(triple["base"], tmp_path / "adapter", _lora_configs()["patterns_rslora"], seed=5)
+    inputs = {"base": triple["base"], "domain": tmp_path / "adapter", "aligned": triple["aligned"]}
+    merge(
+        write_config(tmp_path / "c.yaml", inputs, alpha=0.7, scale=1.3),
+        tmp_path / "out",
+        copy_tokenizer=False,
+        quiet=True,
+        report=False,
+    )
+    written = load_file(tmp_path / "out" / "model.safetensors")
+    candidate = CandidateModel(TaskVectors(triple["base"], tmp_path / "adapter", triple["aligned"]), device="cpu")
+    candidate.set_weights(0.7, 1.3)
+    state = candidate.model.state_dict()
+    for name, tensor in written.items():
+        np.testing.assert_allclose(state[name].numpy(), tensor.numpy(), atol=1e-6, err_msg=name)

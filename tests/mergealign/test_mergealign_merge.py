@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,9 @@ from safetensors.torch import load_file
 
 from hf_ext.cli import main
 from hf_ext.mergealign import merge
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tensors(folder):
@@ -318,3 +322,12 @@ def test_registration_is_idempotent_and_refuses_a_foreign_method():
             method.register()
     finally:
         registry._METHODS["mergealign"] = foreign
+
+
+def test_offline_ids_of_the_controlled_models_resolve(controlled):
+    from hf_ext.mergealign import validate_config
+
+    plan = validate_config(ROOT / "processors" / "mergealign.yaml")
+    assert str(plan.config.base_model) == str(controlled.base)
+    assert plan.domain_model == "hf-ext-testing/mergealign-domain"
+    assert plan.references == {"domain": str(controlled.domain), "alignment": str(controlled.aligned)}
