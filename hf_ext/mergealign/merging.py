@@ -153,7 +153,7 @@ def _resolve_reference(reference):
     )
 
 
-def validate_config(config, options=None) -> MergeAlignPlan:
+def validate_config(config) -> MergeAlignPlan:
     """Check a MergeAlign configuration completely, before any tensor is read, and return its [`MergeAlignPlan`].
 
     Raises a `ValueError` naming the problem when the merge method is not `mergealign`, the base model is
@@ -163,7 +163,6 @@ def validate_config(config, options=None) -> MergeAlignPlan:
 
     Args:
         config: A path to a mergekit YAML file, a YAML string, a dict or a `MergeConfiguration`.
-        options (`mergekit.options.MergeOptions`, *optional*): mergekit's options (for `transformers_cache`).
     """
     from mergekit.common import ModelReference
 
@@ -246,7 +245,7 @@ def validate_config(config, options=None) -> MergeAlignPlan:
             reference = ModelReference(model=base.model, lora=reference.model)
         model.model = reference
         if reference.lora is not None:
-            adapters[str(reference)] = _local_folder(reference.lora, options)
+            adapters[str(reference)] = _local_folder(reference.lora)
     written = {role: str(merge_config.models[indices[0]].model) for role, indices in roles.items()}
     references = {role: rewritten.models[indices[0]].model for role, indices in roles.items()}
     if references["domain"] == references["alignment"]:
@@ -288,7 +287,7 @@ def _local_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
         return None
 
 
-def _local_folder(model_path, options) -> Path:
+def _local_folder(model_path) -> Path:
     if os.path.isdir(model_path.path):
         return Path(model_path.path)
     from ..hub import resolve_folder
@@ -383,7 +382,7 @@ def merge(
     if not 0 < derived_threshold <= 1:
         raise ValueError(f"derived_threshold={derived_threshold} is out of range; expected a value in (0, 1].")
     options = _merge_options(options, option_overrides)
-    plan = validate_config(config, options)
+    plan = validate_config(config)
     out_path = Path(out_path)
     with adapter_loaders(plan, options), method.record_statistics() if report else _nothing() as statistics:
         run_merge(
