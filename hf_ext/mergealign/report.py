@@ -7,7 +7,9 @@ independent fine-tunes and about 1 when the domain model was fine-tuned from the
 already contains tau_A, and the merge adds the alignment vector twice over). A share above `derived_threshold`
 raises a warning.
 
-`merge` writes the report next to the merged model; [`similarity_report`] computes it without merging.
+`merge` writes the report next to the merged model; [`similarity_report`] computes it without merging. The dot
+products are float32 BLAS reductions summed in float64 (about 6 significant digits; the last ones can change with
+the number of CPU threads, the merged weights never do).
 """
 
 from __future__ import annotations

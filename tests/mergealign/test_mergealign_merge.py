@@ -1,6 +1,7 @@
 """The mergekit method and `merge` / `hf-ext merge`: oracles against mergekit's own methods, errors, the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,9 @@ def test_bfloat16_inputs_accumulate_in_float32(tmp_path_factory, tmp_path):
 def test_cli_and_python_write_identical_files(tmp_path, triple):
     config = write_config(tmp_path / "c.yaml", triple, alpha=0.3, scale=1.1)
     merge(config, tmp_path / "python", copy_tokenizer=True, quiet=True)
+    # The same settings as this process: the report's float32 dot products depend on the number of threads (the
+    # merged weights do not).
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     result = subprocess.run(
         [
             sys.executable,
@@ -148,6 +152,7 @@ def test_cli_and_python_write_identical_files(tmp_path, triple):
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     python_files = sorted(p.name for p in (tmp_path / "python").iterdir())
