@@ -38,6 +38,17 @@ def per_sample_scores(task, merged_folder, sweep) -> dict[str, dict[str, object]
 
 def _run(context: DemoContext) -> StageResult:
     import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the models are tiny: one thread is faster than a pool
+    try:
+        return _stage(context)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _stage(context: DemoContext) -> StageResult:
+    import torch
     import yaml
 
     from ..serialization import save_tensors
@@ -105,7 +116,7 @@ def _run(context: DemoContext) -> StageResult:
         "MergeAlign alpha=0.5: refusal rate": round(means["merge@0.5"]["safety"], 3),
         "MergeAlign alpha=0.5: dose accuracy": round(means["merge@0.5"]["domain"], 3),
         "cosine(tau_D, tau_A)": round(report.summary["cosine"], 4),
-        "||tau_D|| / ||tau_A||": round(report.summary["norm_ratio"], 4),
+        "norm ratio of tau_D to tau_A": round(report.summary["norm_ratio"], 4),
         "selected alpha (refusal >= 0.9)": "none" if selected is None else selected["alpha"],
     }
     if selected is not None:
