@@ -158,6 +158,8 @@ def main() -> int:
         f"| **ratio** | **{time_ratio:.3f}** ({verdict(time_ratio)}) | {cpu_ratio:.3f} | **{rss_ratio:.3f}** ({verdict(rss_ratio)}) |",
         "",
         f"Largest difference between the two merged models: {difference:.2e} (similarity report written: {report_written}).",
+        "Wall time is noisy on a machine shared with other jobs (whole runs vary by 10 % or more there); the CPU time "
+        "column (user + system) is steadier. Most of either process is importing mergekit and its dependencies.",
         "",
         "All runs (wall seconds, CPU seconds, MiB):",
         "",
