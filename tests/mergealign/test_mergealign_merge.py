@@ -336,3 +336,18 @@ def test_offline_ids_of_the_controlled_models_resolve(controlled):
     assert str(plan.config.base_model) == str(controlled.base)
     assert plan.domain_model == "hf-ext-testing/mergealign-domain"
     assert plan.references == {"domain": str(controlled.domain), "alignment": str(controlled.aligned)}
+
+
+def test_other_merge_methods_run_as_mergekit_yaml_runs_them(tmp_path, triple):
+    linear = {
+        "merge_method": "linear",
+        "models": [
+            {"model": str(triple["domain"]), "parameters": {"weight": 0.3}},
+            {"model": str(triple["aligned"]), "parameters": {"weight": 0.7}},
+        ],
+    }
+    (tmp_path / "linear.yaml").write_text(yaml.safe_dump(linear))
+    assert main(["merge", str(tmp_path / "linear.yaml"), str(tmp_path / "out"), "--no-copy-tokenizer", "--quiet"]) == 0
+    assert not (tmp_path / "out" / "mergealign_similarity.json").exists()
+    expected = _mergekit(tmp_path, "reference", linear)
+    assert all(torch.equal(_tensors(tmp_path / "out")[n], t) for n, t in expected.items())

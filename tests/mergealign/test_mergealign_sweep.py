@@ -171,3 +171,44 @@ def test_sweep_command(tmp_path, triple, capsys):
 
     assert main(["mergealign-sweep", "--merge_config", str(config), "--alphas", "2"]) == 2
     assert "alphas=[2.0] holds 2.0, out of range" in capsys.readouterr().err
+
+
+def test_conversational_rows_are_scored_through_the_chat_template(triple):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(triple["base"])
+    tokenizer = AutoTokenizer.from_pretrained(triple["base"])
+    prompt = [{"role": "user", "content": "How do I bake bread?"}]
+    completion = [{"role": "assistant", "content": "Mix flour, water and salt."}]
+    prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    chat = PerplexityEvaluator(Dataset.from_list([{"prompt": prompt, "completion": completion}]))(model, tokenizer)
+    plain = PerplexityEvaluator(Dataset.from_list([{"prompt": prefix, "completion": full[len(prefix) :]}]))(
+        model, tokenizer
+    )
+    assert chat.per_sample.tolist() == plain.per_sample.tolist()
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(triple):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ext.mergealign import GenerationEvaluator
+
+    model = AutoModelForCausalLM.from_pretrained(triple["base"])
+    tokenizer = AutoTokenizer.from_pretrained(triple["base"])
+    prompts = ["The", "Rivers carry sand from the mountains", "A small library can change a town more than"]
+    expected = {}
+    for prompt in prompts:  # no padding at all
+        ids = tokenizer(prompt, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected[prompt] = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    evaluator = GenerationEvaluator(
+        Dataset.from_list([{"prompt": p} for p in prompts]),
+        lambda text, row: float(text == expected[row["prompt"]]),
+        max_new_tokens=5,
+        batch_size=3,  # one left-padded batch
+    )
+    result = evaluator(model, tokenizer)
+    assert result.per_sample.tolist() == [1.0, 1.0, 1.0] and tokenizer.padding_side == "right"
