@@ -14,7 +14,6 @@ makes concurrent processes build them only once), and returns them with the eval
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -184,12 +183,9 @@ def controlled_task(spec: ToySpec | None = None, cache_dir: str | os.PathLike | 
     if not (target / "done").exists():
         root.mkdir(parents=True, exist_ok=True)
         with open(root / f".controlled-{spec.fingerprint()}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if not (target / "done").exists():
-                    _build(spec, target)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            _lock(lock)  # concurrent processes (pytest-xdist workers) build the models once
+            if not (target / "done").exists():
+                _build(spec, target)
     data = task_data(spec)
     return ControlledTask(
         base=target / "base",
@@ -201,24 +197,33 @@ def controlled_task(spec: ToySpec | None = None, cache_dir: str | os.PathLike | 
     )
 
 
+def _lock(file) -> None:
+    """An exclusive lock on `file`, released when it is closed (no lock where `fcntl` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the atomic rename still keeps the cache consistent
+        return
+    fcntl.flock(file, fcntl.LOCK_EX)
+
+
 def _build(spec: ToySpec, target: Path) -> None:
     import torch
 
-    from ..testing import TinyModelSpec, _build_model, build_tokenizer, corpus_lines
+    from ..testing import build_tiny_causal_lm, build_tokenizer, corpus_lines
 
     staging = Path(tempfile.mkdtemp(prefix=".controlled-", dir=target.parent))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # the same arithmetic on every machine with the same torch
         tokenizer = build_tokenizer()
-        model_spec = TinyModelSpec(
-            family="llama",
+        model = build_tiny_causal_lm(
+            "llama",
+            tokenizer=tokenizer,
+            seed=spec.seed,
             hidden_size=spec.hidden_size,
             num_layers=spec.num_layers,
             intermediate_size=spec.intermediate_size,
-            seed=spec.seed,
         )
-        model = _build_model(model_spec, tokenizer)
         data = task_data(spec)
         corpus = [{"prompt": "", "completion": line} for line in corpus_lines()]
         _train(model, tokenizer, corpus, steps=spec.base_steps, lr=spec.base_lr, spec=spec, seed=spec.seed)
