@@ -57,6 +57,13 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "SASAProbe": "sasa.probe",
     "SASALogitsProcessor": "sasa.processor",
     "evaluate_detox": "sasa.evaluation",
+    # MergeAlign (hf_ext.mergealign; `import hf_ext.mergealign` registers `merge_method: mergealign` with mergekit)
+    "SimilarityReport": "mergealign.report",
+    "similarity_report": "mergealign.report",
+    "AlphaSweepConfig": "mergealign.sweep",
+    "AlphaSweepResult": "mergealign.sweep",
+    "sweep_alpha": "mergealign.sweep",
+    "lora_task_vector": "mergealign.lora",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -77,6 +84,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .hub import HubMixin, make_card, push_folder, save_card
+    from .mergealign.lora import lora_task_vector
+    from .mergealign.report import SimilarityReport, similarity_report
+    from .mergealign.sweep import AlphaSweepConfig, AlphaSweepResult, sweep_alpha
     from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
     from .risk import (
         AbsoluteDominanceResult,
