@@ -51,6 +51,7 @@ def _stage(context: DemoContext) -> StageResult:
     import torch
     import yaml
 
+    from ..risk import relative_dominance
     from ..serialization import save_tensors
     from .merging import merge
     from .report import similarity_report
@@ -102,6 +103,19 @@ def _stage(context: DemoContext) -> StageResult:
     means = {name: {metric: float(values.mean()) for metric, values in m.items()} for name, m in scores.items()}
     for name in ("base", "domain", "aligned", "merge@0.5"):
         context.log(f"{name:<10} refusal {means[name]['safety']:.2f}   dose accuracy {means[name]['domain']:.2f}")
+    # Parents against the merge by the whole per-sample distribution of each skill (paired: same held-out items).
+    risk = {
+        metric: relative_dominance(
+            {name: scores[name][metric] for name in ("domain", "aligned", "merge@0.5")},
+            order=2,
+            paired=True,
+            n_bootstrap=500,
+            seed=context.seed,
+        )
+        for metric in ("safety", "domain")
+    }
+    for metric, result in risk.items():
+        context.log(f"risk ({metric}, second-order dominance): {result.summary()}")
     selected = sweep.selected
     if selected is not None:
         context.log(
@@ -121,6 +135,8 @@ def _stage(context: DemoContext) -> StageResult:
     }
     if selected is not None:
         figures["selected alpha: dose accuracy"] = round(selected["domain"], 3)
+    for metric, result in risk.items():
+        figures[f"risk: second-order dominance on {metric}"] = result.summary()
     plots = [merged / "mergealign_similarity.png", context.output_dir / "sweep" / "pareto.png"]
     standalone = similarity_report(task.base, task.domain, task.aligned, progress=False)
     assert abs(standalone.summary["cosine"] - report.summary["cosine"]) < 1e-6  # recorded during the merge
@@ -135,7 +151,13 @@ def _stage(context: DemoContext) -> StageResult:
             "Tiny offline models: a base, a domain expert (fine-tuned on made-up drug doses) and an aligned model "
             "(fine-tuned to refuse harmful requests). Refusal is measured on held-out harmful requests, dose accuracy by "
             "greedy completion. The merge is written by mergekit (`merge_method: mergealign`); the sweep scores "
-            "candidates in memory.\n\n" + sweep.to_markdown()
+            "candidates in memory.\n\n"
+            + sweep.to_markdown()
+            + "".join(
+                f"\n\nParents and merge by the per-sample distribution of {metric} (`hf_ext.risk`):\n\n"
+                + result.to_markdown()
+                for metric, result in risk.items()
+            )
         ),
     )
 

@@ -232,6 +232,11 @@ class RelativeDominanceResult:
         i = self.models.index(model)
         return [name for j, name in enumerate(self.models) if self.significant[i, j]]
 
+    def summary(self) -> str:
+        """One line: the ranking, then the significant dominances (`a ≻ b`), e.g. for a table cell."""
+        wins = [f"{name} ≻ {other}" for name in self.ranking for other in self.dominated_by(name)]
+        return " > ".join(self.ranking) + "; significant: " + (", ".join(wins) if wins else "none")
+
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (matrices as nested lists, `None` for `NaN`)."""
 

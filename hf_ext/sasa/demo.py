@@ -26,6 +26,7 @@ def _run(context: DemoContext) -> StageResult:
     import numpy as np
     import torch
 
+    from ..risk import relative_dominance
     from ..serialization import save_json
     from .evaluation import evaluate_detox
     from .planted import PlantedToxicityTask
@@ -77,6 +78,17 @@ def _run(context: DemoContext) -> StageResult:
         f"perplexity {base['perplexity']:.2f} -> {sasa['perplexity']:.2f} (beta={beta:g})"
     )
 
+    # The same comparison by the whole distribution: second-order stochastic dominance of the negated toxicity
+    # (the worst continuations weigh most), continuations paired by prompt.
+    risk = relative_dominance(
+        {"with SASA": -scores_with.ravel(), "without SASA": -scores_without.ravel()},
+        order=2,
+        paired=True,
+        n_bootstrap=500,
+        seed=context.seed,
+    )
+    context.log(f"risk (second-order dominance of -toxicity): {risk.summary()}")
+
     # 2. Against word lists, at equal perplexity.
     rows = task.compare(
         model, tokenizer, probe, betas=(0.0, 2.0, 16.0), bias_strengths=(-1.0,), num_prompts=96, seed=context.seed
@@ -125,11 +137,15 @@ def _run(context: DemoContext) -> StageResult:
             "perplexity, without SASA": round(base["perplexity"], 3),
             "perplexity, with SASA": round(sasa["perplexity"], 3),
             "mean continuation toxicity, without / with": f"{np.mean(scores_without):.3f} / {np.mean(scores_with):.3f}",
+            "risk: second-order dominance of -toxicity": risk.summary(),
         },
         plots=[comparison, trace_plot],
         details=(
             "Planted task: ambivalent words are toxic only within 3 words after a trigger; the judge applies that rule. "
-            f"Per-continuation scores with and without SASA: `{scores_path.name}`.\n\n" + "\n".join(table)
+            f"Per-continuation scores with and without SASA: `{scores_path.name}`.\n\n"
+            + "\n".join(table)
+            + "\n\nToxicity by distribution, not only its mean (`hf_ext.risk`, larger -toxicity is better):\n\n"
+            + risk.to_markdown()
         ),
     )
 

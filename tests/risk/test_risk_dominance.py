@@ -144,3 +144,12 @@ def test_bad_input_is_rejected(samples, kwargs, message):
 def test_absolute_threshold_is_validated():
     with pytest.raises(ValueError, match=r"threshold: expected a violation-ratio threshold in \(0, 0.5\]"):
         absolute_dominance([1.0, 2.0], [0.0, 1.0], threshold=0.7)
+
+
+def test_summary_lists_ranking_and_only_significant_wins():
+    rng = np.random.default_rng(3)
+    samples = {"low": rng.normal(0, 1, 800), "high": rng.normal(1, 1, 800), "twin": rng.normal(1, 1, 800)}
+    result = relative_dominance(samples, n_bootstrap=200, seed=0)
+    head, wins = result.summary().split("; significant: ")
+    assert head.split(" > ")[-1] == "low"
+    assert sorted(wins.split(", ")) == ["high ≻ low", "twin ≻ low"]
