@@ -13,14 +13,35 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _AllGather(torch.autograd.Function):
+    """All-gather whose backward gives each rank the gradient of its own slice, summed over the ranks.
+
+    The same semantics as `torch.distributed.nn.functional.all_gather` (deprecated in torch 2.13), with an
+    all-reduce in the backward, which every backend supports (gloo has no reduce-scatter).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank = dist.get_rank()
+        pieces = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(pieces, tensor.contiguous())
+        return torch.stack(pieces)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank]
+
+
 def gather_across_processes(tensor: torch.Tensor, *, differentiable: bool = True) -> torch.Tensor:
     """Concatenate the 1-D `tensor` of every process, in rank order; ranks may hold different lengths.
 
-    With `differentiable=True` the gather is `torch.distributed.nn.functional.all_gather`, whose backward sends each
-    rank the gradient of its own slice summed over the ranks. When every rank computes the same loss from the
-    gathered values, each local sample's gradient thus arrives multiplied by the world size, and DDP's averaging of
-    the parameter gradients divides it back: the parameter gradients equal those of one process computing the loss
-    on the concatenated batch. Do not rescale the loss.
+    With `differentiable=True` the gather is autograd-aware: its backward sends each rank the gradient of its own
+    slice, summed over the ranks. When every rank computes the same loss from the gathered values, each local
+    sample's gradient thus arrives multiplied by the world size, and DDP's averaging of the parameter gradients
+    divides it back: the parameter gradients equal those of one process computing the loss on the concatenated
+    batch. Do not rescale the loss.
 
     Without an initialised process group (a single process), returns `tensor` itself.
     """
@@ -36,10 +57,8 @@ def gather_across_processes(tensor: torch.Tensor, *, differentiable: bool = True
     padded = torch.nn.functional.pad(tensor, (0, max(lengths) - tensor.shape[0]))
     # Decided from state that every rank shares, so that all ranks run the same collectives, backward included.
     if differentiable and torch.is_grad_enabled():
-        from torch.distributed.nn.functional import all_gather
-
-        pieces = all_gather(padded)
+        gathered = _AllGather.apply(padded)
     else:
-        pieces = [torch.empty_like(padded) for _ in range(world_size)]
-        dist.all_gather(pieces, padded.contiguous())
-    return torch.cat([piece[:n] for piece, n in zip(pieces, lengths)])
+        gathered = [torch.empty_like(padded) for _ in range(world_size)]
+        dist.all_gather(gathered, padded.contiguous())
+    return torch.cat([gathered[rank][:n] for rank, n in enumerate(lengths)])

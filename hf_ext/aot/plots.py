@@ -30,8 +30,8 @@ def quantile_steps(u: torch.Tensor, v: torch.Tensor):
 
 def _draw(ax, u, v, labels: Sequence[str], title: str) -> None:
     edges, q_u, q_v = quantile_steps(u, v)
-    ax.stairs(q_u, edges, label=labels[0], color="tab:blue", linewidth=1.8)
-    ax.stairs(q_v, edges, label=labels[1], color="tab:red", linewidth=1.8)
+    ax.stairs(q_u, edges, label=labels[0], color="tab:blue", linewidth=1.8, baseline=None)
+    ax.stairs(q_v, edges, label=labels[1], color="tab:red", linewidth=1.8, baseline=None)
     violated = q_u < q_v
     for start, end, low, high, bad in zip(edges[:-1], edges[1:], q_u, q_v, violated):
         if bad:

@@ -39,7 +39,7 @@ def datasets():
     return {"paired": pairs, "unpaired": Dataset.from_list(rows)}
 
 
-def run(model_path, out_dir, variant, global_sort, world_size=None):
+def run(model_path, out_dir, variant, world_size=None, sorts=(True, False)):
     dataset = datasets()[variant]
     trainer = AOTTrainer(
         str(model_path),
@@ -47,7 +47,6 @@ def run(model_path, out_dir, variant, global_sort, world_size=None):
         args=AOTConfig(
             str(Path(out_dir) / "trainer"),
             aot_variant=variant,
-            aot_global_sort=global_sort,
             aot_cost="logistic",
             beta=0.5,
             use_cpu=True,
@@ -64,17 +63,19 @@ def run(model_path, out_dir, variant, global_sort, world_size=None):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(rank * share, (rank + 1) * share)])
     model = trainer.accelerator.prepare_model(trainer.model) if size > 1 else trainer.model
     model.train()
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    tensors = {"loss": loss.detach().reshape(1)}
-    tensors.update({f"grad.{name}": p.grad for name, p in trainer.model.named_parameters() if p.grad is not None})
-    tag = f"{variant}-{'global' if global_sort else 'local'}-rank{rank}"
-    save_tensors(Path(out_dir) / f"{tag}.safetensors", tensors)
+    for global_sort in sorts:
+        trainer.args.aot_global_sort = global_sort
+        trainer.model.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        tensors = {"loss": loss.detach().reshape(1)}
+        tensors.update({f"grad.{n}": p.grad for n, p in trainer.model.named_parameters() if p.grad is not None})
+        tag = f"{variant}-{'global' if global_sort else 'local'}-rank{rank}"
+        save_tensors(Path(out_dir) / f"{tag}.safetensors", tensors)
     trainer.accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":
     model_path, out_dir = sys.argv[1], sys.argv[2]
     for variant in ("paired", "unpaired"):
-        for global_sort in (True, False):
-            run(model_path, out_dir, variant, global_sort)
+        run(model_path, out_dir, variant)

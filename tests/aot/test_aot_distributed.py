@@ -35,19 +35,12 @@ def test_two_gloo_processes_equal_one_process_on_the_concatenated_batch(tmp_path
     command = [
         sys.executable,
         "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
+        "torch.distributed.run",  # torchrun: `accelerate launch --cpu` starts a single process without MPI
+        "--nproc_per_node",
         "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_ip",
+        "--master_addr",
         "127.0.0.1",
-        "--main_process_port",
+        "--master_port",
         str(_free_port()),
         str(WORKER),
         str(tiny_llama_path),
@@ -59,7 +52,7 @@ def test_two_gloo_processes_equal_one_process_on_the_concatenated_batch(tmp_path
 
     worker = _worker_module()
     for variant in ("paired", "unpaired"):
-        worker.run(tiny_llama_path, tmp_path / "single", variant, global_sort=True, world_size=1)
+        worker.run(tiny_llama_path, tmp_path / "single", variant, world_size=1, sorts=(True,))
         single = load_tensors(tmp_path / "single" / f"{variant}-global-rank0.safetensors")
         grad_names = [k for k in single if k.startswith("grad.")]
         assert len(grad_names) > 10 and abs(single["loss"].item() - 0.6931) > 1e-3
