@@ -38,6 +38,13 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "load_tensors": "serialization",
     "save_json": "serialization",
     "load_json": "serialization",
+    # AOT: alignment via optimal transport
+    "AOTConfig": "aot.config",
+    "AOTTrainer": "aot.trainer",
+    "aot_paired_loss": "aot.losses",
+    "aot_unpaired_loss": "aot.losses",
+    "dominance_diagnostics": "aot.losses",
+    "quantile_ot_loss": "aot.losses",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -57,6 +64,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .aot.config import AOTConfig
+    from .aot.losses import aot_paired_loss, aot_unpaired_loss, dominance_diagnostics, quantile_ot_loss
+    from .aot.trainer import AOTTrainer
     from .hub import HubMixin, make_card, push_folder, save_card
     from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
     from .serialization import load_json, load_tensors, save_json, save_tensors
