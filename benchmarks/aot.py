@@ -1,13 +1,18 @@
 """AOTTrainer against TRL's DPOTrainer (`loss_type="aot"`, `"aot_unpaired"`, `"sigmoid"`): step time and memory.
 
 Every configuration trains the same tiny Llama (hidden 256, 4 layers, built offline) on the same synthetic pairs
-(batch 8 pairs, sequences padded to 64 tokens) in its own process, so that its peak RSS is its own. The
-configurations run twice, in order and then in reverse order, so that a drift of the machine's load affects all
-alike; a configuration's step time is the median over both runs of its measured steps. Results, as ratios against
-TRL measured in the same run, go to `benchmarks/results/aot.md`.
+(batch 8 pairs, sequences padded to 64 tokens).
+
+- Step time: all the trainers live in one process and take turns, a few steps each, for several rounds (in order,
+  then in reverse order), so that a change of the machine's load affects every configuration alike. A
+  configuration's step time is the median of its steps (the first step of each turn is left out).
+- Memory: each configuration trains in a process of its own, which reports its peak RSS and its growth during
+  `train()`.
+
+Results, as ratios against TRL measured in the same run, go to `benchmarks/results/aot.md`.
 
     python benchmarks/aot.py                 # a few minutes on 2 CPU cores
-    python benchmarks/aot.py --steps 40      # more measured steps per run
+    python benchmarks/aot.py --rounds 20     # more rounds of the timing
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ PEERS = {  # the row each configuration is compared with
     "hf-ext AOTTrainer, paired": "TRL DPOTrainer, aot",
     "hf-ext AOTTrainer, unpaired": "TRL DPOTrainer, aot_unpaired",
 }
-BATCH, LENGTH, WARMUP = 8, 64, 3
+BATCH, LENGTH, WARMUP = 8, 64, 2
 
 
 def _rss_mib() -> tuple[float, float]:
@@ -65,10 +70,8 @@ def build_model(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def worker(name: str, model_dir: str, steps: int) -> dict:
-    """Train one configuration for WARMUP + steps steps; return its step times and memory."""
-    import torch
-    from transformers import TrainerCallback, set_seed
+def make_trainer(name: str, model_dir: str, max_steps: int):
+    from transformers import set_seed
 
     from hf_ext.aot.data import synthetic_preference_dataset
 
@@ -76,7 +79,7 @@ def worker(name: str, model_dir: str, steps: int) -> dict:
     common = {
         "output_dir": tempfile.mkdtemp(),
         "per_device_train_batch_size": BATCH,
-        "max_steps": WARMUP + steps,
+        "max_steps": max_steps,
         "max_length": LENGTH,
         "pad_to_multiple_of": LENGTH,
         "learning_rate": 1e-4,
@@ -91,55 +94,82 @@ def worker(name: str, model_dir: str, steps: int) -> dict:
         "seed": 0,
     }
     set_seed(0)
-    dataset = synthetic_preference_dataset(BATCH * (WARMUP + steps), seed=0)
+    dataset = synthetic_preference_dataset(BATCH * max_steps, seed=0)
     if kind == "hf-ext":
         from hf_ext.aot import AOTConfig, AOTTrainer
 
-        trainer = AOTTrainer(model_dir, args=AOTConfig(**common, **options), train_dataset=dataset)
-    else:
-        from trl import DPOConfig, DPOTrainer
+        return AOTTrainer(model_dir, args=AOTConfig(**common, **options), train_dataset=dataset)
+    from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model_dir, args=DPOConfig(**common, **options), train_dataset=dataset)
+    return DPOTrainer(model_dir, args=DPOConfig(**common, **options), train_dataset=dataset)
 
-    times = []
+
+def _timer():
+    from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
+        times: list[float] = []
+
         def on_step_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            times.append(time.perf_counter() - self.start)
+            self.times.append(time.perf_counter() - self.start)
 
-    trainer.add_callback(Timer())
+    return Timer()
+
+
+def timing_worker(model_dir: str, rounds: int, steps: int) -> dict:
+    """All configurations in this process, taking turns of `steps + 1` steps for `rounds` rounds."""
+    import torch
+
+    trainers = {name: make_trainer(name, model_dir, max_steps=steps + 1) for name in CONFIGS}
+    timers = {}
+    for name, trainer in trainers.items():
+        timers[name] = _timer()
+        trainer.add_callback(timers[name])
+    step_ms = {name: [] for name in CONFIGS}
+    names = list(CONFIGS)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            timers[name].times = []
+            trainers[name].train()
+            step_ms[name] += [1000 * t for t in timers[name].times[1:]]  # the turn's first step warms up
+    return {"step_ms": step_ms, "torch_threads": torch.get_num_threads()}
+
+
+def memory_worker(name: str, model_dir: str, steps: int) -> dict:
+    """One configuration alone in this process: its peak RSS, and how much RSS grows during `train()`."""
+    trainer = make_trainer(name, model_dir, max_steps=steps)
     rss_before, _ = _rss_mib()
     trainer.train()
     _, peak = _rss_mib()
-    return {
-        "step_ms": [1000 * t for t in times[WARMUP:]],
-        "rss_before_train_mib": rss_before,
-        "peak_rss_mib": peak,
-        "torch_threads": torch.get_num_threads(),
-    }
+    return {"rss_before_train_mib": rss_before, "peak_rss_mib": peak}
 
 
-def run_worker(name: str, model_dir: Path, steps: int) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--model-dir", str(model_dir)]
+def run_worker(*worker_args: str) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), *worker_args]
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
-    result = subprocess.run([*command, "--steps", str(steps)], capture_output=True, text=True, env=env, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{worker_args} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="measured steps per configuration and run")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds of turns in the timing process")
+    parser.add_argument("--steps", type=int, default=3, help="measured steps per turn")
     parser.add_argument("--output", default=str(ROOT / "results" / "aot.md"))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.model_dir, args.steps)))
+    if args.worker == "timing":
+        print(json.dumps(timing_worker(args.model_dir, args.rounds, args.steps)))
+        return
+    if args.worker == "memory":
+        print(json.dumps(memory_worker(args.config, args.model_dir, WARMUP + args.steps)))
         return
 
     from tqdm import tqdm
@@ -147,35 +177,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "tiny-llama-256x4"
         build_model(model_dir)
-        names = list(CONFIGS)
-        results = {name: [] for name in names}
-        for name in tqdm(names + names[::-1], desc="aot benchmark (one process per configuration and run)"):
-            results[name].append(run_worker(name, model_dir, args.steps))
-    write_report(Path(args.output), results, args.steps)
+        jobs = [("timing", None)] + [("memory", name) for name in CONFIGS]
+        outputs = {}
+        for kind, name in tqdm(jobs, desc="aot benchmark"):
+            worker_args = ["--worker", kind, "--model-dir", str(model_dir), "--rounds", str(args.rounds)]
+            worker_args += ["--steps", str(args.steps)] + (["--config", name] if name else [])
+            outputs[name or kind] = run_worker(*worker_args)
+    write_report(Path(args.output), outputs, args.rounds, args.steps)
     print(Path(args.output).read_text())
 
 
-def write_report(path: Path, results: dict, steps: int) -> None:
+def write_report(path: Path, outputs: dict, rounds: int, steps: int) -> None:
     import torch
     import transformers
     import trl
 
+    timing = outputs["timing"]
     rows = {}
-    for name, runs in results.items():
+    for name in CONFIGS:
+        memory = outputs[name]
         rows[name] = {
-            "ms": statistics.median([t for run in runs for t in run["step_ms"]]),
-            "peak": max(run["peak_rss_mib"] for run in runs),
-            "growth": max(run["peak_rss_mib"] - run["rss_before_train_mib"] for run in runs),
+            "ms": statistics.median(timing["step_ms"][name]),
+            "n": len(timing["step_ms"][name]),
+            "peak": memory["peak_rss_mib"],
+            "growth": memory["peak_rss_mib"] - memory["rss_before_train_mib"],
         }
     aot, sigmoid = rows["TRL DPOTrainer, aot"], rows["TRL DPOTrainer, sigmoid"]
     lines = [
         "# AOT: AOTTrainer vs TRL DPOTrainer",
         "",
         f"Tiny Llama (hidden 256, 4 layers, random weights, built offline), batch {BATCH} pairs, sequences padded to "
-        f"{LENGTH} tokens, fp32, no gradient checkpointing; {steps} measured steps after {WARMUP} warm-up steps, per "
-        "configuration and run, two runs (in order, then in reverse order), each configuration in its own process. "
-        "Step time: median over both runs. Peak RSS: the largest of the two runs (imports and model included); "
-        "training growth: peak RSS minus RSS before `train()`.",
+        f"{LENGTH} tokens, fp32, no gradient checkpointing, one process. Step time: the median of "
+        f"{rounds} turns x {steps} steps per configuration, the trainers taking turns in one process (in order, "
+        "then in reverse order). Memory: each configuration alone in its own process; peak RSS includes the imports "
+        "and the models, training growth is the peak RSS minus the RSS before `train()`.",
         "",
         "| configuration | step (ms) | vs its TRL peer | vs TRL `aot` | vs TRL `sigmoid` | peak RSS (MiB) | training growth (MiB) |",
         "|---|---|---|---|---|---|---|",
@@ -193,13 +228,13 @@ def write_report(path: Path, results: dict, steps: int) -> None:
         f"Goal: AOTTrainer (paired) within 5 % of TRL's `aot`: **{ratio:.3f}x** "
         f"({'met' if ratio <= 1.05 else 'not met'} in this run).",
         "",
-        f"Environment: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{results['TRL DPOTrainer, aot'][0]['torch_threads']} torch threads; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}. "
-        f"Generated {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"Environment: {platform.machine()}, {os.cpu_count()} CPU cores, {timing['torch_threads']} torch threads; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"trl {trl.__version__}. Generated {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
-        "AOTTrainer also logs its distributional diagnostics (`aot/*`) and, under DDP, gathers the rewards of every "
-        "process to sort the global batch; with one process the gather is skipped.",
+        "AOTTrainer also logs its distributional diagnostics (`aot/*`) every step and keeps the recent rewards for "
+        "the reward-quantile plot; under DDP it gathers the rewards of every process to sort the global batch (with "
+        "one process the gather is skipped).",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -247,4 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m hf_ext.cli` runs this file as `__main__`: hand over to the module imported as `hf_ext.cli`, whose
+    # classes (`DataclassCommand`, ...) are the ones the method packages' commands are built from.
+    from hf_ext.cli import main as _main
+
+    raise SystemExit(_main())

@@ -1,5 +1,7 @@
 """`hf-ext aot --config trainers/aot.yaml [--any_field value]`."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,14 @@ def test_a_hub_model_id_is_passed_through(tmp_path, monkeypatch):
         monkeypatch.setattr(hf_ext.aot.trainer, "AOTTrainer", fake_trainer)
         main(["aot", "--config", str(RECIPE), "--output_dir", str(tmp_path)])
     assert Path(seen["model"]).is_dir() and (Path(seen["model"]) / "config.json").exists()
+
+
+def test_runs_as_a_module_for_launchers():
+    # `accelerate launch -m hf_ext.cli aot ...` / `torchrun -m hf_ext.cli aot ...` run the CLI as `__main__`.
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_ext.cli", "aot", "--config", str(RECIPE), "--beta", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "hf-ext aot: error: beta=0.0 is out of range" in result.stderr
