@@ -63,6 +63,7 @@ def unpaired_rows(labels, seed=0):
 # ---------------------------------------------------------------------------------------------- parity with TRL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("variant", "trl_loss_type"), [("paired", "aot"), ("unpaired", "aot_unpaired")])
 def test_loss_and_gradients_equal_trl_dpo_trainer(tmp_path, tiny_llama_path, other_reference, variant, trl_loss_type):
     dataset = synthetic_preference_dataset(12, seed=3)
@@ -144,6 +145,7 @@ def test_a_batch_with_one_label_only_is_defined(tmp_path, tiny_llama_path, other
     assert f"rewards/{side}" in metrics and not any(k.startswith("aot/") for k in metrics)
 
 
+@pytest.mark.slow
 def test_unpaired_training_with_mixed_batches(tmp_path, tiny_llama_path):
     dataset = synthetic_preference_dataset(24, unpaired=True, positive_fraction=0.7, seed=2)
     trainer = AOTTrainer(
@@ -160,6 +162,7 @@ def test_unpaired_training_with_mixed_batches(tmp_path, tiny_llama_path):
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
 
 
+@pytest.mark.slow
 def test_conversational_data_masks_only_the_assistant_reply(tmp_path, tiny_llama_path, tokenizer):
     for unpaired in (False, True):
         dataset = synthetic_preference_dataset(8, conversational=True, unpaired=unpaired)
@@ -180,6 +183,7 @@ def test_conversational_data_masks_only_the_assistant_reply(tmp_path, tiny_llama
 # ---------------------------------------------------------------------------------------------- references
 
 
+@pytest.mark.slow
 def test_precomputed_reference_gives_the_same_loss(tmp_path, tiny_llama_path, other_reference):
     for variant, dataset in (
         ("paired", synthetic_preference_dataset(8, seed=4)),
@@ -203,6 +207,7 @@ def test_precomputed_reference_gives_the_same_loss(tmp_path, tiny_llama_path, ot
         assert losses[0] == pytest.approx(losses[1], abs=1e-6) and abs(losses[0] - 0.6931) > 1e-3
 
 
+@pytest.mark.slow
 def test_peft_uses_the_adapter_disabled_model_as_reference(tmp_path, tiny_llama_path, tokenizer):
     from peft import LoraConfig
 
@@ -259,6 +264,7 @@ def test_qlora_4bit_trains_on_cpu(tmp_path, tiny_llama_path):
 # ---------------------------------------------------------------------------------------------- training loop
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_averages_the_micro_batch_losses(tmp_path, tiny_llama_path, tokenizer, other_reference):
     lr = 0.5
     dataset = synthetic_preference_dataset(8, seed=9)
