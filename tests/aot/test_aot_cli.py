@@ -75,6 +75,7 @@ def test_a_hub_model_id_is_passed_through(tmp_path, monkeypatch):
     assert Path(seen["model"]).is_dir() and (Path(seen["model"]) / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_runs_as_a_module_for_launchers():
     # `accelerate launch -m hf_ext.cli aot ...` / `torchrun -m hf_ext.cli aot ...` run the CLI as `__main__`.
     result = subprocess.run(
