@@ -64,6 +64,13 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "AlphaSweepResult": "mergealign.sweep",
     "sweep_alpha": "mergealign.sweep",
     "lora_task_vector": "mergealign.lora",
+    # AOT: alignment via optimal transport
+    "AOTConfig": "aot.config",
+    "AOTTrainer": "aot.trainer",
+    "aot_paired_loss": "aot.losses",
+    "aot_unpaired_loss": "aot.losses",
+    "dominance_diagnostics": "aot.losses",
+    "quantile_ot_loss": "aot.losses",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
@@ -83,6 +90,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .aot.config import AOTConfig
+    from .aot.losses import aot_paired_loss, aot_unpaired_loss, dominance_diagnostics, quantile_ot_loss
+    from .aot.trainer import AOTTrainer
     from .hub import HubMixin, make_card, push_folder, save_card
     from .mergealign.lora import lora_task_vector
     from .mergealign.report import SimilarityReport, similarity_report
