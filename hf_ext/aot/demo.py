@@ -24,6 +24,7 @@ def _run(context: DemoContext) -> StageResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..risk import relative_dominance
     from ..serialization import save_json, save_tensors
     from ..testing import tiny_model_dir
     from .config import AOTConfig
@@ -65,6 +66,18 @@ def _run(context: DemoContext) -> StageResult:
             f"{name:>6}: violation fraction {reports[name]['violation_fraction']:.2f}, "
             f"preference accuracy {reports[name]['accuracy']:.2f}, median gap {reports[name]['quantile_gap_50']:+.2f}"
         )
+    # Before against after, by the whole distribution of the held-out reward margins (paired: the same pairs).
+    risk = relative_dominance(
+        {
+            f"after {STEPS} AOT steps": after["chosen"] - after["rejected"],
+            "before": before["chosen"] - before["rejected"],
+        },
+        order=1,
+        paired=True,
+        n_bootstrap=500,
+        seed=context.seed,
+    )
+    context.log(f"risk (first-order dominance of the chosen - rejected margin): {risk.summary()}")
     save_tensors(
         context.output_dir / "held_out_rewards.safetensors",
         {
@@ -97,6 +110,7 @@ def _run(context: DemoContext) -> StageResult:
             "preference accuracy, after": round(a["accuracy"], 4),
             "median chosen - rejected gap, before": round(b["quantile_gap_50"], 3),
             "median chosen - rejected gap, after": round(a["quantile_gap_50"], 3),
+            "risk: first-order dominance of the margin": risk.summary(),
         },
         plots=[plot],
         details=(
@@ -104,7 +118,8 @@ def _run(context: DemoContext) -> StageResult:
             f"vs. unpleasant answers of equal length), then scored on {HELD_OUT_PAIRS} held-out pairs about things it "
             "never saw. AOT asks the distribution of chosen rewards to dominate that of rejected rewards in the first "
             "stochastic order; the plot shades the quantile levels where it does not. The held-out reward arrays are "
-            "in `held_out_rewards.safetensors`."
+            "in `held_out_rewards.safetensors`.\n\nThe held-out margins before and after, compared by their whole "
+            "distribution (`hf_ext.risk`):\n\n" + risk.to_markdown()
         ),
     )
 
