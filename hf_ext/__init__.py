@@ -27,6 +27,7 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "build_tiny_causal_lm": "testing",
     "build_tiny_encoder": "testing",
     "resolve_model_name_or_path": "testing",
+    "keep_4bit_trainable": "quantization",
     "load_quantized": "quantization",
     "bnb_config": "quantization",
     "prepare_for_kbit_training": "quantization",
@@ -97,7 +98,7 @@ if TYPE_CHECKING:
     from .mergealign.lora import lora_task_vector
     from .mergealign.report import SimilarityReport, similarity_report
     from .mergealign.sweep import AlphaSweepConfig, AlphaSweepResult, sweep_alpha
-    from .quantization import bnb_config, load_quantized, prepare_for_kbit_training
+    from .quantization import bnb_config, keep_4bit_trainable, load_quantized, prepare_for_kbit_training
     from .risk import (
         AbsoluteDominanceResult,
         RelativeDominanceResult,

@@ -20,6 +20,7 @@ from trl import DPOTrainer
 from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
+from ..quantization import keep_4bit_trainable
 from .config import AOTConfig
 from .data import DataCollatorForAOT, dataset_format, validate_preference_dataset
 from .distributed import gather_across_processes
@@ -164,6 +165,7 @@ class AOTTrainer(DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        keep_4bit_trainable(self.model)  # evaluation in the middle of training must not freeze 4-bit CPU layers
         sorted_batch = self.sorted_batch_size
         if sorted_batch < MIN_SORTED_BATCH:
             warnings.warn(

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
+from ..quantization import keep_4bit_trainable
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .config import SEALConfig
 from .data import detect_format, format_fields, hash_batch, tokenize_example
@@ -143,6 +144,7 @@ class SEALTrainer(Trainer):
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
         model = self._prepare_peft_model(model, peft_config, args)
+        keep_4bit_trainable(model)  # evaluation in the middle of training must not freeze 4-bit CPU layers
 
         self.train_format = train_format
         self.safe_format = safe_format
