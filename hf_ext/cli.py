@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 
 
-__all__ = ["Command", "DataclassCommand", "FunctionCommand", "get_commands", "main"]
+__all__ = ["ArgvCommand", "Command", "DataclassCommand", "FunctionCommand", "get_commands", "main"]
 
 PROG = "hf-ext"
 
@@ -105,6 +105,25 @@ class DataclassCommand(Command):
             parser.print_usage(sys.stderr)
             raise CommandError(str(error).splitlines()[0]) from None
         return self.function(*parsed) or 0
+
+
+class ArgvCommand(Command):
+    """A command that parses the tokens after its name itself (for instance with a click command it wraps).
+
+    Args:
+        name, help_text: See [`Command`].
+        function (`Callable[[list[str]], int | None]`): Runs the command on the raw tokens; `None` means success.
+    """
+
+    def __init__(self, name: str, help_text: str, function: Callable):
+        super().__init__(name, help_text)
+        self.function = function
+
+    def register(self, subparsers) -> None:
+        subparsers.add_parser(self.name, help=self.help_text, add_help=False)
+
+    def run(self, args: argparse.Namespace, argv: list[str]) -> int:
+        return self.function(argv) or 0
 
 
 def _env(args: argparse.Namespace) -> int:
@@ -237,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     command = commands[args.command]
-    if extra and not isinstance(command, DataclassCommand):
+    if extra and not isinstance(command, (DataclassCommand, ArgvCommand)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return command.run(args, argv[argv.index(args.command) + 1 :])
@@ -247,4 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Under `python -m hf_ext.cli` this file runs as `__main__`; run the imported module instead, so that the method
+    # packages' commands (built on `hf_ext.cli`'s classes) pass the isinstance checks of `main`.
+    from hf_ext.cli import main as _main
+
+    raise SystemExit(_main())

@@ -18,7 +18,13 @@ import os
 import torch
 
 
-__all__ = ["bnb_config", "default_compute_dtype", "load_quantized", "prepare_for_kbit_training"]
+__all__ = [
+    "bnb_config",
+    "default_compute_dtype",
+    "keep_4bit_trainable",
+    "load_quantized",
+    "prepare_for_kbit_training",
+]
 
 
 def default_compute_dtype(device: str | torch.device | None = None) -> torch.dtype:
@@ -154,8 +160,53 @@ def prepare_for_kbit_training(model, gradient_checkpointing: bool = True):
     float32, input gradients enabled), with non-reentrant gradient checkpointing when asked."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(
+    model = prepare_model_for_kbit_training(
         model,
         use_gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
+    keep_4bit_trainable(model)
+    return model
+
+
+def keep_4bit_trainable(model) -> int:
+    """Keep a 4-bit model exactly trainable on CPU after it has run in eval mode.
+
+    On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster inference kernel the first time its
+    layer runs in eval mode on an input that needs no gradient (an evaluation loop, `generate`, a reference forward)
+    and keeps it packed. That kernel has no backward, so adapters *below* a packed layer silently get zero gradients
+    once training resumes; and packing rounds the quantization scales to bfloat16, so the base weights change a
+    little. This turns the repacking off on every 4-bit layer (unpacking any layer already packed, with a warning)
+    so that evaluation in the middle of training changes nothing. [`prepare_for_kbit_training`] (and so
+    `load_quantized(..., prepare_for_training=True)`) calls it; call it yourself on a 4-bit model you prepared
+    otherwise. Idempotent; returns the number of 4-bit layers.
+    """
+    layers = [module for module in model.modules() if _is_linear4bit(module)]
+    unpacked = 0
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+        state = getattr(layer.weight, "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                layer.weight.data, state
+            )
+            unpacked += 1
+    if unpacked:
+        import warnings
+
+        warnings.warn(
+            f"{unpacked} 4-bit layers had been packed by bitsandbytes for CPU inference (an eval-mode forward before "
+            "training); they are unpacked so that gradients flow through them, but packing rounded their scales to "
+            "bfloat16. Call `keep_4bit_trainable` (or `prepare_for_kbit_training`) before the first forward to "
+            "train on the exact quantized weights.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return len(layers)
+
+
+def _is_linear4bit(module) -> bool:
+    cls = type(module)
+    return cls.__module__.startswith("bitsandbytes") and hasattr(module.weight, "quant_state")

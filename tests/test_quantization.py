@@ -45,3 +45,35 @@ def test_qlora_step_trains_adapters_and_keeps_base_quantized(tiny_llama_path, bi
     assert sorted(changed) == sorted(trainable)
     assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer, layer_type)
     assert torch.equal(base.weight.data, base_weight)
+
+
+def _adapter_grads(model, ids):
+    model.train()
+    model.zero_grad()
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _packed_layers(model):
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    return sum(bool(getattr(m.weight.quant_state, "packing_format_for_cpu", False)) for m in layers)
+
+
+def test_adapter_gradients_survive_an_eval_forward(tiny_llama_path):
+    # bitsandbytes packs 4-bit CPU weights for inference on an eval forward (on AVX512-BF16 CPUs); its packed kernel
+    # has no backward. After evaluation, training must compute the same gradients as before it.
+    model = load_quantized(tiny_llama_path, bits=4, prepare_for_training=True)
+    model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
+    )
+    ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    before = _adapter_grads(model, ids)
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    packed_after_eval = _packed_layers(model)
+    after = _adapter_grads(model, ids)
+    assert before.keys() == after.keys() and all(before[n].abs().sum() > 0 for n in before)
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert packed_after_eval == 0

@@ -1,0 +1,250 @@
+"""Data for AOT: dataset formats and their checks, the collator, and a synthetic offline preference task.
+
+[`~hf_ext.aot.AOTTrainer`] takes the two preference formats of TRL:
+
+- **paired** (as `DPOTrainer`): `prompt` / `chosen` / `rejected` (or `chosen` / `rejected` with an implicit
+  prompt), standard or conversational;
+- **unpaired** (as `KTOTrainer`): `prompt` / `completion` / `label`, with `label` a bool (`True` for a desirable
+  completion), standard or conversational.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.data.data_collator import DataCollatorMixin
+
+
+__all__ = [
+    "DataCollatorForAOT",
+    "dataset_format",
+    "synthetic_preference_dataset",
+    "validate_preference_dataset",
+]
+
+PAIRED_COLUMNS = ("chosen", "rejected")
+PAIRED_TOKENIZED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+UNPAIRED_COLUMNS = ("prompt", "completion", "label")
+UNPAIRED_TOKENIZED_COLUMNS = ("prompt_ids", "completion_ids", "label")
+
+
+def _column_names(dataset) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names is None:  # an IterableDataset whose features are unknown
+        names = list(next(iter(dataset)).keys())
+    return list(names)
+
+
+def dataset_format(dataset) -> str | None:
+    """`"paired"`, `"unpaired"`, or `None` when the columns match neither format."""
+    columns = set(_column_names(dataset))
+    if set(PAIRED_COLUMNS) <= columns or set(PAIRED_TOKENIZED_COLUMNS) <= columns:
+        return "paired"
+    if set(UNPAIRED_COLUMNS) <= columns or set(UNPAIRED_TOKENIZED_COLUMNS) <= columns:
+        return "unpaired"
+    return None
+
+
+def validate_preference_dataset(dataset, name: str = "train_dataset", aot_variant: str | None = None) -> str:
+    """Check a preference dataset before any expensive work; returns its format (`"paired"` or `"unpaired"`).
+
+    Raises `ValueError` naming the dataset and what is wrong: no rows, missing columns, a `label` column that does
+    not hold booleans, or an unpaired dataset given to `aot_variant="paired"`.
+    """
+    from datasets import Dataset, IterableDataset
+
+    if not isinstance(dataset, (Dataset, IterableDataset)):
+        raise TypeError(f"{name} must be a datasets.Dataset or IterableDataset; got {type(dataset).__name__}.")
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(f"{name} is empty; expected at least one preference example.")
+    if isinstance(dataset, IterableDataset) and next(iter(dataset), None) is None:
+        raise ValueError(f"{name} is empty; expected at least one preference example.")
+    columns = _column_names(dataset)
+    kind = dataset_format(dataset)
+    if kind is None:
+        raise ValueError(
+            f"{name} has columns {columns}, which match no preference format; expected paired columns "
+            f"{list(PAIRED_COLUMNS)} (with an optional 'prompt') or unpaired columns {list(UNPAIRED_COLUMNS)}."
+            + _missing_hint(columns)
+        )
+    if kind == "unpaired":
+        _check_labels(dataset, name)
+        if aot_variant == "paired":
+            raise ValueError(
+                f"aot_variant='paired' needs paired data (prompt / chosen / rejected), but {name} is unpaired "
+                "(prompt / completion / label); set aot_variant='unpaired'."
+            )
+    return kind
+
+
+def _missing_hint(columns: list[str]) -> str:
+    present = set(columns)
+    hints = []
+    for expected in (("prompt", *PAIRED_COLUMNS), UNPAIRED_COLUMNS):
+        overlap = present & set(expected)
+        if overlap and len(overlap) < len(expected):
+            missing = [c for c in expected if c not in present]
+            hints.append(f" Missing column(s) {missing} for the format {list(expected)}.")
+    return "".join(hints)
+
+
+def _check_labels(dataset, name: str) -> None:
+    from datasets import Dataset, Value
+
+    feature = getattr(dataset, "features", None) or {}
+    feature = feature.get("label") if hasattr(feature, "get") else None
+    if isinstance(feature, Value) and feature.dtype == "bool":
+        return
+    values = dataset["label"] if isinstance(dataset, Dataset) else [row["label"] for _, row in zip(range(64), dataset)]
+    for value in values:
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            continue
+        raise ValueError(
+            f"{name} column 'label' must hold booleans (True for a desirable completion, False for an undesirable "
+            f"one); found {value!r} of type {type(value).__name__}."
+        )
+
+
+def _pad(sequences: list[list[int]], value: int, pad_to_multiple_of: int | None) -> torch.Tensor:
+    from trl.trainer.utils import pad
+
+    return pad(
+        [torch.tensor(s, dtype=torch.long) for s in sequences],
+        padding_value=value,
+        padding_side="right",
+        pad_to_multiple_of=pad_to_multiple_of,
+    )
+
+
+@dataclass
+class DataCollatorForAOT(DataCollatorMixin):
+    """Collates tokenized preference examples of either format, padding on the right.
+
+    - Paired examples (`prompt_ids`, `chosen_ids`, `rejected_ids`) are collated as TRL's
+      `DataCollatorForPreference`: the first half of the batch holds the chosen sequences, the second half the
+      rejected ones (with `ref_chosen_logps` / `ref_rejected_logps` when present).
+    - Unpaired examples (`prompt_ids`, `completion_ids`, `label`) give one sequence each and a bool `label` tensor
+      (with `ref_logps` when present); a batch may hold any mix of labels, all `True` or all `False` included.
+
+    Both give `input_ids`, `attention_mask` and `completion_mask` (1 on the completion tokens).
+
+    Args:
+        pad_token_id (`int`): Token id used for padding.
+        max_length (`int`, *optional*): Sequences are truncated to this length (keeping the start) before padding.
+        pad_to_multiple_of (`int`, *optional*): Pad the length to a multiple of this value.
+    """
+
+    pad_token_id: int
+    max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if "chosen_ids" in examples[0]:
+            completions = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
+            prompts = [e["prompt_ids"] for e in examples] * 2
+        else:
+            completions = [e["completion_ids"] for e in examples]
+            prompts = [e["prompt_ids"] for e in examples]
+        sequences = [p + c for p, c in zip(prompts, completions)]
+        masks = [[0] * len(p) + [1] * len(c) for p, c in zip(prompts, completions)]
+        if self.max_length is not None:
+            sequences = [s[: self.max_length] for s in sequences]
+            masks = [m[: self.max_length] for m in masks]
+        output = {
+            "input_ids": _pad(sequences, self.pad_token_id, self.pad_to_multiple_of),
+            "attention_mask": _pad([[1] * len(s) for s in sequences], 0, self.pad_to_multiple_of),
+            "completion_mask": _pad(masks, 0, self.pad_to_multiple_of),
+        }
+        for key in ("ref_chosen_logps", "ref_rejected_logps", "ref_logps"):
+            if key in examples[0]:
+                output[key] = torch.tensor([e[key] for e in examples])
+        if "label" in examples[0]:
+            output["label"] = torch.tensor([bool(e["label"]) for e in examples])
+        return output
+
+
+# Positive and negative words of the same length in tokens (with the tiny offline tokenizer), so that a chosen and
+# a rejected completion differ in one word and have the same number of tokens.
+_WORDS_BY_LENGTH = (
+    (("good", "bright", "quiet", "friendly"), ("wrong", "broken")),
+    (("nice", "kind", "fine", "clean", "safe", "clear", "neat", "quick"), ("bad", "sad", "weak", "cold", "mean", "sour")),
+    (("great", "warm", "calm", "fair", "gentle", "glad", "honest", "wise"), ("poor", "dark", "slow", "dull", "harsh", "lazy", "loud", "messy")),
+    (("happy", "fresh", "lovely", "polite", "proud", "smart", "sweet", "tidy"), ("dirty", "cruel", "nasty", "rough", "ugly", "useless")),
+)  # fmt: skip
+_NOUNS = (
+    "soup", "hotel", "movie", "concert", "trip", "lecture", "meeting", "service", "repair", "book", "game", "course",
+    "bread", "coffee", "room", "museum", "garden", "train", "flight", "class", "show", "dinner", "party", "visit",
+    "bridge", "market", "school", "station", "library", "river", "orchard", "harbour", "bakery", "recipe", "engine",
+    "window", "letter", "story", "song", "road", "village", "kitchen", "office", "journey", "picture", "lesson",
+)  # fmt: skip
+_TEMPLATES = (
+    ("How was the {noun}?", "The {noun} was {word}."),
+    ("Describe the {noun} in one word.", "It was a {word} {noun}."),
+    ("What did you think of the {noun}?", "I found the {noun} {word}."),
+)
+
+
+def synthetic_preference_dataset(
+    num_examples: int = 64,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    unpaired: bool = False,
+    positive_fraction: float = 0.5,
+    conversational: bool = False,
+):
+    """A small synthetic preference task, generated offline and deterministically.
+
+    Each prompt asks about a thing ("How was the soup?"); the chosen answer calls it something pleasant, the rejected
+    answer something unpleasant, with the same template and the same number of tokens. A model that learns the
+    preference ranks pleasant words above unpleasant ones, also for things it never saw: the `"train"` and `"test"`
+    splits use disjoint nouns.
+
+    Args:
+        num_examples (`int`, *optional*, defaults to 64): Number of pairs (paired) or rows (unpaired).
+        seed (`int`, *optional*, defaults to 0): Seed of the generator.
+        split (`str`, *optional*, defaults to `"train"`): `"train"` or `"test"` (held-out nouns).
+        unpaired (`bool`, *optional*, defaults to `False`):
+            Return `prompt` / `completion` / `label` rows instead of `prompt` / `chosen` / `rejected` pairs.
+        positive_fraction (`float`, *optional*, defaults to 0.5): Fraction of desirable rows (unpaired only).
+        conversational (`bool`, *optional*, defaults to `False`): Messages (`role` / `content`) instead of text.
+
+    Returns:
+        `datasets.Dataset`
+    """
+    from datasets import Dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} is not supported; expected 'train' or 'test'.")
+    if num_examples < 1:
+        raise ValueError(f"num_examples={num_examples} must be >= 1.")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(f"positive_fraction={positive_fraction} is out of range; expected a number in [0, 1].")
+    nouns = _NOUNS[: 2 * len(_NOUNS) // 3] if split == "train" else _NOUNS[2 * len(_NOUNS) // 3 :]
+    rng = random.Random(f"{seed}-{split}")
+    rows = []
+    for index in range(num_examples):
+        noun = rng.choice(nouns)
+        question, answer = rng.choice(_TEMPLATES)
+        positives, negatives = rng.choice(_WORDS_BY_LENGTH)
+        prompt = question.format(noun=noun)
+        chosen = " " + answer.format(noun=noun, word=rng.choice(positives))
+        rejected = " " + answer.format(noun=noun, word=rng.choice(negatives))
+        if unpaired:
+            label = index < round(positive_fraction * num_examples)
+            rows.append({"prompt": prompt, "completion": chosen if label else rejected, "label": label})
+        else:
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    if unpaired:
+        rng.shuffle(rows)
+    if conversational:
+        for row in rows:
+            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+            for key in ("chosen", "rejected", "completion"):
+                if key in row:
+                    row[key] = [{"role": "assistant", "content": row[key].strip()}]
+    return Dataset.from_list(rows)

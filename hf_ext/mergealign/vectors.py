@@ -1,0 +1,246 @@
+"""The arithmetic of MergeAlign, on plain tensors (no Hugging Face object needed).
+
+A fine-tuned model defines a *task vector* relative to its base, tau = theta_finetuned - theta_base. MergeAlign
+interpolates the domain vector tau_D and the alignment vector tau_A and adds the result back to the base:
+
+    theta = theta_base + scale * (alpha * tau_D + (1 - alpha) * tau_A)
+
+(Thakkar et al., "Combining Domain and Alignment Vectors to Achieve Better Knowledge-Safety Trade-offs in LLMs",
+2024; the paper uses alpha = 0.5, scale = 1). With `scale = 1` this is the linear merge
+`alpha * theta_D + (1 - alpha) * theta_A`.
+
+Everything is computed in float32 (float64 when the inputs are float64) whatever the dtype of the inputs, and
+cast back to the base's dtype at the end, so that bfloat16 / float16 checkpoints lose no precision to the
+arithmetic itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+
+__all__ = [
+    "VectorStatistics",
+    "accumulation_dtype",
+    "combine_vectors",
+    "lora_delta",
+    "mergealign_tensor",
+    "summarize_statistics",
+    "task_vector",
+    "vector_statistics",
+]
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype MergeAlign computes in for inputs of `dtype`: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def task_vector(finetuned: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """`finetuned - base`, computed in the accumulation dtype (float32 for half-precision inputs)."""
+    if finetuned.shape != base.shape:
+        raise ValueError(
+            f"Cannot form a task vector: the fine-tuned tensor has shape {tuple(finetuned.shape)} but the base has "
+            f"shape {tuple(base.shape)}."
+        )
+    dtype = accumulation_dtype(torch.promote_types(finetuned.dtype, base.dtype))
+    return finetuned.to(dtype) - base.to(dtype)
+
+
+def combine_vectors(
+    base: torch.Tensor, tau_domain: torch.Tensor, tau_alignment: torch.Tensor, alpha: float, scale: float = 1.0
+) -> torch.Tensor:
+    """`base + scale * (alpha * tau_domain + (1 - alpha) * tau_alignment)` in the accumulation dtype.
+
+    The task vectors must already be in the accumulation dtype (as [`task_vector`] returns them); the result is
+    too. Neither input is modified.
+    """
+    mixed = torch.lerp(tau_alignment, tau_domain, float(alpha))  # alpha * tau_D + (1 - alpha) * tau_A
+    return torch.add(base.to(mixed.dtype), mixed, alpha=float(scale))
+
+
+def mergealign_tensor(
+    base: torch.Tensor,
+    domain: torch.Tensor,
+    alignment: torch.Tensor,
+    alpha: float = 0.5,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Merge one tensor: `base + scale * (alpha * (domain - base) + (1 - alpha) * (alignment - base))`.
+
+    Args:
+        base (`torch.Tensor`): The base model's tensor.
+        domain (`torch.Tensor`): The domain expert's tensor (same shape).
+        alignment (`torch.Tensor`): The aligned model's tensor (same shape).
+        alpha (`float`, *optional*, defaults to 0.5): Weight of the domain vector, in [0, 1].
+        scale (`float`, *optional*, defaults to 1.0): Scale `lambda` of the combined vector.
+
+    Returns:
+        `torch.Tensor` in the base's dtype, computed in float32 (float64 for float64 inputs).
+    """
+    tau_domain = task_vector(domain, base)
+    tau_alignment = task_vector(alignment, base)
+    return combine_vectors(base, tau_domain, tau_alignment, alpha, scale).to(base.dtype)
+
+
+@dataclass(frozen=True)
+class VectorStatistics:
+    """Sufficient statistics of a pair of task vectors over one tensor (or summed over many).
+
+    Args:
+        dot (`float`): `<tau_D, tau_A>`.
+        domain_sq (`float`): `||tau_D||^2`.
+        alignment_sq (`float`): `||tau_A||^2`.
+        numel (`int`): Number of elements.
+    """
+
+    dot: float
+    domain_sq: float
+    alignment_sq: float
+    numel: int
+
+    @property
+    def domain_norm(self) -> float:
+        return math.sqrt(self.domain_sq)
+
+    @property
+    def alignment_norm(self) -> float:
+        return math.sqrt(self.alignment_sq)
+
+    @property
+    def cosine(self) -> float:
+        """cosine(tau_D, tau_A); NaN when either vector is zero."""
+        denominator = math.sqrt(self.domain_sq * self.alignment_sq)
+        return self.dot / denominator if denominator > 0 else float("nan")
+
+    @property
+    def norm_ratio(self) -> float:
+        """`||tau_D|| / ||tau_A||`; inf when only tau_A is zero, NaN when both are."""
+        if self.alignment_sq > 0:
+            return self.domain_norm / self.alignment_norm
+        return float("inf") if self.domain_sq > 0 else float("nan")
+
+    @property
+    def alignment_share(self) -> float:
+        """How much of tau_A the domain vector already contains: the coefficient of the projection of tau_D on
+        tau_A, `<tau_D, tau_A> / ||tau_A||^2`.
+
+        About 0 when the domain model was fine-tuned from the base independently of the aligned model; about 1
+        when it was fine-tuned from the aligned model (then `tau_D = tau_A + delta`)."""
+        return self.dot / self.alignment_sq if self.alignment_sq > 0 else float("nan")
+
+    def __add__(self, other: VectorStatistics) -> VectorStatistics:
+        return VectorStatistics(
+            dot=self.dot + other.dot,
+            domain_sq=self.domain_sq + other.domain_sq,
+            alignment_sq=self.alignment_sq + other.alignment_sq,
+            numel=self.numel + other.numel,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "numel": self.numel,
+            "dot": self.dot,
+            "domain_norm": self.domain_norm,
+            "alignment_norm": self.alignment_norm,
+            "norm_ratio": self.norm_ratio,
+            "cosine": self.cosine,
+            "alignment_share": self.alignment_share,
+        }
+
+
+def vector_statistics(tau_domain: torch.Tensor, tau_alignment: torch.Tensor) -> VectorStatistics:
+    """[`VectorStatistics`] of two task vectors of the same shape (partial sums accumulated in float64)."""
+    if tau_domain.shape != tau_alignment.shape:
+        raise ValueError(
+            f"Task vectors differ in shape: {tuple(tau_domain.shape)} (domain) vs {tuple(tau_alignment.shape)} "
+            "(alignment)."
+        )
+    d = tau_domain.reshape(-1)
+    a = tau_alignment.reshape(-1)
+    return VectorStatistics(
+        dot=_chunked_dot(d, a), domain_sq=_chunked_dot(d, d), alignment_sq=_chunked_dot(a, a), numel=d.numel()
+    )
+
+
+def _chunked_dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 1 << 24) -> float:
+    """`<x, y>`: BLAS dot products (accurate to ~1e-6 relative in float32) over chunks of 16M elements, summed in
+    float64. Small chunks would be slower, not more accurate."""
+    total = 0.0
+    for start in range(0, x.numel(), chunk):
+        total += torch.dot(x[start : start + chunk], y[start : start + chunk]).item()
+    return total
+
+
+def summarize_statistics(
+    per_tensor: Mapping[str, VectorStatistics], derived_threshold: float = 0.5
+) -> dict[str, float | bool | int]:
+    """Overall figures from per-tensor statistics.
+
+    Returns a dict with the overall `cosine`, `domain_norm`, `alignment_norm`, `norm_ratio`, `alignment_share`
+    (see [`VectorStatistics`]), the number of tensors, the mean / min / max of the per-tensor cosines, and
+    `domain_derived_from_alignment`: whether the domain vector contains at least `derived_threshold` of the
+    alignment vector (`alignment_share >= derived_threshold`), the sign that the domain model was fine-tuned from
+    the aligned model rather than from the base.
+    """
+    if not 0 < derived_threshold <= 1:
+        raise ValueError(f"derived_threshold={derived_threshold} is out of range; expected a value in (0, 1].")
+    total = _sum(per_tensor.values())
+    cosines = [s.cosine for s in per_tensor.values() if not math.isnan(s.cosine)]
+    summary = {
+        "num_tensors": len(per_tensor),
+        "numel": total.numel,
+        "cosine": total.cosine,
+        "domain_norm": total.domain_norm,
+        "alignment_norm": total.alignment_norm,
+        "norm_ratio": total.norm_ratio,
+        "alignment_share": total.alignment_share,
+        "tensor_cosine_mean": sum(cosines) / len(cosines) if cosines else float("nan"),
+        "tensor_cosine_min": min(cosines) if cosines else float("nan"),
+        "tensor_cosine_max": max(cosines) if cosines else float("nan"),
+        "derived_threshold": derived_threshold,
+    }
+    share = total.alignment_share
+    summary["domain_derived_from_alignment"] = bool(not math.isnan(share) and share >= derived_threshold)
+    return summary
+
+
+def _sum(stats: Iterable[VectorStatistics]) -> VectorStatistics:
+    total = VectorStatistics(0.0, 0.0, 0.0, 0)
+    for s in stats:
+        total = total + s
+    return total
+
+
+def lora_delta(
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    scaling: float,
+    *,
+    fan_in_fan_out: bool = False,
+    embedding: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The weight update of a LoRA adapter, `scaling * B @ A`, laid out like the adapted weight.
+
+    Args:
+        lora_a (`torch.Tensor`): `A`, shape `(r, in_features)` (for an embedding: `(r, num_embeddings)`).
+        lora_b (`torch.Tensor`): `B`, shape `(out_features, r)` (for an embedding: `(embedding_dim, r)`).
+        scaling (`float`): `lora_alpha / r` (or `lora_alpha / sqrt(r)` for rank-stabilised LoRA).
+        fan_in_fan_out (`bool`, *optional*, defaults to `False`):
+            The adapted weight is stored `(in, out)` (GPT-2's `Conv1D`): the update is transposed.
+        embedding (`bool`, *optional*, defaults to `False`):
+            The adapted weight is an embedding table `(num_embeddings, embedding_dim)`: the update is transposed.
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): Dtype of the product.
+    """
+    if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_b.shape[1] != lora_a.shape[0]:
+        raise ValueError(
+            f"LoRA factors do not chain: A has shape {tuple(lora_a.shape)} and B has shape {tuple(lora_b.shape)}; "
+            "expected A (r, in) and B (out, r)."
+        )
+    delta = (lora_b.to(dtype) @ lora_a.to(dtype)).mul_(float(scaling))
+    return delta.T.contiguous() if (fan_in_fan_out or embedding) else delta

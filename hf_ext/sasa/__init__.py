@@ -1,0 +1,55 @@
+"""SASA — self-disciplined autoregressive sampling (Ko et al., "Large Language Models can be Strong Self-Detoxifiers",
+ICLR 2025) as a `transformers` `LogitsProcessor`.
+
+- [`SASAProbe`] (`probe.py`): the linear subspace of a model's own hidden states that separates desired from
+  undesired text (LDA with shrinkage; the math in `lda.py`), saved as safetensors + JSON.
+- [`SASALogitsProcessor`] (`processor.py`): tilts each decoding step towards the desired side, from exact
+  candidate hidden states computed on `generate`'s own KV cache (`forward.py`; the per-step math in `sampling.py`).
+- [`evaluate_detox`] (`evaluation.py`): continuations with and without SASA, judged by a pluggable toxicity judge.
+- [`PlantedToxicityTask`] (`planted.py`): a tiny offline task with contextual toxicity and an exact judge.
+
+Names are imported lazily, so `import hf_ext.sasa` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+
+_LAZY = {
+    "SASAProbe": "probe",
+    "last_token_hidden_states": "probe",
+    "SASALogitsProcessor": "processor",
+    "SASAStep": "trace",
+    "SASATrace": "trace",
+    "fit_lda": "lda",
+    "DetoxEvaluation": "evaluation",
+    "evaluate_detox": "evaluation",
+    "ProfanityCheckJudge": "evaluation",
+    "PlantedToxicityTask": "planted",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; the names resolve lazily above
+    from .evaluation import DetoxEvaluation, ProfanityCheckJudge, evaluate_detox  # noqa: F401
+    from .lda import fit_lda  # noqa: F401
+    from .planted import PlantedToxicityTask  # noqa: F401
+    from .probe import SASAProbe, last_token_hidden_states  # noqa: F401
+    from .processor import SASALogitsProcessor  # noqa: F401
+    from .trace import SASAStep, SASATrace  # noqa: F401

@@ -1,0 +1,138 @@
+"""The probe's math: a two-class linear discriminant with shared covariance, in plain torch.
+
+Nothing here needs a Hugging Face object, so it is tested against independent oracles on its own.
+
+With desired embeddings `x_d` and undesired embeddings `x_u` (rows), both classes Gaussian with a shared covariance
+`Σ`, the Bayes-optimal boundary is linear:
+
+    w ∝ Σ⁻¹ (μ_d − μ_u),   b = (μ_d + μ_u) / 2,   m(h) = wᵀ (h − b)
+
+with `w` normalised to unit length, so that the margin `m` is a signed distance along `w` (positive = desired side).
+`Σ` is the pooled within-class covariance, shrunk towards a scaled identity, `(1 − λ) Σ + λ (tr Σ / d) I`, with
+the Ledoit–Wolf intensity `λ` by default; the system is solved by Cholesky. Hidden sizes are usually larger than
+the number of labelled texts, where `Σ` is singular: the shrinkage keeps the solve well posed without a hard
+eigenvalue cut-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+__all__ = ["LDAFit", "fit_lda", "ledoit_wolf_shrinkage", "linear_margin", "pooled_covariance"]
+
+
+@dataclass
+class LDAFit:
+    """The fitted discriminant.
+
+    Args:
+        direction (`torch.Tensor` of shape `(hidden_size,)`): Unit vector `w` pointing to the desired side.
+        midpoint (`torch.Tensor` of shape `(hidden_size,)`): `b = (μ_d + μ_u) / 2`.
+        shrinkage (`float`): The shrinkage intensity `λ` that was used.
+        mean_desired, mean_undesired (`torch.Tensor`): The class means.
+    """
+
+    direction: torch.Tensor
+    midpoint: torch.Tensor
+    shrinkage: float
+    mean_desired: torch.Tensor
+    mean_undesired: torch.Tensor
+
+
+def _check_embeddings(name: str, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D tensor (num_texts, hidden_size), got {getattr(x, 'shape', type(x))}.")
+    if x.shape[0] < 1:
+        raise ValueError(f"{name} is empty; need at least one embedding per class.")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return x.detach().to(torch.float64)
+
+
+def pooled_covariance(x_desired: torch.Tensor, x_undesired: torch.Tensor) -> torch.Tensor:
+    """The pooled within-class covariance `(S_d + S_u) / (n_d + n_u − 2)`, with `S` the scatter matrices."""
+    centered = torch.cat([x_desired - x_desired.mean(0), x_undesired - x_undesired.mean(0)])
+    dof = x_desired.shape[0] + x_undesired.shape[0] - 2
+    if dof < 1:
+        raise ValueError("Need at least three embeddings in total (two in one class) to estimate a covariance.")
+    return centered.T @ centered / dof
+
+
+def ledoit_wolf_shrinkage(centered: torch.Tensor) -> float:
+    """Ledoit–Wolf (2004) intensity for shrinking the covariance of `centered` (rows already centred) towards
+    `(tr S / d) I`, with `S = Xᵀ X / n`: `λ = min(b², d²) / d²`, `d² = ‖S − μ I‖²_F`,
+    `b² = (Σ_k ‖x_k‖⁴ − n ‖S‖²_F) / n²`. The same estimator as `sklearn.covariance.ledoit_wolf(...,
+    assume_centered=True)`."""
+    x = centered.to(torch.float64)
+    n, d = x.shape
+    emp = x.T @ x / n
+    mu = torch.trace(emp) / d
+    emp_norm2 = (emp**2).sum()
+    delta2 = emp_norm2 - 2 * mu * torch.trace(emp) + d * mu**2  # ‖S − μI‖²_F
+    beta2 = ((x**2).sum(1) ** 2).sum() / n**2 - emp_norm2 / n
+    if delta2 <= 0:  # S is already a multiple of the identity
+        return 0.0
+    return float(torch.clamp(beta2, min=0.0).clamp(max=delta2) / delta2)
+
+
+def fit_lda(x_desired: torch.Tensor, x_undesired: torch.Tensor, shrinkage: float | str = "auto") -> LDAFit:
+    """Fit the shared-covariance linear discriminant between two sets of embeddings.
+
+    Args:
+        x_desired (`torch.Tensor` of shape `(n_desired, hidden_size)`):
+            Embeddings of desired (e.g. non-toxic) texts.
+        x_undesired (`torch.Tensor` of shape `(n_undesired, hidden_size)`):
+            Embeddings of undesired (e.g. toxic) texts.
+        shrinkage (`float` or `"auto"`, *optional*, defaults to `"auto"`):
+            Intensity `λ` in [0, 1] of the shrinkage towards a scaled identity; `"auto"` picks the Ledoit–Wolf
+            intensity. `0` is the plain pooled covariance (then it must be positive definite).
+
+    Returns:
+        [`LDAFit`], in float32 (the solve runs in float64).
+    """
+    xd = _check_embeddings("x_desired", x_desired)
+    xu = _check_embeddings("x_undesired", x_undesired)
+    if xd.shape[1] != xu.shape[1]:
+        raise ValueError(f"x_desired has hidden size {xd.shape[1]} but x_undesired has {xu.shape[1]}.")
+    if isinstance(shrinkage, str):
+        if shrinkage != "auto":
+            raise ValueError(f"shrinkage={shrinkage!r} is not supported; expected 'auto' or a float in [0, 1].")
+    elif not 0.0 <= float(shrinkage) <= 1.0:
+        raise ValueError(f"shrinkage={shrinkage!r} is out of range; expected 'auto' or a float in [0, 1].")
+
+    mean_d, mean_u = xd.mean(0), xu.mean(0)
+    diff = mean_d - mean_u
+    if not torch.any(diff != 0):
+        raise ValueError("The desired and undesired embeddings have the same mean: there is no direction to fit.")
+    cov = pooled_covariance(xd, xu)
+    if shrinkage == "auto":
+        lam = ledoit_wolf_shrinkage(torch.cat([xd - mean_d, xu - mean_u]))
+    else:
+        lam = float(shrinkage)
+    dim = cov.shape[0]
+    target = torch.trace(cov) / dim
+    shrunk = (1.0 - lam) * cov + lam * target * torch.eye(dim, dtype=cov.dtype)
+    chol, info = torch.linalg.cholesky_ex(shrunk)
+    if info.item() != 0 or target <= 0:
+        raise ValueError(
+            f"The pooled covariance is singular with shrinkage={shrinkage!r} (hidden size {dim}, "
+            f"{xd.shape[0] + xu.shape[0]} embeddings); use shrinkage='auto' or a value in (0, 1]."
+        )
+    direction = torch.cholesky_solve(diff[:, None], chol)[:, 0]
+    direction = direction / torch.linalg.vector_norm(direction)
+    return LDAFit(
+        direction=direction.float(),
+        midpoint=((mean_d + mean_u) / 2).float(),
+        shrinkage=lam,
+        mean_desired=mean_d.float(),
+        mean_undesired=mean_u.float(),
+    )
+
+
+def linear_margin(hidden: torch.Tensor, direction: torch.Tensor, midpoint: torch.Tensor) -> torch.Tensor:
+    """`wᵀ (h − b)` over the last dimension of `hidden`, in float32 whatever the dtype of `hidden`."""
+    hidden = hidden.to(torch.float32)
+    return (hidden - midpoint.to(hidden.device, torch.float32)) @ direction.to(hidden.device, torch.float32)

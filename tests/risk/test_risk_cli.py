@@ -1,0 +1,113 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from hf_ext.cli import main
+from hf_ext.risk import portfolio, relative_dominance
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def rows():
+    rng = np.random.default_rng(0)
+    out = []
+    for model, shift in (("small", 0.0), ("large", 2.0), ("medium", 1.0)):
+        for prompt in range(80):
+            out.append(
+                {"model": model, "prompt": f"p{prompt:03d}", "reward": shift + rng.normal(), "tox": rng.random()}
+            )
+    return out
+
+
+def test_single_metric_csv_report(tmp_path, rows, capsys):
+    write_csv(tmp_path / "scores.csv", rows)
+    status = main(
+        [
+            "risk",
+            str(tmp_path / "scores.csv"),
+            "--metrics",
+            "reward",
+            "--n-bootstrap",
+            "60",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert status == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| rank | model |" in report and "## Relative second-order stochastic dominance" in report
+    for png in ("quantiles.png", "tvar.png", "epsilon_order1.png", "epsilon_order2.png"):
+        assert (tmp_path / "out" / png).read_bytes().startswith(PNG)
+        assert f"]({png})" in report
+    samples = {m: [r["reward"] for r in rows if r["model"] == m] for m in ("small", "large", "medium")}
+    expected = relative_dominance(samples, order=2, n_bootstrap=60, seed=0)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["order2"]["ranking"] == expected.ranking == ["large", "medium", "small"]
+    assert results["order2"]["epsilon"][0][1] == pytest.approx(expected.epsilon[0, 1])
+    assert "order 2: large > medium > small" in capsys.readouterr().out
+
+
+def test_portfolio_jsonl_paired_on_prompt_column(tmp_path, rows):
+    rows = rows[::-1]  # the pairing must come from the prompt column, not the row order
+    (tmp_path / "scores.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = ["risk", str(tmp_path / "scores.jsonl"), "--metrics", "reward:max,tox:min", "--sample-column", "prompt"]
+    args += ["--orders", "1", "--n-bootstrap", "40", "--output-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    grouped = {}
+    for r in sorted(rows, key=lambda r: r["prompt"]):
+        grouped.setdefault(r["model"], {"reward": [], "tox": []})
+        grouped[r["model"]]["reward"].append(r["reward"])
+        grouped[r["model"]]["tox"].append(r["tox"])
+    expected = relative_dominance(
+        portfolio(grouped, {"reward": "max", "tox": "min"}), n_bootstrap=40, paired=True, seed=0
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["order1"]["ranking"] == expected.ranking and results["order1"]["paired"] is True
+    np.testing.assert_allclose(results["order1"]["std_error"][0][1:], expected.std_error[0, 1:])
+
+
+@pytest.mark.parametrize(
+    "extra, edit, message",
+    [
+        (["--metrics", "missing"], None, "missing column(s) ['missing']"),
+        (["--metrics", "reward:up"], None, "direction of 'reward' must be 'max' or 'min'"),
+        (["--metrics", "reward", "--orders", "3"], None, "--orders: expected"),
+        (
+            ["--metrics", "reward"],
+            lambda rows: rows[0].update(reward="n/a"),
+            "row 1, column 'reward': expected a number",
+        ),
+        (["--metrics", "reward"], lambda rows: rows[0].update(reward="nan"), "non-finite"),
+        (
+            ["--metrics", "reward", "--sample-column", "prompt"],
+            lambda rows: rows.pop(),
+            "every model needs the same samples",
+        ),
+        (["--metrics", "reward"], lambda rows: [r.update(model="one") for r in rows], "at least 2 models"),
+    ],
+)
+def test_bad_input_exits_with_a_message(tmp_path, rows, capsys, extra, edit, message):
+    if edit:
+        edit(rows)
+    write_csv(tmp_path / "scores.csv", rows)
+    status = main(
+        ["risk", str(tmp_path / "scores.csv"), *extra, "--n-bootstrap", "10", "--output-dir", str(tmp_path / "o")]
+    )
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["risk", str(tmp_path / "nope.csv"), "--metrics", "x"]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""`hf-ext sasa-fit` and `hf-ext sasa-generate`, run from the recipes in processors/ (offline, planted-task model)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_ext.cli import main
+from hf_ext.sasa import PlantedToxicityTask, SASAProbe
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_recipe_data_is_the_planted_tasks():
+    task = PlantedToxicityTask()
+    desired, undesired = task.probe_texts(300)
+    data = ROOT / "processors" / "data"
+    assert (data / "sasa_planted_desired.txt").read_text().splitlines() == desired
+    assert (data / "sasa_planted_undesired.txt").read_text().splitlines() == undesired
+    assert (data / "sasa_planted_prompts.txt").read_text().splitlines() == task.prompts(8, seed=2)
+
+
+@pytest.fixture(scope="module")
+def fitted_probe_dir(tmp_path_factory, planted):
+    out = tmp_path_factory.mktemp("cli") / "probe"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        assert main(["sasa-fit", "--config", "processors/sasa_fit.yaml", "--output_dir", str(out)]) == 0
+    return out
+
+
+def test_sasa_fit_saves_the_probe_of_the_recipes_texts(fitted_probe_dir, planted, capsys):
+    model, tokenizer = planted
+    probe = SASAProbe.from_pretrained(fitted_probe_dir, model=model)
+    data = ROOT / "processors" / "data"
+    expected = SASAProbe.fit(
+        model,
+        tokenizer,
+        (data / "sasa_planted_desired.txt").read_text().splitlines(),
+        (data / "sasa_planted_undesired.txt").read_text().splitlines(),
+        batch_size=64,
+        show_progress=False,
+    )
+    torch.testing.assert_close(probe.direction, expected.direction, atol=1e-5, rtol=0)
+    assert probe.fit_info["num_desired"] == 300 and probe.fit_info["train_accuracy"] > 0.9
+    assert (fitted_probe_dir / "README.md").read_text().count("SASA probe") >= 1
+
+
+def test_sasa_generate_with_and_without_sasa(fitted_probe_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "gen.jsonl"
+    plot = tmp_path / "margins.png"
+    args = ["sasa-generate", "--config", "processors/sasa_generate.yaml", "--probe", str(fitted_probe_dir)]
+    assert main([*args, "--output_file", str(out), "--trace_plot", str(plot), "--beta", "0"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    sasa = [r["continuation"] for r in records if r["sasa"]]
+    base = [r["continuation"] for r in records if not r["sasa"]]
+    assert len(sasa) == len(base) == 16  # 8 prompts x 2 continuations
+    assert sasa == base  # beta = 0 is plain nucleus sampling, token for token, with the same seed
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "32 continuations written" in capsys.readouterr().out  # both settings
+    more = ["--prompt", "n01 t0", "--compare", "false", "--trace_plot", str(tmp_path / "second.png")]
+    assert main([*args, "--output_file", str(out), "--beta", "16", *more]) == 0
+    steered = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(steered) == 18 and all(r["sasa"] for r in steered)
+    task = PlantedToxicityTask()
+    toxic = task.judge([r["continuation"] for r in steered], [r["prompt"] for r in steered])
+    base_toxic = task.judge(base, [r["prompt"] for r in records if not r["sasa"]])
+    assert sum(toxic) <= 1 < 3 <= sum(base_toxic)
+
+
+def test_bad_configuration_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["sasa-fit", "--desired_file", "x.txt", "--undesired_file", "y.txt", "--shrinkage", "lots"]) == 2
+    assert "shrinkage='lots' is out of range" in capsys.readouterr().err
+    assert main(["sasa-fit", "--desired_file", "x.txt"]) == 2
+    assert "desired_file and undesired_file are both required" in capsys.readouterr().err
+    assert main(["sasa-fit", "--desired_file", "missing.txt", "--undesired_file", "y.txt"]) == 2
+    assert "desired_file='missing.txt' does not exist" in capsys.readouterr().err
+    assert main(["sasa-generate", "--prompt", "n01", "--top_p", "0"]) == 2
+    assert "top_p=0.0 is out of range" in capsys.readouterr().err
+    assert main(["sasa-generate", "--prompt", "n01", "--probe", str(tmp_path)]) == 2
+    assert "is not a SASA probe" in capsys.readouterr().err
