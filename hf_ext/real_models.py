@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 
@@ -80,26 +78,12 @@ def real_causal_lm_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     size, so a different package version is converted again. The conversion is written to a temporary folder
     and renamed into place.
     """
-    from .testing import default_cache_dir
+    from .caching import build_once, cache_root
 
     gguf_path = _gguf_file()
     _require("gguf", "gguf")
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / "real" / f"smollm2-135m-instruct-{gguf_path.stat().st_size}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
-        _convert_gguf(gguf_path, staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = cache_root(cache_dir) / "real" / f"smollm2-135m-instruct-{gguf_path.stat().st_size}"
+    return build_once(target, lambda staging: _convert_gguf(gguf_path, staging))
 
 
 def _convert_gguf(gguf_path: Path, save_directory: Path) -> None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from .caching import build_once, cache_root
 
 
 __all__ = [
@@ -268,11 +268,6 @@ def _spec_for(name: str) -> TinyModelSpec:
         raise ValueError(f"Unknown tiny model {name!r}; expected one of {sorted(TINY_MODELS)}.") from None
 
 
-def default_cache_dir() -> Path:
-    """Where built tiny models are kept: `$HF_EXT_CACHE`, else `~/.cache/hf_ext`."""
-    return Path(os.environ.get("HF_EXT_CACHE", Path.home() / ".cache" / "hf_ext"))
-
-
 def tiny_model_dir(name: str = "tiny-llama", cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder of a named tiny model (model + tokenizer), built on first use and cached.
 
@@ -281,23 +276,8 @@ def tiny_model_dir(name: str = "tiny-llama", cache_dir: str | os.PathLike | None
     model.
     """
     spec = _spec_for(name)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / "tiny" / f"{name}-{spec.fingerprint()}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        save_tiny_model(spec, staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            # Another process won the race and its folder is already in place.
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = cache_root(cache_dir) / "tiny" / f"{name}-{spec.fingerprint()}"
+    return build_once(target, lambda staging: save_tiny_model(spec, staging))
 
 
 def resolve_model_name_or_path(name_or_path: str | os.PathLike) -> str:

@@ -17,8 +17,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,12 +138,6 @@ def train_tiny_larimar(model, processor, recipe: TinyLarimarRecipe | None = None
     return {"losses": losses, "seconds": round(time.perf_counter() - start, 1), "recipe": asdict(recipe)}
 
 
-def default_cache_dir() -> Path:
-    from ..testing import default_cache_dir as testing_cache_dir
-
-    return testing_cache_dir() / "larimar"
-
-
 def tiny_larimar_dir(
     recipe: TinyLarimarRecipe | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Path:
@@ -153,17 +145,11 @@ def tiny_larimar_dir(
 
     Concurrent callers (e.g. pytest-xdist workers) wait on a file lock while the first one trains.
     """
-    from filelock import FileLock
+    from ..caching import build_once, cache_root
 
     recipe = recipe or TinyLarimarRecipe()
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / f"tiny-larimar-{recipe.fingerprint()}"
-    if (target / "training_log.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "training_log.json").exists():
-            return target
+
+    def build(staging: Path) -> None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the same arithmetic whatever the machine's core count
         try:
@@ -171,14 +157,9 @@ def tiny_larimar_dir(
             log = train_tiny_larimar(model, processor, recipe, progress=progress)
         finally:
             torch.set_num_threads(threads)
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-larimar-", dir=root))
-        try:
-            model.save_pretrained(staging)
-            processor.save_pretrained(staging)
-            (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+
+    target = cache_root(cache_dir) / "larimar" / f"tiny-larimar-{recipe.fingerprint()}"
+    return build_once(target, build, marker="training_log.json")

@@ -18,8 +18,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -175,17 +173,11 @@ def controlled_task(spec: ToySpec | None = None, cache_dir: str | os.PathLike | 
     """Build (once, then from the cache) the controlled base / domain / aligned models and their evaluation sets."""
     from datasets import Dataset
 
-    from ..testing import default_cache_dir
+    from ..caching import build_once, cache_root
 
     spec = spec or ToySpec()
-    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "mergealign"
-    target = root / f"controlled-{spec.fingerprint()}"
-    if not (target / "done").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / f".controlled-{spec.fingerprint()}.lock", "w") as lock:
-            _lock(lock)  # concurrent processes (pytest-xdist workers) build the models once
-            if not (target / "done").exists():
-                _build(spec, target)
+    target = cache_root(cache_dir) / "mergealign" / f"controlled-{spec.fingerprint()}"
+    build_once(target, lambda staging: _build(spec, staging), marker="done")
     data = task_data(spec)
     return ControlledTask(
         base=target / "base",
@@ -197,21 +189,11 @@ def controlled_task(spec: ToySpec | None = None, cache_dir: str | os.PathLike | 
     )
 
 
-def _lock(file) -> None:
-    """An exclusive lock on `file`, released when it is closed (no lock where `fcntl` does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the atomic rename still keeps the cache consistent
-        return
-    fcntl.flock(file, fcntl.LOCK_EX)
-
-
-def _build(spec: ToySpec, target: Path) -> None:
+def _build(spec: ToySpec, staging: Path) -> None:
     import torch
 
     from ..testing import build_tiny_causal_lm, build_tokenizer, corpus_lines
 
-    staging = Path(tempfile.mkdtemp(prefix=".controlled-", dir=target.parent))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # the same arithmetic on every machine with the same torch
@@ -251,14 +233,8 @@ def _build(spec: ToySpec, target: Path) -> None:
         _save(model, tokenizer, staging / "aligned")
         (staging / "spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
         (staging / "done").write_text("")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "done").exists():
-                raise
     finally:
         torch.set_num_threads(threads)
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _save(model, tokenizer, folder: Path) -> None:

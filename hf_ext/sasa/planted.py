@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -370,25 +368,10 @@ class PlantedToxicityTask:
     def model_dir(self, cache_dir: str | os.PathLike | None = None) -> Path:
         """The folder of the trained tiny model and its tokenizer, trained on first use (about half a minute on one
         CPU core) and cached under `cache_dir` (default `$HF_EXT_CACHE`, else `~/.cache/hf_ext`)."""
-        from filelock import FileLock
+        from ..caching import build_once, cache_root
 
-        from ..testing import default_cache_dir
-
-        root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "sasa"
-        target = root / f"planted-{self.fingerprint()}"
-        if (target / "config.json").exists():
-            return target
-        root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock"):
-            if (target / "config.json").exists():
-                return target
-            staging = Path(tempfile.mkdtemp(prefix=".planted-", dir=root))
-            try:
-                self._train(staging)
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        return target
+        target = cache_root(cache_dir) / "sasa" / f"planted-{self.fingerprint()}"
+        return build_once(target, self._train)
 
     def load(self, cache_dir: str | os.PathLike | None = None, **from_pretrained_kwargs):
         """`(model, tokenizer)` of the trained tiny model (trained and cached on first use)."""

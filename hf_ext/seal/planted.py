@@ -21,8 +21,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 
@@ -197,31 +195,14 @@ def planted_datasets(task: PlantedTask | None = None):
     return Dataset.from_list(safe), Dataset.from_list(finetune)
 
 
-def _cache_root(cache_dir) -> Path:
-    from ..testing import default_cache_dir
-
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
-
-
 def aligned_model_dir(task: PlantedTask | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder of the aligned tiny model (model + tokenizer): tiny Llama fine-tuned on the safe set of `task`
     (prompt tokens masked). Built once, deterministically, and cached by fingerprint."""
+    from ..caching import build_once, cache_root
+
     task = task or PlantedTask()
-    target = _cache_root(cache_dir) / "seal" / f"aligned-{task.fingerprint()}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".aligned-", dir=target.parent))
-    try:
-        _train_aligned(task, staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = cache_root(cache_dir) / "seal" / f"aligned-{task.fingerprint()}"
+    return build_once(target, lambda staging: _train_aligned(task, staging))
 
 
 def _train_aligned(task: PlantedTask, save_directory: Path) -> None:
