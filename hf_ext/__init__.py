@@ -14,8 +14,9 @@ Each method adds its own names (`AOTTrainer`, `LarimarForCausalLM`, `SASALogitsP
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ._imports import lazy_attributes
 
 
 __version__ = "0.1.0"
@@ -82,17 +83,7 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
 __all__ = sorted(_LAZY_ATTRIBUTES)
 
 
-def __getattr__(name: str):
-    module_name = _LAZY_ATTRIBUTES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
 
 
 if TYPE_CHECKING:

@@ -6,8 +6,9 @@ names below are imported lazily.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._imports import lazy_attributes
 
 
 _LAZY_ATTRIBUTES = {
@@ -21,17 +22,7 @@ _LAZY_ATTRIBUTES = {
 __all__ = ["LarimarConfig", "LarimarForCausalLM", "LarimarModel", "LarimarPreTrainedModel", "LarimarProcessor"]
 
 
-def __getattr__(name: str):
-    module_name = _LAZY_ATTRIBUTES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
 
 
 if TYPE_CHECKING:

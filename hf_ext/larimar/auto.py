@@ -10,8 +10,9 @@ registers the real classes. When the Auto machinery is already imported, registr
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import sys
+
+from .._imports import when_imported
 
 
 __all__ = ["register", "register_on_import"]
@@ -68,49 +69,7 @@ def register() -> None:
     _register_models()
 
 
-class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Runs `callback` right after the module `name` has been executed (a post-import hook)."""
-
-    def __init__(self, name: str, callback):
-        self.name = name
-        self.callback = callback
-        self.loader = None
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != self.name:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                self.loader, spec.loader = spec.loader, self
-                return spec
-        return None
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        self.loader.exec_module(module)
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        self.callback()
-
-
-def _imported(name: str) -> bool:
-    module = sys.modules.get(name)
-    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
-
-
-def _when_imported(name: str, callback) -> None:
-    if _imported(name):
-        callback()
-    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport(name, callback))
-
-
 def register_on_import() -> None:
     """Register Larimar when transformers' Auto classes are imported (now, if they already are)."""
-    _when_imported(_CONFIG_MODULE, _register_config)
-    _when_imported(_MODEL_MODULE, _register_models)
+    when_imported(_CONFIG_MODULE, _register_config)
+    when_imported(_MODEL_MODULE, _register_models)

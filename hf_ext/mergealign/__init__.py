@@ -19,10 +19,9 @@ The public names are imported lazily: `merge`, `validate_config`, `SimilarityRep
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
 from typing import TYPE_CHECKING
+
+from .._imports import lazy_attributes, when_imported
 
 
 _REGISTRY_MODULE = "mergekit.merge_methods.registry"
@@ -49,62 +48,14 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
 __all__ = sorted(_LAZY_ATTRIBUTES)
 
 
-def __getattr__(name: str):
-    module_name = _LAZY_ATTRIBUTES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
-
-
-class _RegisterWhenImported(importlib.abc.MetaPathFinder):
-    """Import `hf_ext.mergealign.method` (which registers the method) right after mergekit's registry module has
-    been executed. Removes itself from `sys.meta_path` on first use."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _REGISTRY_MODULE:
-            return None
-        _remove_hook()
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _RegisteringLoader(spec.loader)
-        return spec
-
-
-class _RegisteringLoader(importlib.abc.Loader):
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        sys.modules[module.__name__] = module
-        importlib.import_module(_METHOD_MODULE)
-
-    def __getattr__(self, name):  # get_source, get_code, ... for tracebacks and tools
-        return getattr(self._loader, name)
-
-
-def _remove_hook() -> None:
-    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _RegisterWhenImported)]
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
 
 
 def _register_with_mergekit() -> None:
-    if _REGISTRY_MODULE in sys.modules:
-        importlib.import_module(_METHOD_MODULE)
-    elif not any(isinstance(finder, _RegisterWhenImported) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterWhenImported())
+    importlib.import_module(_METHOD_MODULE)
 
 
-_register_with_mergekit()
+when_imported(_REGISTRY_MODULE, _register_with_mergekit)
 
 
 if TYPE_CHECKING:
