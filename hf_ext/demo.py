@@ -23,11 +23,13 @@ __all__ = ["DemoContext", "DemoStage", "StageResult", "discover_stages", "run_de
 
 @dataclass
 class DemoContext:
-    """What a stage gets: its own output folder, the seed, and whether to use the real offline models."""
+    """What a stage gets: its own output folder, the seed, whether to use the real offline models, and the results
+    of the stages that ran before it in this tour (by stage name)."""
 
     output_dir: Path
     seed: int = 0
     real: bool = False
+    previous: dict[str, StageResult] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
         print(f"  {message}", flush=True)
@@ -42,12 +44,18 @@ class StageResult:
         figures (`dict[str, float | str]`): Named figures, shown as a table in the report.
         plots (`list[Path]`): PNGs the stage wrote (inside its output folder).
         details (`str`): Free Markdown for the report.
+        samples (`dict[str, list[float]]`): Per-sample scores (higher is better) of the models the stage compares,
+            by model name, every list over the same items in the same order; the risk stage ranks them by
+            stochastic dominance.
+        samples_description (`str`): What one sample score is (e.g. "log-probability of the true answer").
     """
 
     headline: str
     figures: dict[str, float | str] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
     details: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    samples_description: str = ""
 
 
 @dataclass
@@ -152,9 +160,10 @@ def run_demo(
     output_dir.mkdir(parents=True, exist_ok=True)
     selected = [s for s in discover_stages() if stages is None or s.name in stages]
     outcomes = []
+    previous: dict[str, StageResult] = {}
     for stage in selected:
         print(f"== {stage.name}: {stage.title}", flush=True)
-        context = DemoContext(output_dir=output_dir / stage.name, seed=seed, real=real)
+        context = DemoContext(output_dir=output_dir / stage.name, seed=seed, real=real, previous=dict(previous))
         context.output_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         try:
@@ -164,6 +173,8 @@ def run_demo(
             print(outcome.error, flush=True)
         outcome.seconds = time.perf_counter() - start
         outcomes.append(outcome)
+        if outcome.result is not None:
+            previous[stage.name] = outcome.result
     print(_summary_table(outcomes), flush=True)
     report = _write_report(output_dir, outcomes, real=real)
     print(f"Report: {report}")

@@ -18,6 +18,10 @@ def _rewards(seed: int, n: int = 2000) -> dict:
 
 
 def _run(context: DemoContext) -> StageResult:
+    if context.real:
+        from .real_demo import run_real
+
+        return run_real(context)
     from .mean_risk import mean_risk_table
     from .report import write_report
 
