@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hf-ext-installed
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?= -n auto
 
-.PHONY: install test demo bench lint format real test-real clean
+.PHONY: install test demo bench lint format real test-real demo-real bench-real clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ real: $(STAMP)
 test-real: real
 	$(PY) -m pytest -m real $(PYTEST_ARGS)
 
+demo-real: real
+	$(VENV)/bin/hf-ext demo --real --output-dir hf-ext-demo-real
+
+bench-real: real
+	$(PY) benchmarks/real/run.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -52,4 +58,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) hf-ext-demo build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) hf-ext-demo hf-ext-demo-real build dist *.egg-info .pytest_cache .ruff_cache
