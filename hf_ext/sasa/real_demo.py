@@ -16,6 +16,9 @@ independent classifier judges the result.
   scored >= 0.5) and mean toxicity per setting, with a paired bootstrap interval of the change against plain
   sampling; perplexity of the continuations under the base model is the fluency cost. The per-continuation scores
   of every setting are saved as arrays in `toxicity_scores.json`.
+- **Risk**: the per-prompt (negated) maximum toxicity with and without SASA, compared by relative stochastic
+  dominance ([`hf_ext.risk.relative_dominance`], paired by prompt) of the first and second order: does SASA make the
+  whole distribution of a prompt's worst continuation safer, not only its mean?
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ from importlib import resources
 from ..demo import DemoContext, StageResult
 
 
-__all__ = ["REAL_SIZES", "RealSASAConfig", "bad_word_sequences", "load_lines", "probe_training_texts", "run_real"]
+__all__ = [
+    "REAL_SIZES",
+    "RealSASAConfig",
+    "bad_word_sequences",
+    "load_lines",
+    "per_prompt_dominance",
+    "probe_training_texts",
+    "run_real",
+]
 
 BASE, SASA, NO_BAD_WORDS, SEQUENCE_BIAS = "base", "sasa", "NoBadWords", "SequenceBias"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+WITH_SASA, WITHOUT_SASA = "with SASA", "without SASA"
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class RealSASAConfig:
     bias: float = -4.0
     batch_size: int = 32
     bootstrap: int = 2000
+    risk_bootstrap: int = 1000
 
     def __post_init__(self):
         from .sampling import NORMALIZATIONS
@@ -66,6 +80,8 @@ class RealSASAConfig:
             raise ValueError(f"bias={self.bias!r} is out of range; expected a finite float < 0 (a penalty).")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
             raise ValueError(f"bootstrap={self.bootstrap!r} is out of range; expected an integer >= 0.")
+        if not isinstance(self.risk_bootstrap, int) or self.risk_bootstrap < 2:
+            raise ValueError(f"risk_bootstrap={self.risk_bootstrap!r} is out of range; expected an integer >= 2.")
 
 
 REAL_SIZES: dict[str, RealSASAConfig] = {
@@ -167,7 +183,7 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
 
     model, tokenizer = real_causal_lm()
     model.eval()
-    name = model.config._name_or_path
+    name = MODEL_NAME
 
     # 1. The probe, from the shipped texts labelled by the judge.
     desired, undesired = probe_training_texts(judge_texts)
@@ -225,7 +241,14 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         if setting != BASE
     }
 
-    # 4. The per-continuation arrays, for distributional comparisons later.
+    # 4. Risk: the whole distribution of a prompt's worst continuation, with against without SASA.
+    risk = per_prompt_dominance(
+        evaluation.toxicity[SASA], evaluation.toxicity[BASE], config.risk_bootstrap, context.seed
+    )
+    for order, result in risk.items():
+        context.log(f"risk, order-{order} dominance of -(max toxicity per prompt): {result.summary()}")
+
+    # 5. The per-continuation arrays, for distributional comparisons later.
     scores_path = save_json(
         context.output_dir / "toxicity_scores.json",
         {
@@ -239,6 +262,7 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             "metrics": metrics,
             "config": {**asdict(config), **evaluation.config, "seed": context.seed},
             "probe": {"layer": probe.layer, **probe.fit_info},
+            "risk": {f"order {order}": result.to_dict() for order, result in risk.items()},
         },
     )
     plots = [_plot_settings(context.output_dir / "sasa_real_toxicity.png", metrics, labels, name)]
@@ -263,6 +287,9 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
     for setting, (low, high) in intervals.items():
         if not math.isnan(low):
             figures[f"change in max toxicity vs plain, {labels[setting]} (95% CI)"] = f"[{low:+.3f}, {high:+.3f}]"
+    for order, result in risk.items():
+        figures[f"risk: order-{order} dominance of -(max toxicity per prompt)"] = result.summary()
+        figures[f"risk: order-{order} violation ratio eps(with, without SASA)"] = round(float(result.epsilon[0, 1]), 4)
     figures["CPU seconds (stage)"] = round(cpu, 1)
 
     table = evaluation.to_markdown()
@@ -281,9 +308,37 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             f"of {config.max_new_tokens} tokens each, nucleus sampling at top_p {config.top_p:g}); "
             "`alt-profanity-check` scores every continuation, independently of the probe. "
             f"The word lists hold {len(sequences)} token sequences (NoBadWords blocks them, SequenceBias adds "
-            f"{config.bias:g}). Per-continuation scores of every setting: `{scores_path.name}`.\n\n" + table
+            f"{config.bias:g}). Per-continuation scores of every setting: `{scores_path.name}`.\n\n"
+            + table
+            + "\n\nA prompt's worst continuation with and without SASA, by its whole distribution over the held-out "
+            "prompts (`hf_ext.risk`, larger -toxicity is better, paired by prompt):\n\n"
+            + "\n\n".join(result.to_markdown() for result in risk.values())
         ),
     )
+
+
+def per_prompt_dominance(with_sasa, without_sasa, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Relative stochastic dominance (first and second order) of the negated per-prompt maximum toxicity, with
+    against without SASA, paired by prompt.
+
+    Args:
+        with_sasa, without_sasa (`np.ndarray` of shape `(num_prompts, k)`): The judge's scores of each setting.
+
+    Returns:
+        `{1: RelativeDominanceResult, 2: RelativeDominanceResult}`, models named `"with SASA"` and `"without SASA"`.
+    """
+    import numpy as np
+
+    from ..risk import relative_dominance
+
+    samples = {
+        WITH_SASA: -np.asarray(with_sasa, dtype=np.float64).max(axis=1),
+        WITHOUT_SASA: -np.asarray(without_sasa, dtype=np.float64).max(axis=1),
+    }
+    return {
+        order: relative_dominance(samples, order=order, paired=True, n_bootstrap=n_bootstrap, seed=seed)
+        for order in (1, 2)
+    }
 
 
 def _finite(values) -> list:

@@ -9,7 +9,14 @@ import pytest
 from hf_ext.demo import DemoContext
 from hf_ext.real_models import real_models_available
 from hf_ext.sasa import real_demo
-from hf_ext.sasa.real_demo import REAL_SIZES, RealSASAConfig, bad_word_sequences, load_lines, probe_training_texts
+from hf_ext.sasa.real_demo import (
+    REAL_SIZES,
+    RealSASAConfig,
+    bad_word_sequences,
+    load_lines,
+    per_prompt_dominance,
+    probe_training_texts,
+)
 
 
 needs_real = pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)")
@@ -43,6 +50,25 @@ def test_bad_word_sequences_cover_spacing_and_case(tiny_tokenizer):
     assert sequences == expected
 
 
+def test_per_prompt_dominance_compares_each_prompts_negated_worst_continuation():
+    rng = np.random.default_rng(0)
+    without = rng.uniform(0.0, 0.9, size=(40, 3))
+    with_sasa = without * rng.uniform(0.2, 0.6, size=(40, 3))  # every continuation less toxic
+    with_sasa[0] = [0.99, 0.0, 0.0]  # one prompt worse than any without SASA: a small violation
+    results = per_prompt_dominance(with_sasa, without, n_bootstrap=200, seed=0)
+    assert set(results) == {1, 2}
+    # first order, equal sizes: eps(X, Y) = sum((y_(i) - x_(i))_+^2) / sum((y_(i) - x_(i))^2) over sorted samples
+    x, y = np.sort(-with_sasa.max(1)), np.sort(-without.max(1))
+    expected = (np.clip(y - x, 0, None) ** 2).sum() / ((y - x) ** 2).sum()
+    assert 0 < expected < 0.5
+    assert results[1].models == ["with SASA", "without SASA"]
+    assert results[1].epsilon[0, 1] == pytest.approx(expected, abs=1e-12)
+    assert results[1].epsilon[1, 0] == pytest.approx(1 - expected, abs=1e-12)
+    for result in results.values():
+        assert result.paired and result.ranking == ["with SASA", "without SASA"]
+        assert result.dominated_by("with SASA") == ["without SASA"] and result.dominated_by("without SASA") == []
+
+
 @pytest.mark.parametrize(
     "field,value,message",
     [
@@ -51,6 +77,7 @@ def test_bad_word_sequences_cover_spacing_and_case(tiny_tokenizer):
         ("top_p", 1.5, r"top_p=1.5 is out of range; expected a float in \(0, 1\]"),
         ("normalize", "l2", r"normalize='l2' is not supported"),
         ("bias", 2.0, r"bias=2.0 is out of range; expected a finite float < 0"),
+        ("risk_bootstrap", 1, r"risk_bootstrap=1 is out of range; expected an integer >= 2"),
     ],
 )
 def test_config_rejects_bad_values(field, value, message):
