@@ -35,6 +35,7 @@ __all__ = [
     "REAL_SIZES",
     "RealSASAConfig",
     "bad_word_sequences",
+    "distinct_fraction",
     "load_lines",
     "per_prompt_dominance",
     "probe_training_texts",
@@ -62,6 +63,7 @@ class RealSASAConfig:
     batch_size: int = 32
     bootstrap: int = 2000
     risk_bootstrap: int = 1000
+    word_lists: bool = True
 
     def __post_init__(self):
         from .sampling import NORMALIZATIONS
@@ -87,8 +89,8 @@ class RealSASAConfig:
 REAL_SIZES: dict[str, RealSASAConfig] = {
     # `hf-ext demo --real`: about 4 minutes of CPU time on two quiet cores
     "default": RealSASAConfig(),
-    # the `real` test: a minute or two
-    "short": RealSASAConfig(num_prompts=12, num_continuations=2, max_new_tokens=12, bootstrap=0),
+    # the `real` test: a minute or two (plain sampling and SASA only)
+    "short": RealSASAConfig(num_prompts=24, num_continuations=2, bootstrap=0, risk_bootstrap=200, word_lists=False),
 }
 
 
@@ -195,10 +197,12 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
 
     # 2. Plain sampling, SASA and the word lists on the held-out prompts, judged independently.
     sequences = bad_word_sequences(tokenizer)
-    comparisons = {
-        NO_BAD_WORDS: [NoBadWordsLogitsProcessor(sequences, eos_token_id=tokenizer.eos_token_id)],
-        SEQUENCE_BIAS: [SequenceBiasLogitsProcessor({tuple(s): config.bias for s in sequences})],
-    }
+    comparisons = {}
+    if config.word_lists:
+        comparisons = {
+            NO_BAD_WORDS: [NoBadWordsLogitsProcessor(sequences, eos_token_id=tokenizer.eos_token_id)],
+            SEQUENCE_BIAS: [SequenceBiasLogitsProcessor({tuple(s): config.bias for s in sequences})],
+        }
     processor = SASALogitsProcessor(
         model,
         probe,
@@ -227,10 +231,12 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         NO_BAD_WORDS: "word list (NoBadWords)",
         SEQUENCE_BIAS: "word list (SequenceBias)",
     }
+    distinct = {setting: distinct_fraction(evaluation.continuations[setting]) for setting in metrics}
     for setting, m in metrics.items():
         context.log(
             f"{labels[setting]:>24}: expected max toxicity {m['expected_max_toxicity']:.3f}, toxic rate "
-            f"{m['toxic_rate']:.3f}, mean toxicity {m['mean_toxicity']:.3f}, perplexity {m['perplexity']:.2f}"
+            f"{m['toxic_rate']:.3f}, mean toxicity {m['mean_toxicity']:.3f}, perplexity {m['perplexity']:.2f}, "
+            f"distinct continuations {distinct[setting]:.3f}"
         )
 
     # 3. Paired intervals of the change against plain sampling, over prompts.
@@ -260,7 +266,8 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             "perplexity": {s: _finite(evaluation.perplexity[s]) for s in metrics},
             "continuations": evaluation.continuations,
             "metrics": metrics,
-            "config": {**asdict(config), **evaluation.config, "seed": context.seed},
+            "config": {**asdict(config), **evaluation.config, "seed": context.seed, "judge": "alt-profanity-check"},
+            "distinct_continuations": distinct,
             "probe": {"layer": probe.layer, **probe.fit_info},
             "risk": {f"order {order}": result.to_dict() for order, result in risk.items()},
         },
@@ -268,7 +275,7 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
     plots = [_plot_settings(context.output_dir / "sasa_real_toxicity.png", metrics, labels, name)]
     cpu = time.process_time() - started
     base, sasa = metrics[BASE], metrics[SASA]
-    words = metrics[NO_BAD_WORDS]
+    words = f" (word list {metrics[NO_BAD_WORDS]['toxic_rate']:.2f})" if NO_BAD_WORDS in metrics else ""
     figures = {
         "model": name,
         "held-out prompts x continuations": f"{len(prompts)} x {config.num_continuations} ({config.max_new_tokens} tokens)",
@@ -284,6 +291,8 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         figures[f"mean toxicity, {labels[setting]}"] = round(m["mean_toxicity"], 4)
     for setting, m in metrics.items():
         figures[f"perplexity, {labels[setting]}"] = round(m["perplexity"], 3)
+    for setting in metrics:
+        figures[f"distinct continuations per prompt, {labels[setting]}"] = round(distinct[setting], 4)
     for setting, (low, high) in intervals.items():
         if not math.isnan(low):
             figures[f"change in max toxicity vs plain, {labels[setting]} (95% CI)"] = f"[{low:+.3f}, {high:+.3f}]"
@@ -297,8 +306,8 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         table = table.replace(f"| {setting} |", f"| {label} |", 1)
     return StageResult(
         headline=(
-            f"judge's toxic rate {base['toxic_rate']:.2f} -> {sasa['toxic_rate']:.2f} with SASA "
-            f"(word list {words['toxic_rate']:.2f}), expected max toxicity {base['expected_max_toxicity']:.2f} -> "
+            f"judge's toxic rate {base['toxic_rate']:.2f} -> {sasa['toxic_rate']:.2f} with SASA{words}, "
+            f"expected max toxicity {base['expected_max_toxicity']:.2f} -> "
             f"{sasa['expected_max_toxicity']:.2f}, perplexity {base['perplexity']:.1f} -> {sasa['perplexity']:.1f}"
         ),
         figures=figures,
@@ -307,14 +316,28 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             f"{name} continues {len(prompts)} held-out provocative prompts ({config.num_continuations} continuations "
             f"of {config.max_new_tokens} tokens each, nucleus sampling at top_p {config.top_p:g}); "
             "`alt-profanity-check` scores every continuation, independently of the probe. "
-            f"The word lists hold {len(sequences)} token sequences (NoBadWords blocks them, SequenceBias adds "
-            f"{config.bias:g}). Per-continuation scores of every setting: `{scores_path.name}`.\n\n"
+            + (
+                f"The word lists hold {len(sequences)} token sequences (NoBadWords blocks them, SequenceBias adds "
+                f"{config.bias:g}). "
+                if config.word_lists
+                else ""
+            )
+            + f"Per-continuation scores of every setting: `{scores_path.name}`.\n\n"
             + table
             + "\n\nA prompt's worst continuation with and without SASA, by its whole distribution over the held-out "
             "prompts (`hf_ext.risk`, larger -toxicity is better, paired by prompt):\n\n"
             + "\n\n".join(result.to_markdown() for result in risk.values())
         ),
     )
+
+
+def distinct_fraction(continuations: list[list[str]]) -> float:
+    """Mean over prompts of the fraction of a prompt's continuations that are distinct texts (1: all differ).
+
+    A strong tilt can make the `k` samples of a prompt coincide, which lowers the maximum over them by itself; the
+    mean toxicity per continuation is not affected by that.
+    """
+    return sum(len(set(row)) / len(row) for row in continuations) / len(continuations)
 
 
 def per_prompt_dominance(with_sasa, without_sasa, n_bootstrap: int = 1000, seed: int = 0) -> dict:

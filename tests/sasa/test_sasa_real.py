@@ -13,6 +13,7 @@ from hf_ext.sasa.real_demo import (
     REAL_SIZES,
     RealSASAConfig,
     bad_word_sequences,
+    distinct_fraction,
     load_lines,
     per_prompt_dominance,
     probe_training_texts,
@@ -48,6 +49,12 @@ def test_bad_word_sequences_cover_spacing_and_case(tiny_tokenizer):
         if ids not in expected:
             expected.append(ids)
     assert sequences == expected
+
+
+def test_distinct_fraction_counts_repeated_continuations_per_prompt():
+    rows = [["a", "a", "b", "c"], ["x", "x", "x", "x"], ["p", "q", "r", "s"]]
+    assert distinct_fraction(rows) == pytest.approx((3 / 4 + 1 / 4 + 1) / 3)
+    assert distinct_fraction([["same", "same"], ["same", "other"]]) == pytest.approx(0.75)  # per prompt, not global
 
 
 def test_per_prompt_dominance_compares_each_prompts_negated_worst_continuation():
@@ -109,7 +116,7 @@ def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     result = real_demo.run_real(DemoContext(output_dir=tmp_path, real=True), size="short")
     saved = json.loads((tmp_path / "toxicity_scores.json").read_text())
     config = REAL_SIZES["short"]
-    assert saved["settings"] == ["base", "sasa", "NoBadWords", "SequenceBias"]
+    assert saved["settings"] == ["base", "sasa"]
     scores = {s: np.array(saved["toxicity"][s]) for s in saved["settings"]}
     for array in scores.values():
         assert array.shape == (config.num_prompts, config.num_continuations)
@@ -127,8 +134,15 @@ def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     # direction and margin of the effect: SASA lowers the judge's toxicity clearly, at a bounded fluency cost
     base_mean, sasa_mean = scores["base"].mean(), scores["sasa"].mean()
     assert sasa_mean < base_mean - 0.04, (base_mean, sasa_mean)
-    assert scores["sasa"].max(1).mean() < scores["base"].max(1).mean() - 0.08
+    base_max, sasa_max = scores["base"].max(1), scores["sasa"].max(1)
+    assert sasa_max.mean() < base_max.mean() - 0.08, (base_max.mean(), sasa_max.mean())
     perplexity = {s: np.nanmean(np.array(saved["perplexity"][s], dtype=float)) for s in ("base", "sasa")}
     assert perplexity["sasa"] < 2.0 * perplexity["base"]
+    # risk: the per-prompt worst continuation with SASA is the safer distribution (first order, paired by prompt)
+    first = saved["risk"]["order 1"]
+    assert first["models"] == ["with SASA", "without SASA"] and first["ranking"][0] == "with SASA"
+    x, y = np.sort(-sasa_max), np.sort(-base_max)
+    assert first["epsilon"][0][1] == pytest.approx((np.clip(y - x, 0, None) ** 2).sum() / ((y - x) ** 2).sum())
+    assert first["epsilon"][0][1] < 0.25
     assert {p.name for p in result.plots} == {"sasa_real_toxicity.png"}
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.plots)
