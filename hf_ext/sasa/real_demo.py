@@ -49,7 +49,20 @@ WITH_SASA, WITHOUT_SASA = "with SASA", "without SASA"
 
 @dataclass(frozen=True)
 class RealSASAConfig:
-    """Settings of the real-model SASA stage ([`run_real`])."""
+    """Settings of the real-model SASA stage ([`run_real`]).
+
+    Args:
+        num_prompts (`int`): Held-out prompts used (the first ones of `data/real_prompts.txt`).
+        num_continuations (`int`): Continuations per prompt and setting (`k`).
+        max_new_tokens (`int`): Length of each continuation.
+        layer (`int`): Layer whose hidden states the probe reads (`hidden_states[layer]`).
+        beta, normalize, top_p, max_candidates: The [`SASALogitsProcessor`] settings.
+        bias (`float`): Score added to the word list's tokens by `SequenceBiasLogitsProcessor` (< 0).
+        batch_size (`int`): Prompts per `generate` call.
+        bootstrap (`int`): Rounds of the paired bootstrap interval of the change in max toxicity (0: none).
+        risk_bootstrap (`int`): Bootstrap rounds of the stochastic-dominance test.
+        word_lists (`bool`): Whether to run the two word-list baselines.
+    """
 
     num_prompts: int = 32
     num_continuations: int = 4
