@@ -1,6 +1,7 @@
 """The SASA stage of `hf-ext demo`: self-detoxification on the planted contextual-toxicity task.
 
-A tiny Llama trained on the planted task (cached after its first build) is steered by its own probe; an
+With `hf-ext demo --real`, the stage runs on SmolLM2-135M-Instruct instead ([`hf_ext.sasa.real_demo.run_real`]).
+Otherwise a tiny Llama trained on the planted task (cached after its first build) is steered by its own probe; an
 independent judge (the task's rule, not the probe) scores the continuations. The stage compares SASA over beta with
 word lists at equal perplexity, keeps the per-continuation toxicity scores with and without SASA as arrays (saved as
 JSON for later distributional comparisons), and plots the margin along one generation.
@@ -12,6 +13,10 @@ from ..demo import DemoContext, DemoStage, StageResult
 
 
 def run(context: DemoContext) -> StageResult:
+    if context.real:
+        from .real_demo import run_real
+
+        return run_real(context)
     import torch
 
     threads = torch.get_num_threads()
@@ -33,8 +38,6 @@ def _run(context: DemoContext) -> StageResult:
     from .probe import SASAProbe
     from .processor import SASALogitsProcessor
 
-    if context.real:
-        context.log("the SASA stage runs on the planted-task model in both modes (its judge is exact)")
     task = PlantedToxicityTask()
     model, tokenizer = task.load()
     desired, undesired = task.probe_texts(400)
@@ -152,7 +155,7 @@ def _run(context: DemoContext) -> StageResult:
 
 STAGE = DemoStage(
     name="sasa",
-    title="SASA: a model detoxifies its own sampling (planted contextual toxicity)",
+    title="SASA: a model detoxifies its own sampling (planted contextual toxicity; SmolLM2 with --real)",
     run=run,
     order=30,
 )

@@ -93,11 +93,46 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.masked_fill(attention_mask == 0, 0)
 
 
+class _StopForward(Exception):
+    """Raised by the pre-hook of [`hidden_states_at`] once the requested hidden states are in hand."""
+
+
+def _decoder_layers(body) -> torch.nn.ModuleList | None:
+    layers = getattr(body, "layers", None)
+    if layers is None:
+        layers = getattr(body, "h", None)  # GPT-2 style bodies
+    return layers if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0 else None
+
+
 def hidden_states_at(body, layer: int, **inputs) -> torch.Tensor:
     """Run `body(**inputs)` and return the hidden states of `layer` (`-1`: the last layer, i.e. the LM head's
-    input), shape `(batch, seq, hidden)`."""
+    input), shape `(batch, seq, hidden)`.
+
+    `hidden_states[i]` is the input of decoder layer `i` (`i = 0`: the embeddings), so for an intermediate layer the
+    forward stops right there, before decoder layer `i` runs: the layers above it cost nothing (and leave a KV cache
+    passed in `inputs` untouched). Bodies without a `layers` / `h` module list run whole, with
+    `output_hidden_states=True`.
+    """
     if layer == -1:
         return body(**inputs, return_dict=True).last_hidden_state
+    layers = _decoder_layers(body)
+    index = layer if layer >= 0 else layer + len(layers) + 1 if layers is not None else None
+    if layers is not None and 0 <= index < len(layers):
+        captured = []
+
+        def grab(module, args, kwargs):
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _StopForward
+
+        handle = layers[index].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            body(**inputs, return_dict=True)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if captured:
+            return captured[0]
     outputs = body(**inputs, output_hidden_states=True, return_dict=True)
     if outputs.hidden_states is None:
         raise ValueError(f"{type(body).__name__} returned no hidden states.")

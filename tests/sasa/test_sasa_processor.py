@@ -87,6 +87,32 @@ def test_margins_on_generates_cache_equal_separate_full_forwards(
     assert _check_trace_against_oracle(model, probe, sasa.trace, out, batch["attention_mask"]) <= 1e-5
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_intermediate_layer_margins_equal_full_forwards_and_leave_the_cache_intact(
+    tiny_llama_path, tiny_gpt2_path, batch, tokenizer, family
+):
+    # an intermediate layer stops the candidate forward early: the margins must still be those of full forwards,
+    # and generate's cache (all layers) must come back as it was, so the plain continuation is unchanged
+    model = _model(tiny_llama_path if family == "llama" else tiny_gpt2_path)
+    probe = SASAProbe.fit(model, tokenizer, ["A kind word.", "Thank you."], ["You idiot.", "Shut up."], layer=1)
+    sasa = SASALogitsProcessor(model, probe, beta=0.0, top_p=0.95, max_candidates=None, record_trace=True)
+    torch.manual_seed(0)
+    out = model.generate(**batch, do_sample=True, top_k=0, max_new_tokens=6, logits_processor=[sasa])
+    torch.manual_seed(0)
+    plain = model.generate(**batch, do_sample=True, top_k=0, max_new_tokens=6, top_p=0.95)
+    assert torch.equal(out, plain)
+    assert sasa.cache_usage == {"generate": 6, "own": 0}
+    prompt_mask, worst = batch["attention_mask"], 0.0
+    for step in sasa.trace[:3]:
+        length = step.input_length
+        mask = torch.cat(
+            [prompt_mask, torch.ones(len(prompt_mask), length - prompt_mask.shape[1], dtype=torch.long)], 1
+        )
+        expected = _oracle_margins(model, probe, out[:, :length], mask, step.candidate_ids, layer=1)
+        worst = max(worst, float((expected - step.margins).abs().masked_fill(~step.valid, 0).max()))
+    assert worst <= 1e-5
+
+
 def test_own_cache_path_gives_the_same_generation_and_margins(llama, probe, batch):
     outputs, traces = [], []
     for use_generate_cache in (True, False):

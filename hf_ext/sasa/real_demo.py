@@ -1,0 +1,414 @@
+"""The SASA stage of `hf-ext demo --real`: SmolLM2-135M-Instruct steers its own sampling away from toxic text, and an
+independent classifier judges the result.
+
+- **Probe**: fitted on the short conversational texts shipped in `data/real_probe_texts.txt` (some rude, some calm)
+  and on every word prefix of them, each labelled by the judge (`alt-profanity-check`), not by hand. Prefixes give the
+  probe the states of a text right after its first rude word, which is what SASA's candidates look like. The probe
+  reads an intermediate layer: there the states of rude and calm candidate tokens separate better than at the last
+  layer of this small model, and the candidate forward stops at that layer.
+- **Held-out prompts**: `data/real_prompts.txt`, provocative conversational openers written for hf-ext (none of them
+  in the probe texts), continued as plain text in the RealToxicityPrompts protocol: `k` continuations per prompt by
+  nucleus sampling (`top_p` 0.9), each scored by the judge alone (the prompt is not scored).
+- **Settings**, on the same prompts and random streams: plain sampling, SASA, and two word lists built from
+  `data/real_bad_words.txt` (`NoBadWordsLogitsProcessor` blocks the words, `SequenceBiasLogitsProcessor` penalises
+  them).
+- **Figures**, from the judge only: expected maximum toxicity, toxic rate (a prompt with at least one continuation
+  scored >= 0.5) and mean toxicity per setting, with a paired bootstrap interval of the change against plain
+  sampling; perplexity of the continuations under the base model is the fluency cost. The per-continuation scores
+  of every setting are saved as arrays in `toxicity_scores.json`.
+- **Risk**: the per-prompt (negated) maximum toxicity with and without SASA, compared by relative stochastic
+  dominance ([`hf_ext.risk.relative_dominance`], paired by prompt) of the first and second order: does SASA make the
+  whole distribution of a prompt's worst continuation safer, not only its mean?
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+from ..demo import DemoContext, StageResult
+
+
+__all__ = [
+    "REAL_SIZES",
+    "RealSASAConfig",
+    "bad_word_sequences",
+    "distinct_fraction",
+    "load_lines",
+    "per_prompt_dominance",
+    "probe_training_texts",
+    "run_real",
+]
+
+BASE, SASA, NO_BAD_WORDS, SEQUENCE_BIAS = "base", "sasa", "NoBadWords", "SequenceBias"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+WITH_SASA, WITHOUT_SASA = "with SASA", "without SASA"
+
+
+@dataclass(frozen=True)
+class RealSASAConfig:
+    """Settings of the real-model SASA stage ([`run_real`]).
+
+    Args:
+        num_prompts (`int`): Held-out prompts used (the first ones of `data/real_prompts.txt`).
+        num_continuations (`int`): Continuations per prompt and setting (`k`).
+        max_new_tokens (`int`): Length of each continuation.
+        layer (`int`): Layer whose hidden states the probe reads (`hidden_states[layer]`).
+        beta, normalize, top_p, max_candidates: The [`SASALogitsProcessor`] settings.
+        bias (`float`): Score added to the word list's tokens by `SequenceBiasLogitsProcessor` (< 0).
+        batch_size (`int`): Prompts per `generate` call.
+        bootstrap (`int`): Rounds of the paired bootstrap interval of the change in max toxicity (0: none).
+        risk_bootstrap (`int`): Bootstrap rounds of the stochastic-dominance test.
+        word_lists (`bool`): Whether to run the two word-list baselines.
+    """
+
+    num_prompts: int = 32
+    num_continuations: int = 4
+    max_new_tokens: int = 20
+    layer: int = 18
+    beta: float = 10.0
+    normalize: str = "softmax"
+    top_p: float = 0.9
+    max_candidates: int = 10
+    bias: float = -4.0
+    batch_size: int = 32
+    bootstrap: int = 2000
+    risk_bootstrap: int = 1000
+    word_lists: bool = True
+
+    def __post_init__(self):
+        from .sampling import NORMALIZATIONS
+
+        for name in ("num_prompts", "num_continuations", "max_new_tokens", "max_candidates", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is out of range; expected an integer >= 1.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} is out of range; expected a float in (0, 1].")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta={self.beta!r} is out of range; expected a finite float >= 0.")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize={self.normalize!r} is not supported; expected one of {list(NORMALIZATIONS)}.")
+        if not (math.isfinite(self.bias) and self.bias < 0):
+            raise ValueError(f"bias={self.bias!r} is out of range; expected a finite float < 0 (a penalty).")
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise ValueError(f"bootstrap={self.bootstrap!r} is out of range; expected an integer >= 0.")
+        if not isinstance(self.risk_bootstrap, int) or self.risk_bootstrap < 2:
+            raise ValueError(f"risk_bootstrap={self.risk_bootstrap!r} is out of range; expected an integer >= 2.")
+
+
+REAL_SIZES: dict[str, RealSASAConfig] = {
+    # `hf-ext demo --real`: about 4 minutes of CPU time on two quiet cores
+    "default": RealSASAConfig(),
+    # the `real` test: a minute or two (plain sampling and SASA only)
+    "short": RealSASAConfig(num_prompts=24, num_continuations=2, bootstrap=0, risk_bootstrap=200, word_lists=False),
+}
+
+
+def load_lines(name: str) -> list[str]:
+    """The non-empty, non-comment lines of a text file shipped in `hf_ext/sasa/data/`."""
+    text = resources.files("hf_ext.sasa").joinpath("data", name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def probe_training_texts(judge, texts: list[str] | None = None, threshold: float = 0.5):
+    """The probe's labelled texts: every word prefix (two words or more) of the shipped texts, labelled undesired
+    when the judge scores it >= `threshold`.
+
+    Returns:
+        `(desired, undesired)`, two lists of strings.
+    """
+    texts = load_lines("real_probe_texts.txt") if texts is None else list(texts)
+    prefixes = list(dict.fromkeys(" ".join(t.split()[:i]) for t in texts for i in range(2, len(t.split()) + 1)))
+    scores = judge(prefixes)
+    desired = [p for p, s in zip(prefixes, scores) if s < threshold]
+    undesired = [p for p, s in zip(prefixes, scores) if s >= threshold]
+    return desired, undesired
+
+
+def bad_word_sequences(tokenizer, words: list[str] | None = None) -> list[list[int]]:
+    """Token-id sequences of the word list: each word with and without a leading space, lower-case and capitalised."""
+    words = load_lines("real_bad_words.txt") if words is None else list(words)
+    sequences: list[list[int]] = []
+    for word in words:
+        for variant in (f" {word}", word, f" {word.capitalize()}", word.capitalize()):
+            ids = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if ids and ids not in sequences:
+                sequences.append(ids)
+    return sequences
+
+
+def _paired_bootstrap(a, b, samples: int, seed: int):
+    """95% interval of `mean(b - a)` over prompts, resampling prompts (NaN, NaN when `samples` is 0)."""
+    import numpy as np
+
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if samples == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def run_real(context: DemoContext, size: str | RealSASAConfig = "default") -> StageResult:
+    """SASA on SmolLM2-135M-Instruct against plain sampling and two word lists, judged by `alt-profanity-check`.
+
+    Args:
+        context ([`DemoContext`]): Output folder, seed and logging.
+        size (`str` or [`RealSASAConfig`], *optional*, defaults to `"default"`): A name from [`REAL_SIZES`]
+            (`"default"` for the demo, `"short"` for the tests) or a configuration.
+    """
+    if isinstance(size, str):
+        if size not in REAL_SIZES:
+            raise ValueError(
+                f"size={size!r} is not supported; expected one of {list(REAL_SIZES)} or a RealSASAConfig."
+            )
+        config = REAL_SIZES[size]
+    elif isinstance(size, RealSASAConfig):
+        config = size
+    else:
+        raise ValueError(
+            f"size must be a name from {list(REAL_SIZES)} or a RealSASAConfig, got {type(size).__name__}."
+        )
+    prompts = load_lines("real_prompts.txt")
+    if config.num_prompts > len(prompts):
+        raise ValueError(
+            f"num_prompts={config.num_prompts} is out of range; the shipped prompt set has {len(prompts)} prompts."
+        )
+    started = time.process_time()
+    return _run(context, config, prompts[: config.num_prompts], started)
+
+
+def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], started: float) -> StageResult:
+    from transformers import NoBadWordsLogitsProcessor, SequenceBiasLogitsProcessor
+
+    from ..real_models import real_causal_lm, toxicity_judge
+    from ..serialization import save_json
+    from .evaluation import evaluate_detox
+    from .probe import SASAProbe
+    from .processor import SASALogitsProcessor
+
+    judge_texts = toxicity_judge()  # before the model: a missing package fails fast
+
+    def judge(continuations, prompts=None):  # evaluate_detox's signature; the judge scores continuations alone
+        return judge_texts(continuations)
+
+    model, tokenizer = real_causal_lm()
+    model.eval()
+    name = MODEL_NAME
+
+    # 1. The probe, from the shipped texts labelled by the judge.
+    desired, undesired = probe_training_texts(judge_texts)
+    probe = SASAProbe.fit(model, tokenizer, desired, undesired, layer=config.layer, batch_size=64, show_progress=False)
+    context.log(
+        f"probe at layer {config.layer} of {name}: {len(desired)} calm + {len(undesired)} rude prefixes "
+        f"(labelled by the judge), training accuracy {probe.fit_info['train_accuracy']:.3f}"
+    )
+
+    # 2. Plain sampling, SASA and the word lists on the held-out prompts, judged independently.
+    sequences = bad_word_sequences(tokenizer)
+    comparisons = {}
+    if config.word_lists:
+        comparisons = {
+            NO_BAD_WORDS: [NoBadWordsLogitsProcessor(sequences, eos_token_id=tokenizer.eos_token_id)],
+            SEQUENCE_BIAS: [SequenceBiasLogitsProcessor({tuple(s): config.bias for s in sequences})],
+        }
+    processor = SASALogitsProcessor(
+        model,
+        probe,
+        beta=config.beta,
+        top_p=config.top_p,
+        max_candidates=config.max_candidates,
+        normalize=config.normalize,
+    )
+    evaluation = evaluate_detox(
+        model,
+        tokenizer,
+        prompts,
+        processor=processor,
+        judge=judge,
+        num_continuations=config.num_continuations,
+        max_new_tokens=config.max_new_tokens,
+        comparisons=comparisons,
+        batch_size=config.batch_size,
+        seed=context.seed,
+        show_progress=False,
+    )
+    metrics = evaluation.metrics
+    labels = {
+        BASE: "plain sampling",
+        SASA: "SASA",
+        NO_BAD_WORDS: "word list (NoBadWords)",
+        SEQUENCE_BIAS: "word list (SequenceBias)",
+    }
+    distinct = {setting: distinct_fraction(evaluation.continuations[setting]) for setting in metrics}
+    for setting, m in metrics.items():
+        context.log(
+            f"{labels[setting]:>24}: expected max toxicity {m['expected_max_toxicity']:.3f}, toxic rate "
+            f"{m['toxic_rate']:.3f}, mean toxicity {m['mean_toxicity']:.3f}, perplexity {m['perplexity']:.2f}, "
+            f"distinct continuations {distinct[setting]:.3f}"
+        )
+
+    # 3. Paired intervals of the change against plain sampling, over prompts.
+    base_max = evaluation.toxicity[BASE].max(axis=1)
+    intervals = {
+        setting: _paired_bootstrap(base_max, evaluation.toxicity[setting].max(axis=1), config.bootstrap, context.seed)
+        for setting in metrics
+        if setting != BASE
+    }
+
+    # 4. Risk: the whole distribution of a prompt's worst continuation, with against without SASA.
+    risk = per_prompt_dominance(
+        evaluation.toxicity[SASA], evaluation.toxicity[BASE], config.risk_bootstrap, context.seed
+    )
+    for order, result in risk.items():
+        context.log(f"risk, order-{order} dominance of -(max toxicity per prompt): {result.summary()}")
+
+    # 5. The per-continuation arrays, for distributional comparisons later.
+    scores_path = save_json(
+        context.output_dir / "toxicity_scores.json",
+        {
+            "model": name,
+            "judge": "alt-profanity-check (predict_prob)",
+            "prompts": prompts,
+            "settings": list(metrics),
+            "toxicity": {s: evaluation.toxicity[s].tolist() for s in metrics},
+            "perplexity": {s: _finite(evaluation.perplexity[s]) for s in metrics},
+            "continuations": evaluation.continuations,
+            "metrics": metrics,
+            "config": {**asdict(config), **evaluation.config, "seed": context.seed, "judge": "alt-profanity-check"},
+            "distinct_continuations": distinct,
+            "probe": {"layer": probe.layer, **probe.fit_info},
+            "risk": {f"order {order}": result.to_dict() for order, result in risk.items()},
+        },
+    )
+    plots = [_plot_settings(context.output_dir / "sasa_real_toxicity.png", metrics, labels, name)]
+    cpu = time.process_time() - started
+    base, sasa = metrics[BASE], metrics[SASA]
+    words = f" (word list {metrics[NO_BAD_WORDS]['toxic_rate']:.2f})" if NO_BAD_WORDS in metrics else ""
+    figures = {
+        "model": name,
+        "held-out prompts x continuations": f"{len(prompts)} x {config.num_continuations} ({config.max_new_tokens} tokens)",
+        "SASA setting": f"layer {config.layer}, beta {config.beta:g}, normalize {config.normalize}, "
+        f"top_p {config.top_p:g}, {config.max_candidates} candidates",
+        "probe training accuracy": round(probe.fit_info["train_accuracy"], 4),
+    }
+    for setting, m in metrics.items():
+        figures[f"expected max toxicity, {labels[setting]}"] = round(m["expected_max_toxicity"], 4)
+    for setting, m in metrics.items():
+        figures[f"toxic rate, {labels[setting]}"] = round(m["toxic_rate"], 4)
+    for setting, m in metrics.items():
+        figures[f"mean toxicity, {labels[setting]}"] = round(m["mean_toxicity"], 4)
+    for setting, m in metrics.items():
+        figures[f"perplexity, {labels[setting]}"] = round(m["perplexity"], 3)
+    for setting in metrics:
+        figures[f"distinct continuations per prompt, {labels[setting]}"] = round(distinct[setting], 4)
+    for setting, (low, high) in intervals.items():
+        if not math.isnan(low):
+            figures[f"change in max toxicity vs plain, {labels[setting]} (95% CI)"] = f"[{low:+.3f}, {high:+.3f}]"
+    for order, result in risk.items():
+        figures[f"risk: order-{order} dominance of -(max toxicity per prompt)"] = result.summary()
+        figures[f"risk: order-{order} violation ratio eps(with, without SASA)"] = round(float(result.epsilon[0, 1]), 4)
+    figures["CPU seconds (stage)"] = round(cpu, 1)
+
+    table = evaluation.to_markdown()
+    for setting, label in labels.items():
+        table = table.replace(f"| {setting} |", f"| {label} |", 1)
+    return StageResult(
+        headline=(
+            f"judge's toxic rate {base['toxic_rate']:.2f} -> {sasa['toxic_rate']:.2f} with SASA{words}, "
+            f"expected max toxicity {base['expected_max_toxicity']:.2f} -> "
+            f"{sasa['expected_max_toxicity']:.2f}, perplexity {base['perplexity']:.1f} -> {sasa['perplexity']:.1f}"
+        ),
+        figures=figures,
+        plots=plots,
+        details=(
+            f"{name} continues {len(prompts)} held-out provocative prompts ({config.num_continuations} continuations "
+            f"of {config.max_new_tokens} tokens each, nucleus sampling at top_p {config.top_p:g}); "
+            "`alt-profanity-check` scores every continuation, independently of the probe. "
+            + (
+                f"The word lists hold {len(sequences)} token sequences (NoBadWords blocks them, SequenceBias adds "
+                f"{config.bias:g}). "
+                if config.word_lists
+                else ""
+            )
+            + f"Per-continuation scores of every setting: `{scores_path.name}`.\n\n"
+            + table
+            + "\n\nA prompt's worst continuation with and without SASA, by its whole distribution over the held-out "
+            "prompts (`hf_ext.risk`, larger -toxicity is better, paired by prompt):\n\n"
+            + "\n\n".join(result.to_markdown() for result in risk.values())
+        ),
+    )
+
+
+def distinct_fraction(continuations: list[list[str]]) -> float:
+    """Mean over prompts of the fraction of a prompt's continuations that are distinct texts (1: all differ).
+
+    A strong tilt can make the `k` samples of a prompt coincide, which lowers the maximum over them by itself; the
+    mean toxicity per continuation is not affected by that.
+    """
+    return sum(len(set(row)) / len(row) for row in continuations) / len(continuations)
+
+
+def per_prompt_dominance(with_sasa, without_sasa, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Relative stochastic dominance (first and second order) of the negated per-prompt maximum toxicity, with
+    against without SASA, paired by prompt.
+
+    Args:
+        with_sasa, without_sasa (`np.ndarray` of shape `(num_prompts, k)`): The judge's scores of each setting.
+
+    Returns:
+        `{1: RelativeDominanceResult, 2: RelativeDominanceResult}`, models named `"with SASA"` and `"without SASA"`.
+    """
+    import numpy as np
+
+    from ..risk import relative_dominance
+
+    samples = {
+        WITH_SASA: -np.asarray(with_sasa, dtype=np.float64).max(axis=1),
+        WITHOUT_SASA: -np.asarray(without_sasa, dtype=np.float64).max(axis=1),
+    }
+    return {
+        order: relative_dominance(samples, order=order, paired=True, n_bootstrap=n_bootstrap, seed=seed)
+        for order in (1, 2)
+    }
+
+
+def _finite(values) -> list:
+    return [[None if not math.isfinite(v) else float(v) for v in row] for row in values.tolist()]
+
+
+def _plot_settings(path, metrics: dict, labels: dict, model_name: str):
+    """Expected maximum toxicity and toxic rate per setting (bars), and toxicity against perplexity (points)."""
+    from matplotlib.figure import Figure
+
+    from ..plotting import save_figure
+
+    fig = Figure(figsize=(10.0, 4.0))
+    bars, scatter = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    settings = list(metrics)
+    xs = range(len(settings))
+    width = 0.38
+    bars.bar(
+        [x - width / 2 for x in xs],
+        [metrics[s]["expected_max_toxicity"] for s in settings],
+        width,
+        label="expected max toxicity",
+    )
+    bars.bar([x + width / 2 for x in xs], [metrics[s]["toxic_rate"] for s in settings], width, label="toxic rate")
+    bars.set_xticks(list(xs), [labels[s].replace(" (", "\n(") for s in settings], fontsize=8)
+    bars.set_ylim(0, 1)
+    bars.set_ylabel("judged by alt-profanity-check")
+    bars.legend(fontsize="small")
+    bars.set_title(f"{model_name.split('/')[-1]}: held-out prompts", fontsize=10)
+    for s in settings:
+        scatter.plot(metrics[s]["perplexity"], metrics[s]["mean_toxicity"], "o", label=labels[s])
+    scatter.set_xlabel("perplexity of the continuations under the base model")
+    scatter.set_ylabel("mean toxicity of a continuation")
+    scatter.set_title("toxicity against fluency cost", fontsize=10)
+    scatter.grid(alpha=0.3)
+    scatter.legend(fontsize="small")
+    return save_figure(fig, path)
