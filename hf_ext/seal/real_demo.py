@@ -32,6 +32,7 @@ class RealSEALSize:
     num_harmful: int
     num_safe_refusals: int
     num_safe_helpful: int
+    num_plain_harmful: int = 0
     batch_size: int = 8
     num_train_epochs: float = 2.0
     lora_r: int = 16
@@ -106,7 +107,7 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
         num_harmful=size.num_harmful,
         seed=context.seed,
     )
-    safe_rows, finetune_rows = planted_examples(task)
+    safe_rows, finetune_rows = planted_examples(task, num_plain_harmful=size.num_plain_harmful)
     harmful = torch.tensor([row["harmful"] for row in finetune_rows])
     num_harmful = int(harmful.sum())
     num_kept = int(KEEP_RATIO * len(finetune_rows) + 1e-9)
