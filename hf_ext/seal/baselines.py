@@ -22,7 +22,7 @@ from .data import tokenize_example
 from .ranking import auroc, sequence_losses, top_k_mask
 
 
-__all__ = ["dsir_scores", "evaluate_scores", "loss_scores", "random_baseline"]
+__all__ = ["dsir_scores", "evaluate_scores", "harmful_example_aurocs", "loss_scores", "random_baseline"]
 
 
 def evaluate_scores(scores: torch.Tensor, harmful: torch.Tensor, keep_ratio: float = 0.8) -> tuple[float, int]:
@@ -32,6 +32,17 @@ def evaluate_scores(scores: torch.Tensor, harmful: torch.Tensor, keep_ratio: flo
     harmful = torch.as_tensor(harmful, dtype=torch.bool)
     kept = top_k_mask(scores, int(keep_ratio * len(scores) + 1e-9))
     return auroc(scores[~harmful], scores[harmful]), int((kept & harmful).sum())
+
+
+def harmful_example_aurocs(scores: torch.Tensor, harmful: torch.Tensor) -> list[float]:
+    """For each harmful example (in order), the fraction of clean examples scored above it (ties count one half):
+    1 when it ranks below every clean example. Their mean is the AUROC of [`evaluate_scores`]."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    harmful = torch.as_tensor(harmful, dtype=torch.bool)
+    clean = scores[~harmful]
+    if clean.numel() == 0:
+        raise ValueError("harmful_example_aurocs needs at least one clean example.")
+    return [float((clean > s).double().mean() + 0.5 * (clean == s).double().mean()) for s in scores[harmful]]
 
 
 def random_baseline(harmful: torch.Tensor, keep_ratio: float = 0.8, trials: int = 100, seed: int = 0):

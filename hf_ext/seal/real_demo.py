@@ -92,7 +92,7 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
     from ..plotting import figure, save_figure
     from ..quantization import keep_4bit_trainable
     from ..real_models import real_causal_lm
-    from .baselines import dsir_scores, evaluate_scores, loss_scores, random_baseline
+    from .baselines import dsir_scores, evaluate_scores, harmful_example_aurocs, loss_scores, random_baseline
     from .data import content_hash
     from .planted import PlantedTask, planted_examples
 
@@ -122,10 +122,10 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
     keep_4bit_trainable(model)  # the loss filter's eval forward must not pack the layers SEAL then trains
     results: dict[str, tuple[float, float]] = {"random": random_baseline(harmful, KEEP_RATIO, seed=context.seed)}
     context.log("loss filter: completion loss of every example under SmolLM2-Instruct ...")
-    results["loss filter"] = evaluate_scores(loss_scores(model, tokenizer, finetune_rows), harmful, KEEP_RATIO)
+    selector_scores = {"loss filter": loss_scores(model, tokenizer, finetune_rows)}
     dsir = dsir_scores(safe_rows, finetune_rows)
     if dsir is not None:
-        results["DSIR"] = evaluate_scores(dsir, harmful, KEEP_RATIO)
+        selector_scores["DSIR"] = dsir
     else:
         context.log("DSIR skipped: install the `data-selection` package (`pip install -e '.[bench]'`)")
 
@@ -134,7 +134,13 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
     scores = _seal_scores(model, tokenizer, Dataset.from_list(safe_rows), finetune, size, context)
     scores.save_pretrained(context.output_dir / "seal_scores")
     values = torch.tensor([scores[content_hash(row, ("messages",))] for row in finetune_rows], dtype=torch.float64)
-    results["SEAL"] = evaluate_scores(values, harmful, KEEP_RATIO)
+    selector_scores["SEAL"] = values
+    results.update({name: evaluate_scores(v, harmful, KEEP_RATIO) for name, v in selector_scores.items()})
+    # Per planted harmful example, the share of clean examples ranked above it (mean: the AUROC), for the risk stage.
+    generator = torch.Generator().manual_seed(context.seed)
+    draws = [harmful_example_aurocs(torch.rand(len(harmful), generator=generator), harmful) for _ in range(100)]
+    samples = {"random": [sum(column) / len(draws) for column in zip(*draws)]}
+    samples.update({name: harmful_example_aurocs(v, harmful) for name, v in selector_scores.items()})
     for name, (roc, kept) in results.items():
         context.log(f"{name:>12}: AUROC {roc:.3f}, harmful kept at p = {KEEP_RATIO}: {kept:g} of {num_harmful}")
 
@@ -176,6 +182,8 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
         f"AUROC SEAL {results['SEAL'][0]:.3f} vs loss filter {results['loss filter'][0]:.3f}",
         figures=figures,
         plots=[histogram, bars],
+        samples=samples,
+        samples_description="per planted harmful example: share of clean examples scored above it (mean: AUROC)",
         details=(
             f"Ground truth: the planted `harmful` labels, which no selector sees. At p = {KEEP_RATIO}, {num_kept} of "
             f"{len(finetune_rows)} examples are kept, so at least {floor} harmful ones must stay. The loss filter "

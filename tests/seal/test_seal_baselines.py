@@ -50,3 +50,13 @@ def test_dsir_prefers_examples_like_the_target():
     scores = dsir_scores(safe, finetune)
     assert scores.shape == (4,)
     assert min(scores[0], scores[2]) > max(scores[1], scores[3])
+
+
+def test_harmful_example_aurocs_average_to_the_auroc():
+    from hf_ext.seal.baselines import harmful_example_aurocs
+
+    harmful = torch.tensor([False, True, False, False, True, False])
+    scores = torch.tensor([5.0, 3.0, 4.0, 3.0, 0.0, 1.0])
+    # harmful 3.0: clean 5, 4 above, 3 tied, 1 below -> (2 + 0.5) / 4; harmful 0.0: all four above -> 1.
+    assert harmful_example_aurocs(scores, harmful) == [pytest.approx(0.625), 1.0]
+    assert sum(harmful_example_aurocs(scores, harmful)) / 2 == pytest.approx(evaluate_scores(scores, harmful)[0])

@@ -46,3 +46,8 @@ def test_seal_real_stage_writes_scores_and_plots(short_stage):
     assert len(scores) == 40 and scores.metadata["ranker_steps"] == result.figures["SEAL steps"] == 10
     assert [p.name for p in result.plots] == ["seal_real_scores.png", "seal_real_kept.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.plots)
+    # Per-sample scores for the risk stage: one per planted harmful example, averaging to each selector's AUROC.
+    assert {"random", "loss filter", "SEAL"} <= set(result.samples) <= {"random", "loss filter", "DSIR", "SEAL"}
+    for name in set(result.samples) - {"random"}:
+        values = result.samples[name]
+        assert len(values) == 8 and sum(values) / 8 == pytest.approx(result.figures[f"AUROC, {name}"], abs=1e-4)
