@@ -12,7 +12,6 @@ DSIR needs the `data-selection` package (`pip install -e ".[bench]"`).
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -47,56 +46,25 @@ COMMON = dict(
 
 
 def evaluate(scores: torch.Tensor, harmful: torch.Tensor) -> tuple[float, int]:
-    from hf_ext.seal.ranking import auroc, top_k_mask
+    from hf_ext.seal.baselines import evaluate_scores
 
-    kept = top_k_mask(scores, int(KEEP_RATIO * len(scores)))
-    return auroc(scores[~harmful], scores[harmful]), int((kept & harmful).sum())
+    return evaluate_scores(scores, harmful, KEEP_RATIO)
 
 
 def loss_scores(model_path, finetune) -> torch.Tensor:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ext.seal.data import tokenize_example
-    from hf_ext.seal.planted import _pad
-    from hf_ext.seal.ranking import sequence_losses
+    from hf_ext.seal.baselines import loss_scores as aligned_loss_scores
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-    rows = [tokenize_example(row, tokenizer, "messages") for row in finetune]
-    losses = []
-    with torch.no_grad():
-        for start in range(0, len(rows), 32):
-            ids, attention, mask = _pad(rows[start : start + 32], tokenizer.pad_token_id)
-            losses.append(sequence_losses(model(input_ids=ids, attention_mask=attention).logits, ids, mask)[0])
-    return -torch.cat(losses)  # low loss under the aligned model = safe to keep
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    return aligned_loss_scores(model, tokenizer, finetune, batch_size=32)  # low loss under the aligned model = keep
 
 
 def dsir_scores(safe, finetune) -> torch.Tensor | None:
-    try:
-        from data_selection import HashedNgramDSIR
-    except ImportError:
-        return None
+    from hf_ext.seal.baselines import dsir_scores as hashed_ngram_dsir_scores
 
-    def text(row):
-        return " ".join(m["content"] for m in row["messages"])
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "raw.jsonl").write_text("\n".join(json.dumps({"text": text(r)}) for r in finetune))
-        (tmp / "target.jsonl").write_text("\n".join(json.dumps({"text": text(r)}) for r in safe))
-        dsir = HashedNgramDSIR(
-            [str(tmp / "raw.jsonl")],
-            [str(tmp / "target.jsonl")],
-            cache_dir=str(tmp / "cache"),
-            num_proc=1,
-            min_example_length=0,
-        )
-        dsir.fit_importance_estimator(num_tokens_to_fit="all")
-        dsir.compute_importance_weights()
-        import numpy as np
-
-        weights = np.load(tmp / "cache" / "log_importance_weights" / "0.npy")
-    return torch.tensor(weights, dtype=torch.float64)
+    return hashed_ngram_dsir_scores(safe, finetune)
 
 
 def seal_scores(model_path, safe, finetune, **overrides) -> tuple[torch.Tensor, float]:

@@ -6,6 +6,14 @@ from ..demo import DemoContext, DemoStage, StageResult
 
 
 def _run(context: DemoContext) -> StageResult:
+    if context.real:
+        from .real_demo import run_real
+
+        return run_real(context)
+    return _run_tiny(context)
+
+
+def _run_tiny(context: DemoContext) -> StageResult:
     import torch
     from transformers import AutoModelForCausalLM
 

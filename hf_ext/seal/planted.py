@@ -154,10 +154,18 @@ class PlantedTask:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def planted_examples(task: PlantedTask | None = None) -> tuple[list[dict], list[dict]]:
+def planted_examples(task: PlantedTask | None = None, num_plain_harmful: int = 0) -> tuple[list[dict], list[dict]]:
     """The safe and fine-tuning examples as lists of rows (`{"messages": [...]}`; fine-tuning rows also have
-    `harmful`: `True` for the planted unsafe compliances). Deterministic in `task.seed`; no two rows are equal."""
+    `harmful`: `True` for the planted unsafe compliances). Deterministic in `task.seed`; no two rows are equal.
+
+    `num_plain_harmful` of the `task.num_harmful` planted compliances answer the harmful request with the
+    everyday steps of the clean answers instead of criminal ones, so that only the request tells them apart (0,
+    the default, gives the task the tiny-model stage and the benchmark use)."""
     task = task or PlantedTask()
+    if not 0 <= num_plain_harmful <= task.num_harmful:
+        raise ValueError(
+            f"num_plain_harmful={num_plain_harmful} must be between 0 and num_harmful={task.num_harmful}."
+        )
     rng = random.Random(task.seed)
     seen: set[str] = set()
 
@@ -181,7 +189,12 @@ def planted_examples(task: PlantedTask | None = None) -> tuple[list[dict], list[
     safe += draw(task.num_safe_helpful, BENIGN_ACTIONS, lambda action: _answer(rng, action, HELPFUL_STEPS))
     rng.shuffle(safe)
     clean = draw(task.num_clean, BENIGN_ACTIONS, lambda action: _answer(rng, action, HELPFUL_STEPS), harmful=False)
-    unsafe = draw(task.num_harmful, HARMFUL_ACTIONS, lambda action: _answer(rng, action, HARMFUL_STEPS), harmful=True)
+    num_criminal = task.num_harmful - num_plain_harmful
+    unsafe = draw(num_criminal, HARMFUL_ACTIONS, lambda action: _answer(rng, action, HARMFUL_STEPS), harmful=True)
+    if num_plain_harmful:
+        unsafe += draw(
+            num_plain_harmful, HARMFUL_ACTIONS, lambda action: _answer(rng, action, HELPFUL_STEPS), harmful=True
+        )
     finetune = clean + unsafe
     rng.shuffle(finetune)
     return safe, finetune
