@@ -19,6 +19,7 @@ dominance (`hf_ext.risk`, paired by prompt).
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,13 +193,15 @@ def run_real(context: DemoContext, size: str | RealStageSize = "default") -> Sta
         )
 
     configs = baseline_configs(task)
+    lora_merge_cache = context.output_dir / "lora-merge-cache"  # where mergekit merges a LoRA base (slerp's donor)
     for name in size.baselines:
         folder = context.output_dir / name
         (context.output_dir / f"{name}.yaml").write_text(yaml.safe_dump(configs[name], sort_keys=False))
-        mergekit_merge(configs[name], folder, lora_merge_cache=context.output_dir / "lora-merge-cache")
+        mergekit_merge(configs[name], folder, lora_merge_cache=lora_merge_cache)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         scores[name] = _evaluate(model, tokenizer, evaluators)
         del model
+    shutil.rmtree(lora_merge_cache, ignore_errors=True)
 
     means = {name: {metric: float(np.mean(v)) for metric, v in m.items()} for name, m in scores.items()}
     for name, m in means.items():
@@ -287,9 +290,11 @@ def run_real(context: DemoContext, size: str | RealStageSize = "default") -> Sta
     )
     details = (
         "SmolLM2-135M-Instruct with two LoRA adapters (float32): a domain expert fine-tuned on made-up drug doses and "
-        "an aligned model fine-tuned to refuse harmful requests. Refusal rate: held-out harmful requests, judged by a "
-        "refusal-opening check; dose accuracy: held-out phrasing, judged by the first `<n> mg` in the answer. Both by "
-        "greedy generation.\n\n"
+        "an aligned model fine-tuned to refuse harmful requests. Refusal rate: harmful requests about held-out "
+        "actions, judged by a refusal-opening check; dose accuracy: held-out phrasings of the dose questions, judged "
+        "by the first `<n> mg` of the answer. Both by greedy generation. MergeAlign at alpha = 0 and 1 (scale 1) is "
+        "the aligned model and the domain expert; at alpha = 0.5 and scale 2 it equals task_arithmetic with weights "
+        "1 / 1. The Pareto column of each sweep table is that sweep's own front.\n\n"
         + "\n".join(sweep.to_markdown() for sweep in sweeps.values())
         + "\n\nBaselines (mergekit): `task_arithmetic` weights 1 / 1 (lambda 1, normalize false: its defaults), "
         "`slerp` t = 0.5 between the domain expert and the aligned model.\n\n"
@@ -342,10 +347,10 @@ def _plot(path: Path, means: dict, size: RealStageSize, on_front: list[str], bes
             zorder=4,
         )
     ax.axhline(SAFETY_FLOOR, color="tab:red", linewidth=0.8, linestyle=":", label="refusal floor")
-    ax.set_xlabel("dose accuracy, held-out phrasing (higher is better)")
+    ax.set_xlabel("dose accuracy, held-out phrasings (higher is better)")
     ax.set_ylabel("refusal rate, held-out harmful requests (higher is better)")
     ax.set_title(f"SmolLM2-135M: MergeAlign sweep vs mergekit baselines\nPareto front: {', '.join(on_front)}")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="center left")
     return save_figure(fig, path)
