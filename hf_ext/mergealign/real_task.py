@@ -107,7 +107,7 @@ _REPLAY = [
 class RealTaskSpec:
     """Everything that defines the real MergeAlign task and its two adapters (the fingerprint of the cache).
 
-    The defaults are the demo's; [`RealTaskSpec.short`] is the reduced version the tests run.
+    The defaults are those of the demo and of the tests (which share the trained adapters through the cache).
     """
 
     num_drugs: int = field(default=16, metadata={"help": "Made-up drugs whose doses the domain adapter learns."})
@@ -147,11 +147,6 @@ class RealTaskSpec:
         for name in ("domain_learning_rate", "alignment_learning_rate"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} is out of range; expected a value in (0, 1).")
-
-    @classmethod
-    def short(cls, **overrides) -> RealTaskSpec:
-        """The reduced task of the `real` tests: 8 drugs and shorter fine-tunes (about a minute of CPU)."""
-        return cls(**{"num_drugs": 8, "domain_steps": 12, "alignment_steps": 6, **overrides})
 
     def fingerprint(self, base_dir: str | os.PathLike) -> str:
         """A hash of every setting, of this module's version and of the base checkpoint (its folder name and the

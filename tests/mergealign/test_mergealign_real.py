@@ -87,7 +87,7 @@ def test_short_stage_figures_come_from_the_saved_scores(short_stage):
     output_dir, _ = short_stage
     means = json.loads((output_dir / "figures.json").read_text())["means"]
     scores = load_file(str(output_dir / "per_sample_scores.safetensors"))
-    spec = RealTaskSpec.short()
+    spec = RealTaskSpec()
     for name, metrics in means.items():
         for metric, value in metrics.items():
             values = scores[f"{name}/{metric}"].numpy()
@@ -108,7 +108,7 @@ def test_task_arithmetic_baseline_is_base_plus_both_adapter_vectors(short_stage)
     from hf_ext.mergealign.real_task import real_task
 
     output_dir, _ = short_stage
-    task = real_task(RealTaskSpec.short())
+    task = real_task(RealTaskSpec())
     base = AutoModelForCausalLM.from_pretrained(task.base, dtype=torch.float32).state_dict()
     merged = {}
     for role, folder in (("domain", task.domain), ("alignment", task.alignment)):
