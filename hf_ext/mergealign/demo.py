@@ -39,6 +39,11 @@ def per_sample_scores(task, merged_folder, sweep) -> dict[str, dict[str, object]
 def _run(context: DemoContext) -> StageResult:
     import torch
 
+    if context.real:
+        from .real_demo import run_real
+
+        return run_real(context)
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the models are tiny: one thread is faster than a pool
     try:

@@ -299,23 +299,41 @@ def _local_folder(model_path) -> Path:
 def adapter_loaders(plan: MergeAlignPlan, options) -> Iterator[None]:
     """Serve the plan's LoRA inputs to mergekit tensor by tensor (see `lora.AdapterTensorLoader`), so that mergekit
     never writes a merged copy of them; mergekit's loader cache is restored afterwards."""
+    with serve_adapters(plan.config, options, plan.adapters):
+        yield
+
+
+@contextmanager
+def serve_adapters(config, options, adapters: Mapping[str, Path] | None = None) -> Iterator[None]:
+    """Serve every `base+adapter` input of a mergekit configuration (any merge method) to mergekit tensor by tensor,
+    as the base tensor plus the adapter's update, instead of mergekit merging the adapter into a saved copy.
+
+    Args:
+        config (`mergekit.config.MergeConfiguration`): The configuration about to run.
+        options (`mergekit.options.MergeOptions`): Its options (the tensor cache and unpickling settings).
+        adapters (`Mapping[str, Path]`, *optional*): The local folder of each LoRA reference (keyed by the
+            reference's string); by default the references' own paths (downloaded when they are Hub ids).
+    """
     from mergekit.common import ModelReference
     from mergekit.io.tasks import LoaderCache
 
     from .lora import AdapterTensorLoader, LoraAdapter
 
+    references = [model.model for model in config.models or []]
+    if config.base_model is not None:
+        references.append(config.base_model)
     cache = LoaderCache()
     previous = {}
     try:
-        for model in plan.config.models:
-            reference = model.model
-            if reference.lora is None:
+        for reference in references:
+            if reference.lora is None or reference in previous:
                 continue
+            folder = adapters[str(reference)] if adapters else _local_folder(reference.lora)
             base_loader = ModelReference(model=reference.model).lazy_loader(
                 cache_dir=options.transformers_cache, lazy_unpickle=options.lazy_unpickle
             )
             previous[reference] = cache.loaders.get(reference)
-            cache.loaders[reference] = AdapterTensorLoader(base_loader, LoraAdapter(plan.adapters[str(reference)]))
+            cache.loaders[reference] = AdapterTensorLoader(base_loader, LoraAdapter(folder))
         yield
     finally:
         for reference, loader in previous.items():

@@ -168,3 +168,40 @@ def test_sweep_candidates_from_an_adapter_equal_the_merge(tmp_path, triple):
     state = candidate.model.state_dict()
     for name, tensor in written.items():
         np.testing.assert_allclose(state[name].numpy(), tensor.numpy(), atol=1e-6, err_msg=name)
+
+
+def test_any_mergekit_method_reads_lora_inputs_without_merged_copies(tmp_path, triple, monkeypatch):
+    """`serve_adapters` (used for the real stage's baselines): mergekit's task_arithmetic over two `base+adapter`
+    inputs equals base + both adapters' updates as PEFT merges them, and mergekit never writes a merged copy."""
+    from mergekit.common import ModelReference
+    from transformers import AutoModelForCausalLM
+
+    from hf_ext.mergealign.real_demo import mergekit_merge
+
+    configs = _lora_configs()
+    merged = {
+        "one": _adapter(triple["base"], tmp_path / "one", configs["plain"], seed=1),
+        "two": _adapter(triple["base"], tmp_path / "two", configs["patterns_rslora"], seed=2),
+    }
+    base = AutoModelForCausalLM.from_pretrained(triple["base"]).state_dict()
+
+    def no_merged_copies(self, *args, **kwargs):
+        if self.lora is not None:
+            raise AssertionError(f"mergekit was asked to write a merged copy of {self}")
+        return self
+
+    monkeypatch.setattr(ModelReference, "merged", no_merged_copies)
+    config = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(triple["base"]),
+        "models": [{"model": f"{triple['base']}+{tmp_path / name}", "parameters": {"weight": 1.0}} for name in merged],
+        "dtype": "float32",
+    }
+    out = mergekit_merge(config, tmp_path / "out")
+    actual = load_file(out / "model.safetensors")
+    changed = 0
+    for name, value in actual.items():
+        expected = base[name] + (merged["one"][name] - base[name]) + (merged["two"][name] - base[name])
+        np.testing.assert_allclose(value.numpy(), expected.numpy(), atol=1e-6, err_msg=name)
+        changed += not torch.equal(value, base[name])
+    assert changed >= 2 * len([n for n in actual if "q_proj" in n])
