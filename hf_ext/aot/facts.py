@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-__all__ = ["FACT_TEMPLATES", "Fact", "exact_match", "fact_preference_dataset", "facts", "split_facts"]
+__all__ = [
+    "FACT_TEMPLATES",
+    "Fact",
+    "exact_match",
+    "fact_preference_dataset",
+    "facts",
+    "first_clause",
+    "rejected_answers",
+    "split_facts",
+]
 
 FACT_TEMPLATES = {
     "capital": "The capital of {} is",
@@ -154,18 +163,46 @@ def split_facts(held_out: int, seed: int = 0, categories: Sequence[str] | None =
     return rng.sample(train, len(train)), test
 
 
-def fact_preference_dataset(fact_list: Sequence[Fact]):
+def fact_preference_dataset(fact_list: Sequence[Fact], rejected: Sequence[str] | None = None):
     """A paired, standard-format preference dataset (`prompt` / `chosen` / `rejected`) of the facts: the known
-    answer is chosen, the plausible wrong one rejected."""
+    answer is chosen; the plausible wrong one is rejected, or the given `rejected` completions (one per fact, e.g.
+    [`rejected_answers`] of a model's own answers)."""
     from datasets import Dataset
 
+    if rejected is not None and len(rejected) != len(fact_list):
+        raise ValueError(f"Got {len(rejected)} rejected completions for {len(fact_list)} facts; expected as many.")
     return Dataset.from_dict(
         {
             "prompt": [fact.prompt for fact in fact_list],
             "chosen": [fact.chosen for fact in fact_list],
-            "rejected": [fact.rejected for fact in fact_list],
+            "rejected": [fact.rejected for fact in fact_list] if rejected is None else list(rejected),
         }
     )
+
+
+def first_clause(generation: str) -> str:
+    """A generated continuation cut after its first sentence end (`.`, `!`, `?` followed by a space or the end) or
+    before its first line break, keeping its leading space: `" Paris.\n\nThe"` -> `" Paris."`,
+    `" a verb, and it's"` -> `" a verb, and it's"`."""
+    cut = re.search(r"[.!?](?=\s|$)|\n", generation)
+    if cut is None:
+        return generation.rstrip()
+    end = cut.end() if cut.group() != "\n" else cut.start()
+    return generation[:end].rstrip()
+
+
+def rejected_answers(fact_list: Sequence[Fact], generations: Sequence[str]) -> list[str]:
+    """Rejected completions built from a model's own answers (on-policy, as a verifier would label them): the
+    answer's first clause ([`first_clause`]) where it is wrong by [`exact_match`] and not empty, else the fact's
+    plausible wrong answer."""
+    if len(generations) != len(fact_list):
+        raise ValueError(f"Got {len(generations)} generations for {len(fact_list)} facts; expected as many.")
+    rejected = []
+    for fact, generation in zip(fact_list, generations):
+        clause = first_clause(generation)
+        wrong = clause.strip() and not exact_match(clause, fact.answer)
+        rejected.append(clause if wrong else fact.rejected)
+    return rejected
 
 
 def _normalize(text: str) -> str:
