@@ -142,7 +142,9 @@ def facts(categories: Sequence[str] | None = None) -> list[Fact]:
     return [fact for category in categories for fact in _parse(category, _BLOCKS[category])]
 
 
-def split_facts(held_out: int, seed: int = 0, categories: Sequence[str] | None = None) -> tuple[list[Fact], list[Fact]]:
+def split_facts(
+    held_out: int, seed: int = 0, categories: Sequence[str] | None = None
+) -> tuple[list[Fact], list[Fact]]:
     """`(train, held_out)`: a seeded split of [`facts`] with `held_out` facts held out, spread over the categories
     in proportion to their sizes. Train and held-out facts share no subject within a category."""
     pool = facts(categories)

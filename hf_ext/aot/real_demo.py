@@ -170,6 +170,7 @@ def _train(method: str, path, tokenizer, dataset, config: RealAOTConfig, output_
 
 
 def _report(evaluation: dict, reference: dict | None, beta: float) -> dict[str, float]:
+    import numpy as np
     import torch
 
     from .losses import dominance_diagnostics
@@ -181,18 +182,12 @@ def _report(evaluation: dict, reference: dict | None, beta: float) -> dict[str, 
         "distributional_violation": dominance_diagnostics(torch.from_numpy(chosen), torch.from_numpy(rejected))[
             "violation_fraction"
         ],
-        "median_margin": float(_median(chosen - rejected)),
+        "median_margin": float(np.median(chosen - rejected)),
     }
     if reference is not None:
         implicit = beta * ((chosen - reference["chosen"]) - (rejected - reference["rejected"]))
         report["implicit_reward_violation"] = float((implicit <= 0).mean())
     return report
-
-
-def _median(values):
-    import numpy as np
-
-    return np.median(values)
 
 
 def run_real(context: DemoContext, size: str = "default") -> StageResult:
@@ -267,7 +262,10 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
         context.output_dir / "held_out.json",
         {
             "config": asdict(config),
-            "facts": [asdict(f) | {"rejected": r} for f, r in zip(held_out_facts, held_out_set["rejected"])],
+            "facts": [
+                asdict(f) | {"prompt": f.prompt, "chosen": f.chosen, "rejected": r}
+                for f, r in zip(held_out_facts, held_out_set["rejected"])
+            ],
             "reports": reports,
             "evaluations": {
                 name: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in e.items()}
