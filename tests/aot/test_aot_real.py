@@ -35,11 +35,12 @@ def test_training_lowers_the_held_out_violations_of_both_methods(stage):
         assert reports[method]["implicit_reward_violation"] < 0.3
 
 
-def test_exact_match_does_not_fall(stage):
+def test_exact_match_rises_on_held_out_facts(stage):
     _, saved, _ = stage
     reports = saved["reports"]
     for method in ("AOT", "DPO"):
-        assert reports[method]["exact_match"] >= reports["base"]["exact_match"]
+        # the task's own verifier, blind to the rewards: at least 4 more held-out facts answered right out of 40
+        assert reports[method]["exact_match"] >= reports["base"]["exact_match"] + 0.1
 
 
 def test_figures_are_those_of_the_saved_answers_and_scores(stage):
