@@ -21,6 +21,10 @@ def held_out_rewards(model, tokenizer, dataset) -> dict:
 
 
 def _run(context: DemoContext) -> StageResult:
+    if context.real:
+        from .real_demo import run_real
+
+        return run_real(context)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -126,7 +130,7 @@ def _run(context: DemoContext) -> StageResult:
 
 STAGE = DemoStage(
     name="aot",
-    title="AOT: distributional preference alignment on a tiny model",
+    title="AOT: distributional preference alignment (tiny model; with --real, QLoRA on SmolLM2 against DPO)",
     run=_run,
     order=10,
 )
