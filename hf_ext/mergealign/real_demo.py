@@ -311,7 +311,14 @@ def run_real(context: DemoContext, size: str | RealStageSize = "default") -> Sta
             for label, result in risk.items()
         )
     )
-    return StageResult(headline=headline, figures=figures, plots=[plot], details=details)
+    return StageResult(
+        headline=headline,
+        figures=figures,
+        plots=[plot],
+        details=details,
+        samples={c: [float(v) for v in values] for c, values in pooled.items()},
+        samples_description="1 when the check passes: refusals on held-out harmful requests, then held-out doses",
+    )
 
 
 def _plot(path: Path, means: dict, size: RealStageSize, on_front: list[str], best: str) -> Path:
