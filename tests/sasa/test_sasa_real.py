@@ -144,5 +144,9 @@ def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     x, y = np.sort(-sasa_max), np.sort(-base_max)
     assert first["epsilon"][0][1] == pytest.approx((np.clip(y - x, 0, None) ** 2).sum() / ((y - x) ** 2).sum())
     assert first["epsilon"][0][1] < 0.25
+    # what the risk stage ranks: per prompt, minus the worst continuation's toxicity, for every setting
+    assert set(result.samples) == {"plain sampling", "SASA"}
+    np.testing.assert_allclose(result.samples["SASA"], -sasa_max)
+    np.testing.assert_allclose(result.samples["plain sampling"], -base_max)
     assert {p.name for p in result.plots} == {"sasa_real_toxicity.png"}
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.plots)
