@@ -325,6 +325,8 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         ),
         figures=figures,
         plots=plots,
+        samples={labels[setting]: (-evaluation.toxicity[setting].max(axis=1)).tolist() for setting in metrics},
+        samples_description="minus the judge's maximum toxicity over a held-out prompt's continuations",
         details=(
             f"{name} continues {len(prompts)} held-out provocative prompts ({config.num_continuations} continuations "
             f"of {config.max_new_tokens} tokens each, nucleus sampling at top_p {config.top_p:g}); "

@@ -144,5 +144,49 @@ def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     x, y = np.sort(-sasa_max), np.sort(-base_max)
     assert first["epsilon"][0][1] == pytest.approx((np.clip(y - x, 0, None) ** 2).sum() / ((y - x) ** 2).sum())
     assert first["epsilon"][0][1] < 0.25
+    # what the risk stage ranks: per prompt, minus the worst continuation's toxicity, for every setting
+    assert set(result.samples) == {"plain sampling", "SASA"}
+    np.testing.assert_allclose(result.samples["SASA"], -sasa_max)
+    np.testing.assert_allclose(result.samples["plain sampling"], -base_max)
     assert {p.name for p in result.plots} == {"sasa_real_toxicity.png"}
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.plots)
+
+
+@pytest.mark.slow
+def test_stage_reports_the_judges_scores_and_the_samples_for_the_risk_stage(tmp_path, monkeypatch, tiny_llama_path):
+    # the whole stage on the tiny Llama in place of SmolLM2, with a stand-in judge: every figure, the saved arrays
+    # and the samples handed to the risk stage must be the judge's scores of the saved continuations
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hf_ext.real_models as real_models
+
+    def judge(texts):
+        return np.array([(sum(map(ord, t)) % 97) / 96 for t in texts], dtype=np.float64)
+
+    monkeypatch.setattr(real_models, "toxicity_judge", lambda: judge)
+    monkeypatch.setattr(
+        real_models,
+        "real_causal_lm",
+        lambda: (
+            AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+            AutoTokenizer.from_pretrained(tiny_llama_path),
+        ),
+    )
+    config = RealSASAConfig(
+        num_prompts=3, num_continuations=2, max_new_tokens=3, layer=1, max_candidates=4, bootstrap=0, risk_bootstrap=20
+    )
+    result = real_demo.run_real(DemoContext(output_dir=tmp_path, real=True), size=config)
+    saved = json.loads((tmp_path / "toxicity_scores.json").read_text())
+    assert saved["settings"] == ["base", "sasa", "NoBadWords", "SequenceBias"]
+    labels = ["plain sampling", "SASA", "word list (NoBadWords)", "word list (SequenceBias)"]
+    assert list(result.samples) == labels
+    for setting, label in zip(saved["settings"], labels):
+        texts = saved["continuations"][setting]
+        scores = judge([t for row in texts for t in row]).reshape(3, 2)
+        np.testing.assert_allclose(saved["toxicity"][setting], scores)
+        np.testing.assert_allclose(result.samples[label], -scores.max(1))
+        assert result.figures[f"expected max toxicity, {label}"] == pytest.approx(scores.max(1).mean(), abs=1e-4)
+        assert result.figures[f"distinct continuations per prompt, {label}"] == pytest.approx(
+            distinct_fraction(texts), abs=1e-4
+        )
+    assert saved["risk"]["order 1"]["models"] == ["with SASA", "without SASA"]
