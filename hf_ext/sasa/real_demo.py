@@ -343,11 +343,6 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             "prompts (`hf_ext.risk`, larger -toxicity is better, paired by prompt):\n\n"
             + "\n\n".join(result.to_markdown() for result in risk.values())
         ),
-        samples={
-            WITH_SASA: (-evaluation.toxicity[SASA].max(axis=1)).tolist(),
-            WITHOUT_SASA: (-base_max).tolist(),
-        },
-        samples_description="- the judge's toxicity of a prompt's worst continuation",
     )
 
 
