@@ -46,8 +46,9 @@ def test_forget_equals_never_having_written(larimar_factory, tiny_processor):
     assert model.forget_memory(FACTS[:2], processor=tiny_processor) == 4
     fresh = larimar_factory("llama", **config)
     fresh.write_memory(FACTS[2:], processor=tiny_processor)
-    assert _rel(model.memory_state.memory, fresh.memory_state.memory) < 1e-6
-    assert torch.equal(model.memory_state.latents, fresh.memory_state.latents)
+    # The same texts encoded in a batch of 6 and of 4 may differ in the last bits (batch-size dependent BLAS).
+    torch.testing.assert_close(model.memory_state.latents, fresh.memory_state.latents, rtol=1e-5, atol=1e-6)
+    assert _rel(model.memory_state.memory, fresh.memory_state.memory) < 1e-5
     forgotten = model.read_memory(FACTS[:2], processor=tiny_processor)
     assert _rel(forgotten, model.encode_texts(FACTS[:2], tiny_processor)) > 0.05
     with pytest.warns(UserWarning, match="1 of the 1 texts to forget were not in the memory"):
