@@ -17,7 +17,10 @@ memory needs, and says what it leaves out:
   decoder sees an empty memory slot and unchanged token embeddings, i.e. behaves like the pretrained model;
 - reads are deterministic (no sampled read weights, no KL term) and the loss is
   CE(x | read(e(x))) + CE(x | read(e(prompt))) on episodes of `episode_size` facts, as for the tiny model
-  ([`hf_ext.larimar.tiny`]).
+  ([`hf_ext.larimar.tiny`]);
+- with `answer_only` (the default) the cross-entropies count only the answer's tokens (the object and EOS), not
+  the prompt's: the prompt is what the user types, and the pretrained chat model's strong priors on the prompt's
+  first tokens (after `<|im_start|>`) otherwise dominate the loss of a short training.
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ class RealLarimarRecipe:
     latent_size: int = 384
     memory_size: int = 256
     episode_size: int = 16
-    steps: int = 150
-    learning_rate: float = 3e-3
+    steps: int = 120
+    learning_rate: float = 5e-4
     lora_learning_rate: float = 3e-3
     lora_rank: int = 8
     warmup_steps: int = 10
+    answer_only: bool = True
     scope_threshold: float | None = None
     seed: int = 0
 
@@ -159,6 +163,11 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
         for _ in tqdm(range(recipe.steps), desc="training the real Larimar", disable=not progress):
             episode = training_episode(rng, recipe.episode_size)
             batch = processor.episode([f.text for f in episode], [f.prompt for f in episode])
+            if recipe.answer_only:
+                # Decode only the answer (the object and EOS): the prompt is what the user types.
+                prompts = processor._decoder_ids([f.prompt for f in episode], False, None)
+                for row, prompt in enumerate(prompts):
+                    batch["labels"][row, : len(prompt)] = -100
             output = peft_model(**batch)
             output.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
