@@ -21,6 +21,10 @@ memory needs, and says what it leaves out:
 - with `answer_only` (the default) the cross-entropies count only the answer's tokens (the object and EOS), not
   the prompt's: the prompt is what the user types, and the pretrained chat model's strong priors on the prompt's
   first tokens (after `<|im_start|>`) otherwise dominate the loss of a short training.
+
+The default recipe (120 steps of 16-fact episodes) takes about 260 s of CPU time on one thread and gives partial
+recall (about 40 % exact match on 32 unseen facts, against 3 % with an empty memory); the loss is still falling at
+the end, so longer training raises it, at about 2.2 s of CPU per step.
 """
 
 from __future__ import annotations
