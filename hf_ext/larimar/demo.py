@@ -1,4 +1,5 @@
-"""Demo stage: one-shot editing, forgetting and scope with the trained tiny Larimar."""
+"""Demo stage: one-shot editing, forgetting and scope with the trained tiny Larimar (with `--real`: a Larimar made of
+MiniLM and SmolLM2, see [`hf_ext.larimar.real_demo`])."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from ..demo import DemoContext, DemoStage, StageResult
 
 
 def _run(context: DemoContext) -> StageResult:
+    if context.real:
+        from .real_demo import run_real
+
+        return run_real(context)
+
     import torch
     from transformers import AutoModelForCausalLM
 
