@@ -339,4 +339,6 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
             "log-probability of the correct answer is compared by relative first-order stochastic dominance "
             "(hf_ext.risk).\n\n" + risk.to_markdown()
         ),
+        samples={name: [float(v) for v in values] for name, values in scores.items()},
+        samples_description="log-probability of a written fact's answer",
     )
