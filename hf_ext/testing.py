@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .caching import build_once, cache_root
+from .caching import build_once, cache_root, default_cache_dir
 
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "build_tiny_encoder",
     "build_tokenizer",
     "corpus_lines",
+    "default_cache_dir",
     "resolve_model_name_or_path",
     "save_tiny_model",
     "tiny_model_dir",

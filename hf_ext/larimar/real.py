@@ -33,8 +33,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -193,12 +191,6 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     return model.eval(), log
 
 
-def default_cache_dir() -> Path:
-    from ..testing import default_cache_dir as testing_cache_dir
-
-    return testing_cache_dir() / "larimar"
-
-
 def real_larimar_dir(
     recipe: RealLarimarRecipe | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Path:
@@ -207,27 +199,16 @@ def real_larimar_dir(
     The first call trains it (minutes of CPU; `training_log.json` records how long); concurrent callers wait on a
     file lock while the first one trains.
     """
-    from filelock import FileLock
+    from ..caching import build_once, cache_root
 
     recipe = recipe or RealLarimarRecipe()
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / f"real-larimar-{recipe.fingerprint()}"
-    if (target / "training_log.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "training_log.json").exists():
-            return target
+
+    def build(staging: Path) -> None:
         model, processor = build_real_larimar(recipe)
         model, log = train_real_larimar(model, processor, recipe, progress=progress)
-        staging = Path(tempfile.mkdtemp(prefix=".real-larimar-", dir=root))
-        try:
-            model.save_pretrained(staging)
-            processor.save_pretrained(staging)
-            (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+
+    target = cache_root(cache_dir) / "larimar" / f"real-larimar-{recipe.fingerprint()}"
+    return build_once(target, build, marker="training_log.json")

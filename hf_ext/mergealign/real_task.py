@@ -23,8 +23,6 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -277,23 +275,14 @@ def real_task(
     """
     from datasets import Dataset
 
+    from ..caching import build_once, cache_root
     from ..real_models import real_causal_lm_dir
-    from ..testing import default_cache_dir
 
     spec = spec or RealTaskSpec()
     base = real_causal_lm_dir(cache_dir)
-    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "mergealign"
-    name = f"real-{spec.fingerprint(base)}"
-    target = root / name
-    seconds = {}
-    if not (target / "done").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / f".{name}.lock", "w") as lock:
-            from .toy import _lock
-
-            _lock(lock)  # concurrent processes (pytest-xdist workers) train the adapters once
-            if not (target / "done").exists():
-                seconds = _build(spec, base, target, progress=progress)
+    target = cache_root(cache_dir) / "mergealign" / f"real-{spec.fingerprint(base)}"
+    seconds = {}  # CPU seconds of each training step, when this call trains the adapters
+    build_once(target, lambda staging: seconds.update(_build(spec, base, staging, progress=progress)), marker="done")
     data = real_task_data(spec)
     return RealTask(
         spec=spec,
@@ -306,36 +295,25 @@ def real_task(
     )
 
 
-def _build(spec: RealTaskSpec, base: Path, target: Path, *, progress: bool) -> dict:
+def _build(spec: RealTaskSpec, base: Path, staging: Path, *, progress: bool) -> dict:
     import time
 
-    staging = Path(tempfile.mkdtemp(prefix=".real-", dir=target.parent))
     seconds = {}
-    try:
+    start = time.process_time()
+    replay = real_task_data(spec)["replay"]
+    answers = greedy_answers(base, [row["prompt"] for row in replay], max_new_tokens=spec.replay_tokens)
+    (staging / "replay.json").write_text(json.dumps(answers, indent=2))
+    seconds["replay"] = time.process_time() - start
+    data = real_task_data(spec, answers)
+    for role, rows, steps, lr, seed in (
+        ("domain", data["domain_train"], spec.domain_steps, spec.domain_learning_rate, spec.seed + 1),
+        ("alignment", data["alignment_train"], spec.alignment_steps, spec.alignment_learning_rate, spec.seed + 2),
+    ):
         start = time.process_time()
-        replay = real_task_data(spec)["replay"]
-        answers = greedy_answers(base, [row["prompt"] for row in replay], max_new_tokens=spec.replay_tokens)
-        (staging / "replay.json").write_text(json.dumps(answers, indent=2))
-        seconds["replay"] = time.process_time() - start
-        data = real_task_data(spec, answers)
-        for role, rows, steps, lr, seed in (
-            ("domain", data["domain_train"], spec.domain_steps, spec.domain_learning_rate, spec.seed + 1),
-            ("alignment", data["alignment_train"], spec.alignment_steps, spec.alignment_learning_rate, spec.seed + 2),
-        ):
-            start = time.process_time()
-            train_lora(
-                base, rows, staging / role, steps=steps, learning_rate=lr, spec=spec, seed=seed, progress=progress
-            )
-            seconds[role] = time.process_time() - start
-        (staging / "spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
-        (staging / "done").write_text("")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "done").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        train_lora(base, rows, staging / role, steps=steps, learning_rate=lr, spec=spec, seed=seed, progress=progress)
+        seconds[role] = time.process_time() - start
+    (staging / "spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+    (staging / "done").write_text("")
     return seconds
 
 
