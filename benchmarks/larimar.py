@@ -63,30 +63,10 @@ def edit_by_memory(model, processor, fact_list) -> tuple[float, float]:
 def edit_by_lora(model, processor, fact_list, learning_rate: float) -> tuple[float, float, int, float]:
     """LoRA steps on the facts until they are recalled (>= 90 %): CPU seconds of the training steps, of the
     training steps plus the checks, the number of steps, and the final recall."""
-    from peft import LoraConfig, get_peft_model
+    from hf_ext.larimar.evaluation import lora_edit
 
-    model.reset_memory()
-    targets = r".*decoder.*\.(c_attn|c_proj|c_fc|q_proj|k_proj|v_proj|o_proj|up_proj|down_proj|gate_proj)"
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
-    batch = processor.episode([f.text for f in fact_list])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}  # no memory: the latent is zero
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=learning_rate)
-    train_seconds = check_seconds = 0.0
-    recall, steps = 0.0, 0
-    while steps < LORA_MAX_STEPS and recall < 0.9:
-        start = time.process_time()
-        peft_model.train()
-        peft_model(**inputs).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_seconds += time.process_time() - start
-        steps += 1
-        start = time.process_time()
-        peft_model.eval()
-        recall = _recall(peft_model, processor, fact_list)
-        check_seconds += time.process_time() - start
-    peft_model.unload()  # back to the untouched decoder
-    return train_seconds, train_seconds + check_seconds, steps, recall
+    edit = lora_edit(model, processor, fact_list, learning_rate=learning_rate, max_steps=LORA_MAX_STEPS)
+    return edit["train_cpu_seconds"], edit["train_and_check_cpu_seconds"], edit["steps"], edit["recall"]
 
 
 def generation_speed(model, plain, inputs, pad_token_id) -> tuple[float, float]:

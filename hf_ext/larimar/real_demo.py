@@ -137,52 +137,6 @@ def _plain_recall(model, processor, facts, max_new_tokens: int) -> float:
     return sum(a.strip() == f.object for a, f in zip(answers, facts)) / len(facts)
 
 
-def lora_edit(model, processor, facts, config: RealLarimarStageConfig) -> dict:
-    """LoRA fine-tuning of the Larimar's decoder (empty memory) on `facts` until it recalls them: CPU seconds of the
-    training steps alone and with the per-step checks, the steps taken, and the recall reached. The model is left
-    unchanged (the adapter is removed)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from .real import LORA_TARGETS
-
-    model.reset_memory()
-    peft_model = get_peft_model(
-        model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules=LORA_TARGETS)
-    )
-    batch = processor.episode([f.text for f in facts])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}  # no encoder inputs: a zero latent
-    optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=config.lora_learning_rate, weight_decay=0.0
-    )
-    train_seconds = check_seconds = 0.0
-    recall, steps, curve = 0.0, 0, []
-    try:
-        while steps < config.lora_max_steps and recall < config.lora_target:
-            start = time.process_time()
-            peft_model.train()
-            peft_model(**inputs).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_seconds += time.process_time() - start
-            steps += 1
-            start = time.process_time()
-            peft_model.eval()
-            recall = _recall(peft_model, processor, facts)
-            check_seconds += time.process_time() - start
-            curve.append(recall)
-    finally:
-        peft_model.unload()  # back to the untouched decoder
-    return {
-        "train_cpu_seconds": train_seconds,
-        "train_and_check_cpu_seconds": train_seconds + check_seconds,
-        "steps": steps,
-        "recall": recall,
-        "reached": recall >= config.lora_target,
-        "recall_curve": curve,
-    }
-
-
 def run_real(context: DemoContext, size: str = "default") -> StageResult:
     """Run the real-model Larimar stage at `size` (a key of `REAL_SIZES`)."""
     import json
@@ -195,9 +149,10 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     from ..risk import plot_quantile_curves, relative_dominance
     from ..serialization import save_json
     from . import facts as fact_corpus
+    from .evaluation import lora_edit
     from .modeling_larimar import LarimarForCausalLM
     from .processing_larimar import LarimarProcessor
-    from .real import real_larimar_dir
+    from .real import LORA_TARGETS, real_larimar_dir
 
     if size not in REAL_SIZES:
         raise ValueError(f"size={size!r} is not supported; expected one of {list(REAL_SIZES)}.")
@@ -256,7 +211,16 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     model.write_memory([f.text for f in edits], processor=processor)
     edit_write_seconds = time.process_time() - start
     edit_write_recall = _recall(model, processor, edits)
-    lora = lora_edit(model, processor, edits, config)
+    lora = lora_edit(
+        model,
+        processor,
+        edits,
+        learning_rate=config.lora_learning_rate,
+        max_steps=config.lora_max_steps,
+        target_recall=config.lora_target,
+        rank=config.lora_rank,
+        target_modules=LORA_TARGETS,
+    )
     speedup = lora["train_cpu_seconds"] / edit_write_seconds
     context.log(
         f"edit {len(edits)} facts: memory write {edit_write_seconds * 1e3:.0f} ms CPU (recall {edit_write_recall:.0%}); "

@@ -107,3 +107,20 @@ def test_memory_survives_save_and_load(trained, tmp_path):
     )
     assert torch.equal(reloaded.memory_state.memory, model.memory_state.memory)
     model.reset_memory()
+
+
+def test_lora_edit_baseline_stops_at_the_target_and_leaves_the_model_unchanged(trained):
+    from hf_ext.larimar.evaluation import lora_edit
+
+    model, processor = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    written = facts.evaluation_facts(4, seed=7)
+    edit = lora_edit(model, processor, written, learning_rate=1e-2, max_steps=40, target_recall=0.75)
+    assert 1 <= edit["steps"] <= 40 and len(edit["recall_curve"]) == edit["steps"]
+    # It stops at the first step that reaches the target, and reports whether it got there.
+    assert edit["reached"] == (edit["recall"] >= 0.75)
+    assert all(r < 0.75 for r in edit["recall_curve"][:-1])
+    assert edit["train_and_check_cpu_seconds"] >= edit["train_cpu_seconds"] > 0
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert model.memory_state is None  # the edit runs on an empty memory
