@@ -46,7 +46,7 @@ def main() -> None:
 
     report = (Path(args.output_dir) / "report.md").read_text(encoding="utf-8")
     report = re.sub(r"^!\[[^\]]*\]\([^)]*\)\n?", "", report, flags=re.M)  # the plots stay in the demo folder
-    report = re.sub(r"^# hf-ext demo\n", "", report, count=1)
+    report = re.sub(r"^# hf-ext demo\n\nModels: [^\n]*\n", "", report, count=1)
     header = [
         "# Every method on real offline models",
         "",

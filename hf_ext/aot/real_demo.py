@@ -321,4 +321,9 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
             "log π(y⁺|x) - log π(y⁻|x) of the AOT and DPO models, compared by their whole distribution "
             "(`hf_ext.risk`):\n\n" + risk.to_markdown()
         ),
+        samples={
+            name: [float(v) for v in evaluations[name]["chosen"] - evaluations[name]["rejected"]]
+            for name in (BASE, AOT, DPO)
+        },
+        samples_description="held-out margin log π(y⁺|x) - log π(y⁻|x), nats",
     )
