@@ -127,6 +127,7 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     from tqdm.auto import tqdm
 
     from .facts import training_episode
+    from .training import warmup_linear_decay
 
     recipe = recipe or RealLarimarRecipe()
     model.requires_grad_(False)
@@ -149,12 +150,9 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     )
     parameters = new_parts + lora
 
-    def schedule(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        return max(0.0, (recipe.steps - step) / max(1, recipe.steps - recipe.warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_linear_decay(step, recipe.warmup_steps, recipe.steps)
+    )
     rng = random.Random(recipe.seed)
     losses, query_losses = [], []
     wall, cpu = time.perf_counter(), time.process_time()

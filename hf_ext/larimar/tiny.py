@@ -106,18 +106,16 @@ def train_tiny_larimar(model, processor, recipe: TinyLarimarRecipe | None = None
     from tqdm.auto import tqdm
 
     from .facts import training_episode
+    from .training import warmup_linear_decay
 
     recipe = recipe or TinyLarimarRecipe()
     model.model.encoder.requires_grad_(recipe.train_encoder)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=0.0)
 
-    def schedule(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        return max(0.0, (recipe.steps - step) / max(1, recipe.steps - recipe.warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_linear_decay(step, recipe.warmup_steps, recipe.steps)
+    )
     rng = random.Random(recipe.seed)
     losses = []
     start = time.perf_counter()

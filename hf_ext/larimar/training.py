@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 
-__all__ = ["LarimarEpisodeCollator", "LarimarKLAnnealingCallback", "kl_annealing_scale"]
+__all__ = ["LarimarEpisodeCollator", "LarimarKLAnnealingCallback", "kl_annealing_scale", "warmup_linear_decay"]
 
 
 class LarimarEpisodeCollator:
@@ -85,6 +85,14 @@ class LarimarKLAnnealingCallback(TrainerCallback):
         target = _unwrap(model)
         if hasattr(target, "kl_scale"):
             target.kl_scale = scale
+
+
+def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor of the offline Larimar recipes: linear warm-up over `warmup_steps` (reaching 1 at the
+    last warm-up step), then linear decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
 def _unwrap(model):

@@ -55,19 +55,6 @@ def random_baseline(harmful: torch.Tensor, keep_ratio: float = 0.8, trials: int 
     return sum(a for a, _ in results) / trials, sum(k for _, k in results) / trials
 
 
-def _pad(rows: list[dict], pad_token_id: int):
-    length = max(len(row["input_ids"]) for row in rows)
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        input_ids[i, :n] = torch.tensor(row["input_ids"])
-        attention_mask[i, :n] = 1
-        loss_mask[i, :n] = torch.tensor(row["completion_mask"])
-    return input_ids, attention_mask, loss_mask
-
-
 @torch.no_grad()
 def loss_scores(model, tokenizer, rows, data_format: str = "messages", batch_size: int = 16) -> torch.Tensor:
     """Minus the token-mean completion loss of each example under `model` (the loss filter's scores).
@@ -79,14 +66,18 @@ def loss_scores(model, tokenizer, rows, data_format: str = "messages", batch_siz
         data_format (`str`, *optional*, defaults to `"messages"`): See `hf_ext.seal.data.FORMATS`.
         batch_size (`int`, *optional*, defaults to 16): Examples per forward pass.
     """
+    from .trainer import SEALDataCollator
+
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collate = SEALDataCollator(pad_token_id)
     features = [tokenize_example(row, tokenizer, data_format) for row in rows]
     was_training = model.training
     model.eval()
     losses = []
     try:
         for start in range(0, len(features), batch_size):
-            ids, attention, mask = _pad(features[start : start + batch_size], pad_token_id)
+            batch = collate(features[start : start + batch_size])
+            ids, attention, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
             device = model.device
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
             losses.append(sequence_losses(logits, ids.to(device), mask.to(device))[0].cpu())

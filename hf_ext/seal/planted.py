@@ -225,6 +225,7 @@ def _train_aligned(task: PlantedTask, save_directory: Path) -> None:
     from ..testing import tiny_model_dir
     from .data import tokenize_example
     from .ranking import cycling_indices, sequence_losses
+    from .trainer import SEALDataCollator
 
     base = tiny_model_dir("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -240,7 +241,12 @@ def _train_aligned(task: PlantedTask, save_directory: Path) -> None:
                 features[i]
                 for i in cycling_indices(len(features), step * task.align_batch_size, task.align_batch_size, task.seed)
             ]
-            input_ids, attention_mask, loss_mask = _pad(rows, tokenizer.pad_token_id)
+            batch = SEALDataCollator(tokenizer.pad_token_id)(rows)
+            input_ids, attention_mask, loss_mask = (
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["completion_mask"],
+            )
             logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
             losses, _ = sequence_losses(logits, input_ids, loss_mask)
             losses.mean().backward()
@@ -249,18 +255,3 @@ def _train_aligned(task: PlantedTask, save_directory: Path) -> None:
     model.eval()
     model.save_pretrained(save_directory)
     tokenizer.save_pretrained(save_directory)
-
-
-def _pad(rows: list[dict], pad_token_id: int):
-    import torch
-
-    length = max(len(row["input_ids"]) for row in rows)
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        input_ids[i, :n] = torch.tensor(row["input_ids"])
-        attention_mask[i, :n] = 1
-        loss_mask[i, :n] = torch.tensor(row["completion_mask"])
-    return input_ids, attention_mask, loss_mask
