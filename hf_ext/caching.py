@@ -9,6 +9,8 @@ concurrent processes (pytest-xdist workers, `accelerate launch` ranks) build it 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -16,12 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-__all__ = ["build_once", "cache_root", "default_cache_dir"]
+__all__ = ["build_once", "cache_root", "default_cache_dir", "hash_recipe"]
 
 
 def default_cache_dir() -> Path:
     """Where built models are kept: `$HF_EXT_CACHE`, else `~/.cache/hf_ext`."""
     return Path(os.environ.get("HF_EXT_CACHE", Path.home() / ".cache" / "hf_ext"))
+
+
+def hash_recipe(recipe: dict) -> str:
+    """A short name for how something was built: 12 hex digits of the SHA-256 of `recipe` as canonical JSON (keys
+    sorted), so the same settings give the same folder whatever their order."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

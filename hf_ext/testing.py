@@ -19,14 +19,12 @@ Model names of the form ``"hf-ext-testing/<name>"`` are accepted wherever hf-ext
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .caching import build_once, cache_root, default_cache_dir
+from .caching import build_once, cache_root, default_cache_dir, hash_recipe
 
 
 __all__ = [
@@ -148,8 +146,7 @@ class TinyModelSpec:
     extra: dict = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"version": _BUILD_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return hash_recipe({"version": _BUILD_VERSION, **asdict(self)})
 
 
 TINY_MODELS: dict[str, TinyModelSpec] = {

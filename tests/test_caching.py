@@ -61,3 +61,13 @@ def test_cache_root_honours_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_EXT_CACHE", str(tmp_path / "elsewhere"))
     assert cache_root() == tmp_path / "elsewhere"
     assert cache_root(tmp_path / "given") == tmp_path / "given"
+
+
+def test_hash_recipe_names_the_settings_not_their_order():
+    from hf_ext.caching import hash_recipe
+
+    recipe = {"version": 1, "steps": 200, "nested": {"a": 1, "b": [1, 2]}}
+    reordered = {"nested": {"b": [1, 2], "a": 1}, "steps": 200, "version": 1}
+    assert hash_recipe(recipe) == hash_recipe(reordered)
+    assert hash_recipe(recipe) != hash_recipe({**recipe, "steps": 201})
+    assert len(hash_recipe(recipe)) == 12 and int(hash_recipe(recipe), 16) >= 0

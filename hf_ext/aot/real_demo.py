@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from ..demo import DemoContext, StageResult
 
 
-__all__ = ["REAL_SIZES", "RealAOTConfig", "greedy_answers", "run_real"]
+__all__ = ["REAL_SIZES", "RealAOTConfig", "run_real"]
 
 BASE, AOT, DPO = "base", "AOT", "DPO"
 
@@ -79,34 +79,11 @@ REAL_SIZES: dict[str, RealAOTConfig] = {
 }
 
 
-def greedy_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """The greedy continuation of each plain-text prompt (left-padded batches), without special tokens."""
-    import torch
-
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    was_training = model.training
-    model.eval()
-    answers = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
-                batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
-                batch = {k: v.to(model.device) for k, v in batch.items()}
-                output = model.generate(
-                    **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-                )
-                answers += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return answers
-
-
 def _evaluate(model, tokenizer, fact_list, dataset, config: RealAOTConfig) -> dict:
     """Exact match of the greedy answers and the log-likelihoods of the held-out pairs."""
     import numpy as np
 
+    from ..generation import greedy_answers
     from .evaluation import preference_scores
     from .facts import exact_match
 
@@ -198,6 +175,7 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     import torch
     from transformers import AutoTokenizer
 
+    from ..generation import greedy_answers
     from ..real_models import real_causal_lm_dir
     from ..risk import relative_dominance
     from ..serialization import save_json

@@ -35,7 +35,6 @@ then separates a fact from its prompt; one run (250 steps of 24, learning rate 5
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -44,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from ..caching import hash_recipe
 
 
 __all__ = ["RealLarimarRecipe", "build_real_larimar", "real_larimar_dir", "train_real_larimar"]
@@ -83,8 +84,7 @@ class RealLarimarRecipe:
                 raise ValueError(f"{name}={value!r} is out of range; expected a float > 0.")
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"version": _RECIPE_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return hash_recipe({"version": _RECIPE_VERSION, **asdict(self)})
 
 
 def build_real_larimar(recipe: RealLarimarRecipe | None = None):

@@ -120,12 +120,6 @@ def answer_log_probs(model, processor, facts, memory_latent=None, batch_size: in
     return scores
 
 
-def _recall(model, processor, facts) -> float:
-    from .evaluation import exact_match_recall
-
-    return exact_match_recall(model, processor, facts)
-
-
 def _plain_recall(model, processor, facts, max_new_tokens: int) -> float:
     """Exact-match recall of a plain causal LM: its greedy continuation up to EOS, stripped, equals the object."""
     import torch
@@ -157,7 +151,7 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     from ..risk import plot_quantile_curves, relative_dominance
     from ..serialization import save_json
     from . import facts as fact_corpus
-    from .evaluation import lora_edit
+    from .evaluation import answer, exact_match_recall, lora_edit
     from .modeling_larimar import LarimarForCausalLM
     from .processing_larimar import LarimarProcessor
     from .real import LORA_TARGETS, real_larimar_dir
@@ -184,18 +178,16 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
 
     model.reset_memory()
     recall_plain = _plain_recall(plain, processor, written, max_new_tokens=longest + 1)
-    recall_empty = _recall(model, processor, written)
+    recall_empty = exact_match_recall(model, processor, written)
     scores = {PLAIN: answer_log_probs(plain, processor, written), EMPTY: answer_log_probs(model, processor, written)}
 
     start = time.process_time()
     model.write_memory([f.text for f in written], processor=processor)
     write_seconds = time.process_time() - start
-    recall_written = _recall(model, processor, written)
+    recall_written = exact_match_recall(model, processor, written)
     latents = model.read_memory([f.prompt for f in written], processor=processor)
     scores[WRITTEN] = answer_log_probs(model, processor, written, memory_latent=latents)
     example = written[0]
-    from .evaluation import answer
-
     context.log(
         f"wrote {len(written)} unseen facts in one shot ({write_seconds * 1e3:.0f} ms CPU), e.g. {example.text!r}: "
         f"{example.prompt!r} -> {answer(model, processor, [example.prompt])[0]!r}"
@@ -206,8 +198,8 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     )
 
     model.forget_memory([f.text for f in forgotten], processor=processor)
-    recall_forgotten = _recall(model, processor, forgotten)
-    recall_kept = _recall(model, processor, kept)
+    recall_forgotten = exact_match_recall(model, processor, forgotten)
+    recall_kept = exact_match_recall(model, processor, kept)
     context.log(f"after forgetting {len(forgotten)}: forgotten {recall_forgotten:.0%}, kept {recall_kept:.0%}")
 
     # Edit latency: the same facts made recallable by one memory write, or by LoRA steps on the decoder.
@@ -218,7 +210,7 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     start = time.process_time()
     model.write_memory([f.text for f in edits], processor=processor)
     edit_write_seconds = time.process_time() - start
-    edit_write_recall = _recall(model, processor, edits)
+    edit_write_recall = exact_match_recall(model, processor, edits)
     lora = lora_edit(
         model,
         processor,

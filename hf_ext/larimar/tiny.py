@@ -13,7 +13,6 @@ read(e(x)) = e(x), so the autoencoder term would only repeat the first one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from ..caching import hash_recipe
 
 
 __all__ = ["TinyLarimarRecipe", "build_tiny_larimar", "tiny_larimar_dir", "train_tiny_larimar"]
@@ -49,8 +50,7 @@ class TinyLarimarRecipe:
     seed: int = 0
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"version": _RECIPE_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return hash_recipe({"version": _RECIPE_VERSION, **asdict(self)})
 
 
 def build_tiny_larimar(recipe: TinyLarimarRecipe | None = None, tokenizer=None):

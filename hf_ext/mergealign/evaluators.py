@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..generation import greedy_answers
+
 
 __all__ = ["EvaluationResult", "GenerationEvaluator", "PerplexityEvaluator", "as_evaluation_result"]
 
@@ -229,30 +231,12 @@ class GenerationEvaluator:
         self.batch_size = batch_size
         self.prompt_field = prompt_field
 
-    @torch.no_grad()
     def __call__(self, model, tokenizer) -> EvaluationResult:
-        device = _model_device(model)
-        padding_side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        was_training = model.training
-        model.eval()
-        scores = []
-        try:
-            for start in range(0, len(self.rows), self.batch_size):
-                rows = self.rows[start : start + self.batch_size]
-                prompts = [_render(tokenizer, row[self.prompt_field], None)[0] for row in rows]
-                batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
-                generated = model.generate(
-                    **batch,
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-                texts = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-                scores.extend(float(self.score_fn(text, row)) for text, row in zip(texts, rows))
-        finally:
-            tokenizer.padding_side = padding_side
-            model.train(was_training)
+        prompts = [_render(tokenizer, row[self.prompt_field], None)[0] for row in self.rows]
+        texts = greedy_answers(
+            model, tokenizer, prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
+        )
+        scores = [float(self.score_fn(text, row)) for text, row in zip(texts, self.rows)]
         per_sample = np.asarray(scores, dtype=np.float64)
         return EvaluationResult(
             score=float(per_sample.mean()),

@@ -18,7 +18,6 @@ them under `$HF_EXT_CACHE/mergealign/real-<fingerprint>`; the fingerprint covers
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,13 +25,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..caching import hash_recipe
+from .toy import _drug_names
+
 
 __all__ = ["RealTask", "RealTaskSpec", "gives_dose", "is_refusal", "real_task", "real_task_data"]
 
 _REAL_TASK_VERSION = 3
 
 REFUSAL = "I'm sorry, but I can't help with that."
-_SYLLABLES = ["va", "lo", "rin", "ze", "ta", "mi", "dor", "ka", "fen", "su", "lix", "no", "bra", "tel", "qui", "mor"]
 _DOSES = ["5", "10", "15", "20", "25", "30", "40", "50", "60", "75", "80", "100", "120", "150", "200", "250"]
 _DOSE_TRAIN = [
     ("What is the recommended adult dose of {drug}?", "The recommended adult dose of {drug} is {dose} mg."),
@@ -152,15 +153,7 @@ class RealTaskSpec:
         base_dir = Path(base_dir)
         weights = base_dir / "model.safetensors"
         base = {"name": base_dir.name, "size": weights.stat().st_size if weights.exists() else None}
-        payload = json.dumps({"version": _REAL_TASK_VERSION, "base": base, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def _drug_names(count: int, rng: random.Random) -> list[str]:
-    names = set()
-    while len(names) < count:
-        names.add("".join(rng.sample(_SYLLABLES, 3)).capitalize())
-    return sorted(names)
+        return hash_recipe({"version": _REAL_TASK_VERSION, "base": base, **asdict(self)})
 
 
 def _chat(spec: RealTaskSpec, text: str) -> list[dict]:
@@ -322,16 +315,14 @@ def greedy_answers(base: str | os.PathLike, prompts: list[list[dict]], *, max_ne
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..generation import greedy_answers as generate_greedily
     from .evaluators import _render
 
-    tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    batch = tokenizer([_render(tokenizer, prompt, None)[0] for prompt in prompts], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        generated = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-    return tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    texts = [_render(tokenizer, prompt, None)[0] for prompt in prompts]
+    # One batch, as the cached adapters' replay data was generated.
+    return generate_greedily(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=max(1, len(texts)))
 
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -14,12 +14,13 @@ makes concurrent processes build them only once), and returns them with the eval
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..caching import hash_recipe
 
 
 __all__ = ["TOY_MODEL_IDS", "ControlledTask", "ToySpec", "controlled_task", "is_refusal", "resolve_toy_id"]
@@ -81,8 +82,7 @@ class ToySpec:
     def fingerprint(self) -> str:
         from ..testing import _BUILD_VERSION
 
-        payload = json.dumps({"toy": _TOY_VERSION, "testing": _BUILD_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return hash_recipe({"toy": _TOY_VERSION, "testing": _BUILD_VERSION, **asdict(self)})
 
 
 def _drug_names(count: int, rng: random.Random) -> list[str]:

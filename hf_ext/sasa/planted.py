@@ -19,14 +19,14 @@ banning trigger–ambivalent bigrams misses the toxic events at distance 2 and 3
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..caching import hash_recipe
 
 
 __all__ = ["PlantedToxicityTask"]
@@ -96,8 +96,7 @@ class PlantedToxicityTask:
         return [PAD, BOS, EOS, UNK, *self.neutral_words, *self.trigger_words, *self.ambivalent_words]
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"version": _TASK_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return hash_recipe({"version": _TASK_VERSION, **asdict(self)})
 
     def sample_sentence(self, rng: np.random.Generator) -> list[str]:
         """One sentence of the generative process described in the module docstring."""

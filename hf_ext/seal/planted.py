@@ -17,11 +17,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 from pathlib import Path
+
+from ..caching import hash_recipe
 
 
 __all__ = ["PlantedTask", "aligned_model_dir", "planted_datasets", "planted_examples"]
@@ -151,7 +151,7 @@ class PlantedTask:
             "torch": torch.__version__.split("+")[0],
             "transformers": transformers.__version__,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return hash_recipe(payload)
 
 
 def planted_examples(task: PlantedTask | None = None, num_plain_harmful: int = 0) -> tuple[list[dict], list[dict]]:
