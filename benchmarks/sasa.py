@@ -53,6 +53,7 @@ def _memory_kib() -> tuple[int, int]:
 def _duplicated_cache_processor_class(body_only: bool = False):
     import torch
 
+    from hf_ext._compat import cache_kwargs
     from hf_ext.sasa import SASALogitsProcessor
 
     class DuplicatedCacheSASA(SASALogitsProcessor):
@@ -72,7 +73,7 @@ def _duplicated_cache_processor_class(body_only: bool = False):
                     [mask.repeat_interleave(num, 0), torch.ones(rows * num, 1, dtype=mask.dtype)], 1
                 ),
                 position_ids=positions.repeat_interleave(num)[:, None],
-                past_key_values=repeated,
+                **cache_kwargs(repeated),
                 use_cache=True,
                 output_hidden_states=True,
                 return_dict=True,

@@ -22,6 +22,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
+from .._compat import CACHE_NAME, cache_kwargs, model_output_cache, named_cache_field, pop_cache
 from . import memory as memory_math
 from .configuration_larimar import LarimarConfig
 
@@ -43,6 +44,7 @@ MEMORY_FORMAT = "hf-ext-larimar-memory/1"
 
 
 @dataclass
+@named_cache_field
 class LarimarModelOutput(ModelOutput):
     """
     Output of [`LarimarModel`].
@@ -50,8 +52,8 @@ class LarimarModelOutput(ModelOutput):
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
             The decoder's last hidden states (for the tokens; the memory slot is not a token).
-        past_key_values (`Cache`, *optional*):
-            The decoder's cache, memory slot first.
+        cache (`Cache`, *optional*):
+            The decoder's cache, memory slot first (`past_key_values` on transformers < 5.24).
         hidden_states, attentions (`tuple(torch.FloatTensor)`, *optional*):
             As returned by the decoder.
         memory_latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`):
@@ -59,13 +61,14 @@ class LarimarModelOutput(ModelOutput):
     """
 
     last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     memory_latent: torch.FloatTensor | None = None
 
 
 @dataclass
+@named_cache_field
 class LarimarCausalLMOutputWithPast(ModelOutput):
     """
     Output of [`LarimarForCausalLM`].
@@ -76,8 +79,8 @@ class LarimarCausalLMOutputWithPast(ModelOutput):
             with `labels` only: the language-modeling loss given the memory latent.
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
             Prediction scores (in training, those of the items decoded from their memory read-out).
-        past_key_values (`Cache`, *optional*):
-            The decoder's cache, memory slot first.
+        cache (`Cache`, *optional*):
+            The decoder's cache, memory slot first (`past_key_values` on transformers < 5.24).
         hidden_states, attentions (`tuple(torch.FloatTensor)`, *optional*):
             As returned by the decoder.
         memory_latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`):
@@ -88,7 +91,7 @@ class LarimarCausalLMOutputWithPast(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     memory_latent: torch.FloatTensor | None = None
@@ -239,7 +242,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = False
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     # Larimar's own layers stay in float32 (and unquantized) whatever the dtype or quantization of the encoder and
     # the decoder: the memory math is sensitive to rounding.
     _keep_in_fp32_modules = ["latent_projection", "prefix_projection", "embedding_projection", "memory"]
@@ -730,7 +733,7 @@ class LarimarModel(LarimarPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         memory_latent: torch.FloatTensor | None = None,
@@ -743,14 +746,15 @@ class LarimarModel(LarimarPreTrainedModel):
 
         Args:
             input_ids, inputs_embeds (*optional*):
-                The decoder's tokens (or their embeddings). With a non-empty `past_key_values`, only the new ones.
+                The decoder's tokens (or their embeddings). With a non-empty `cache`, only the new ones.
             attention_mask (`torch.Tensor` of shape `(batch_size, past_tokens + sequence_length)`, *optional*):
                 The tokens' padding mask; the memory slot is always visible and is not part of it.
             position_ids (`torch.LongTensor`, *optional*):
                 Token positions counted from 0 at the first real token (the memory slot shifts them by one inside).
-            past_key_values (`Cache`, *optional*):
+            cache (`Cache`, *optional*):
                 A cache from a previous call (it holds the memory slot first). An empty `Cache` is filled with the
                 slot; without one, a `DynamicCache` is made when `use_cache` and a read-only slot cache otherwise.
+                (`past_key_values`, its name before transformers 5.24, is accepted too.)
             memory_latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`, *optional*):
                 The latent to condition on. Without it, the encoder inputs are read from the episodic memory (with
                 scope detection) or, without those, a zero latent ("no memory") is used.
@@ -758,13 +762,14 @@ class LarimarModel(LarimarPreTrainedModel):
                 Encoder tokens of the memory queries (see [`LarimarProcessor`]).
         """
         kwargs.pop("return_dict", None)
+        cache = pop_cache(kwargs, cache)
         if memory_latent is None:
             memory_latent = self.latents_for(input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask)
         return self.decode(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             memory_latent=memory_latent,
@@ -801,13 +806,14 @@ class LarimarModel(LarimarPreTrainedModel):
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         use_cache=None,
         memory_latent=None,
         **kwargs,
     ) -> LarimarModelOutput:
         """The decoder's forward pass conditioned on `memory_latent` (see [`forward`])."""
+        cache = pop_cache(kwargs, cache)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if inputs_embeds is None:
@@ -829,19 +835,19 @@ class LarimarModel(LarimarPreTrainedModel):
             getattr(m, "gradient_checkpointing", False) for m in self.decoder.modules() if m is not self.decoder
         ):
             use_cache = False
-        fresh = past_key_values is None or past_key_values.get_seq_length() == 0
+        fresh = cache is None or cache.get_seq_length() == 0
         if fresh:
             prefix = [
                 (k.to(inputs_embeds.dtype), v.to(inputs_embeds.dtype)) for k, v in self.memory_prefix(memory_latent)
             ]
             if use_cache:
-                if past_key_values is None:
-                    past_key_values = DynamicCache(config=self.config.decoder)
+                if cache is None:
+                    cache = DynamicCache(config=self.config.decoder)
                 for layer, (key, value) in enumerate(prefix):
-                    past_key_values.update(key, value, layer)
+                    cache.update(key, value, layer)
             else:
-                past_key_values = LarimarPrefixCache(prefix)
-        cached = past_key_values.get_seq_length()  # memory slot + earlier tokens
+                cache = LarimarPrefixCache(prefix)
+        cached = cache.get_seq_length()  # memory slot + earlier tokens
         if attention_mask is None:
             attention_mask = torch.ones(batch, cached - 1 + length, device=inputs_embeds.device, dtype=torch.long)
         if attention_mask.shape != (batch, cached - 1 + length):
@@ -858,14 +864,14 @@ class LarimarModel(LarimarPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=full_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             return_dict=True,
+            **cache_kwargs(cache),
             **kwargs,
         )
         return LarimarModelOutput(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values if use_cache else None,
+            **cache_kwargs(model_output_cache(outputs) if use_cache else None),
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
             memory_latent=memory_latent,
@@ -995,7 +1001,7 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -1023,6 +1029,7 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         Other arguments are those of [`LarimarModel.forward`].
         """
         kwargs.pop("return_dict", None)
+        cache = pop_cache(kwargs, cache)
         if labels is not None and encoder_input_ids is not None and memory_latent is None:
             return self._objective(
                 input_ids,
@@ -1039,7 +1046,7 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             memory_latent=memory_latent,
@@ -1056,7 +1063,7 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         return LarimarCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **cache_kwargs(model_output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             memory_latent=outputs.memory_latent,

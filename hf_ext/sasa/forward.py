@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .._compat import cache_kwargs
 from .modeling import hidden_states_at, positions_from_mask
 
 
@@ -102,7 +103,7 @@ def candidate_hidden_states(
             input_ids=candidate_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            **cache_kwargs(cache),
             use_cache=True,
         )
     finally:
@@ -164,7 +165,7 @@ class PrefixCache:
                 input_ids=input_ids[:, start:],
                 attention_mask=attention_mask,
                 position_ids=positions[:, start:],
-                past_key_values=self.cache,
+                **cache_kwargs(self.cache),
                 use_cache=True,
                 return_dict=True,
             )

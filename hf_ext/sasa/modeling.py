@@ -11,6 +11,8 @@ import inspect
 
 import torch
 
+from .._compat import CACHE_NAME
+
 
 __all__ = [
     "SUPPORTED_ATTENTION",
@@ -56,7 +58,7 @@ def decoder_body(model):
         )
     parameters = inspect.signature(body.forward).parameters
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    missing = [k for k in ("past_key_values", "position_ids", "attention_mask") if k not in parameters]
+    missing = [k for k in (CACHE_NAME, "position_ids", "attention_mask") if k not in parameters]
     if missing and not accepts_kwargs:
         raise ValueError(f"{type(body).__name__}.forward does not take {missing}; SASA cannot run candidate forwards.")
     if "output_hidden_states" not in parameters and not accepts_kwargs:

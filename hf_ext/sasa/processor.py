@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
+from .._compat import model_output_cache
 from .forward import PrefixCache, candidate_hidden_states, is_rollback_cache
 from .modeling import SUPPORTED_ATTENTION, attention_implementation, causal_lm_of, decoder_body
 from .probe import SASAProbe
@@ -214,7 +215,7 @@ class SASALogitsProcessor(LogitsProcessor):
         self.cache_usage = {"generate": 0, "own": 0}
 
     def _record_forward(self, args, kwargs, output) -> None:
-        cache = getattr(output, "past_key_values", None)
+        cache = model_output_cache(output)
         if cache is None or not hasattr(cache, "get_seq_length"):
             return
         input_ids = kwargs.get("input_ids", args[0] if args else None)

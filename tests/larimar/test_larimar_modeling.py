@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache
 
+from hf_ext._compat import cache_kwargs
 from hf_ext.larimar.configuration_larimar import LarimarConfig
 from hf_ext.larimar.modeling_larimar import LarimarForCausalLM, LarimarModel
 
@@ -164,7 +165,7 @@ def _manual_gpt2_logits(model, ids, latent):
         cache.update(kv, kv, layer)
     embeds = decoder.wte(ids) + (latent @ model.model.embedding_projection.weight.T)[:, None]
     positions = torch.arange(1, ids.shape[1] + 1)[None]
-    hidden = decoder(inputs_embeds=embeds, past_key_values=cache, position_ids=positions, use_cache=True)
+    hidden = decoder(inputs_embeds=embeds, position_ids=positions, use_cache=True, **cache_kwargs(cache))
     return model.lm_head(hidden.last_hidden_state)
 
 
