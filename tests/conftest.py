@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny offline models, built once per session (and cached across sessions)."""
 
+import logging
 import os
 
 import pytest
@@ -9,6 +10,35 @@ import torch
 # Each xdist worker gets its share of the cores instead of all workers oversubscribing every core.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
+
+class _DeprecationLog(logging.Handler):
+    """Collects the deprecation notices transformers logs (rather than warns), e.g. reading `output.past_key_values`
+    on transformers >= 5.24."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "deprecated" in message.lower():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_logged_deprecation():
+    """The logged counterpart of pyproject's `filterwarnings`: a test during which transformers logs a deprecation
+    fails. (transformers logs each such notice once per process, so it fails the first test that triggers it.)"""
+    handler = _DeprecationLog()
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        pytest.fail(f"transformers logged a deprecation: {handler.messages}")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from .._compat import adopt_activation_checkpointing
 from .losses import COSTS
 
 
@@ -132,6 +133,7 @@ class AOTConfig(DPOConfig):
 
     def __post_init__(self):
         self._validate_aot()
+        adopt_activation_checkpointing(self)
         if self.bf16 is None:
             self.bf16 = not self.fp16 and not self.use_cpu and _default_bf16()
         super().__post_init__()

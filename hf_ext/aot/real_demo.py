@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from .._compat import activation_checkpointing_arg
 from ..demo import DemoContext, StageResult
 
 
@@ -108,6 +109,7 @@ def _train(method: str, path, tokenizer, dataset, config: RealAOTConfig, output_
 
     model = load_quantized(path, bits=4, prepare_for_training=True, gradient_checkpointing=False)
     common = dict(
+        {activation_checkpointing_arg(): False},
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
         max_steps=config.steps,
@@ -115,7 +117,6 @@ def _train(method: str, path, tokenizer, dataset, config: RealAOTConfig, output_
         lr_scheduler_type="constant",
         beta=config.beta,
         precompute_ref_log_probs=True,
-        gradient_checkpointing=False,
         logging_strategy="no",
         save_strategy="no",
         report_to="none",

@@ -8,6 +8,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from .._compat import adopt_activation_checkpointing
+
 
 __all__ = ["SEALConfig"]
 
@@ -134,6 +136,7 @@ class SEALConfig(TrainingArguments):
 
     def __post_init__(self):
         self._validate_seal()
+        adopt_activation_checkpointing(self)
         super().__post_init__()
 
     def _validate_seal(self) -> None:

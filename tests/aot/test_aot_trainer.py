@@ -9,6 +9,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from hf_ext._compat import activation_checkpointing_arg
 from hf_ext.aot import AOTConfig, AOTTrainer
 from hf_ext.aot.data import DataCollatorForAOT, synthetic_preference_dataset
 from hf_ext.aot.evaluation import completion_logps
@@ -16,7 +17,7 @@ from hf_ext.aot.losses import aot_unpaired_loss
 
 
 FAST = {
-    "gradient_checkpointing": False,
+    activation_checkpointing_arg(): False,
     "report_to": "none",
     "disable_tqdm": True,
     "save_strategy": "no",
@@ -385,7 +386,7 @@ def test_bad_eval_dataset_and_args(tmp_path, tiny_llama_path):
             eval_dataset={"val": Dataset.from_dict({"x": [1]})},
         )
     with pytest.raises(TypeError, match="args must be an AOTConfig"):
-        AOTTrainer("/nonexistent", args=DPOConfig(str(tmp_path), bf16=False), train_dataset=good)
+        AOTTrainer("/nonexistent", args=DPOConfig(str(tmp_path), bf16=False, **FAST), train_dataset=good)
     with pytest.raises(ValueError, match="train_dataset is required"):
         AOTTrainer("/nonexistent", args=make_args(tmp_path))
 

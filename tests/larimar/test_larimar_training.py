@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from hf_ext._compat import enable_activation_checkpointing
 from hf_ext.larimar import memory as mem
 from hf_ext.larimar.facts import Fact, evaluation_facts
 from hf_ext.larimar.training import LarimarEpisodeCollator, LarimarKLAnnealingCallback, kl_annealing_scale
@@ -119,7 +120,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(family, larima
         model = _no_dropout(larimar_factory(family, deterministic_read=True))
         model.train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model, {"use_reentrant": False})
         loss = model(**batch).loss
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
