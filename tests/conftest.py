@@ -12,6 +12,13 @@ _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
 
 
+# Notices the stack logs about its own calls among themselves, which no argument of ours triggers (checked); remove
+# one as soon as the release that fixes it is pinned.
+_UPSTREAM_NOTICES = (
+    "`torch_dtype` is deprecated",  # mergekit 0.1.5 sets `config.torch_dtype` on the merged config (merge.py)
+)
+
+
 class _DeprecationLog(logging.Handler):
     """Collects the deprecation notices transformers logs (rather than warns), e.g. reading `output.past_key_values`
     on transformers >= 5.24."""
@@ -22,7 +29,7 @@ class _DeprecationLog(logging.Handler):
 
     def emit(self, record):
         message = record.getMessage()
-        if "deprecated" in message.lower():
+        if "deprecated" in message.lower() and not any(notice in message for notice in _UPSTREAM_NOTICES):
             self.messages.append(message)
 
 

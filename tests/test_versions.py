@@ -8,7 +8,8 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from hf_ext.cli import main
-from hf_ext.versions import STACK, supported_minimums, tested_versions, version_report
+from hf_ext import versions
+from hf_ext.versions import STACK, supported_minimums, version_report
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ def _core_requirements():
 
 
 def test_constraints_pin_every_requirement_inside_its_range():
-    pins = tested_versions(ROOT / "constraints.txt")
+    pins = versions.tested_versions(ROOT / "constraints.txt")
     assert pins, "constraints.txt pins nothing"
     for requirement in _core_requirements():
         name = re.sub(r"[-_.]+", "-", requirement.name).lower()
@@ -28,7 +29,7 @@ def test_constraints_pin_every_requirement_inside_its_range():
 
 
 def test_constraints_pin_torch_without_a_build_label():
-    assert "+" not in tested_versions(ROOT / "constraints.txt")["torch"]
+    assert "+" not in versions.tested_versions(ROOT / "constraints.txt")["torch"]
 
 
 def test_minimums_come_from_the_installed_requirements():
