@@ -7,8 +7,8 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from hf_ext.cli import main
 from hf_ext import versions
+from hf_ext.cli import main
 from hf_ext.versions import STACK, supported_minimums, version_report
 
 
