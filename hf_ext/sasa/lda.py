@@ -21,7 +21,15 @@ from dataclasses import dataclass
 import torch
 
 
-__all__ = ["LDAFit", "fit_lda", "ledoit_wolf_shrinkage", "linear_margin", "pooled_covariance"]
+__all__ = [
+    "LDAFit",
+    "Separability",
+    "fit_lda",
+    "ledoit_wolf_shrinkage",
+    "linear_margin",
+    "pooled_covariance",
+    "separability",
+]
 
 
 @dataclass
@@ -52,13 +60,21 @@ def _check_embeddings(name: str, x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(torch.float64)
 
 
-def pooled_covariance(x_desired: torch.Tensor, x_undesired: torch.Tensor) -> torch.Tensor:
-    """The pooled within-class covariance `(S_d + S_u) / (n_d + n_u − 2)`, with `S` the scatter matrices."""
-    centered = torch.cat([x_desired - x_desired.mean(0), x_undesired - x_undesired.mean(0)])
-    dof = x_desired.shape[0] + x_undesired.shape[0] - 2
-    if dof < 1:
+def pooled_covariance(x_desired: torch.Tensor, x_undesired: torch.Tensor, balanced: bool = False) -> torch.Tensor:
+    """The pooled within-class covariance `(S_d + S_u) / (n_d + n_u − 2)`, with `S` the scatter matrices.
+
+    With `balanced`, the mean of the two class covariances `(S_d / (n_d − 1) + S_u / (n_u − 1)) / 2` instead, so
+    that a class with many more texts does not dominate the shape of the boundary (a class of one text contributes
+    no covariance, and then the pooled estimate is used).
+    """
+    n_d, n_u = x_desired.shape[0], x_undesired.shape[0]
+    if n_d + n_u - 2 < 1:
         raise ValueError("Need at least three embeddings in total (two in one class) to estimate a covariance.")
-    return centered.T @ centered / dof
+    c_d, c_u = x_desired - x_desired.mean(0), x_undesired - x_undesired.mean(0)
+    if balanced and n_d > 1 and n_u > 1:
+        return (c_d.T @ c_d / (n_d - 1) + c_u.T @ c_u / (n_u - 1)) / 2
+    centered = torch.cat([c_d, c_u])
+    return centered.T @ centered / (n_d + n_u - 2)
 
 
 def ledoit_wolf_shrinkage(centered: torch.Tensor) -> float:
@@ -78,7 +94,9 @@ def ledoit_wolf_shrinkage(centered: torch.Tensor) -> float:
     return float(torch.clamp(beta2, min=0.0).clamp(max=delta2) / delta2)
 
 
-def fit_lda(x_desired: torch.Tensor, x_undesired: torch.Tensor, shrinkage: float | str = "auto") -> LDAFit:
+def fit_lda(
+    x_desired: torch.Tensor, x_undesired: torch.Tensor, shrinkage: float | str = "auto", balanced: bool = False
+) -> LDAFit:
     """Fit the shared-covariance linear discriminant between two sets of embeddings.
 
     Args:
@@ -89,6 +107,9 @@ def fit_lda(x_desired: torch.Tensor, x_undesired: torch.Tensor, shrinkage: float
         shrinkage (`float` or `"auto"`, *optional*, defaults to `"auto"`):
             Intensity `λ` in [0, 1] of the shrinkage towards a scaled identity; `"auto"` picks the Ledoit–Wolf
             intensity. `0` is the plain pooled covariance (then it must be positive definite).
+        balanced (`bool`, *optional*, defaults to `False`):
+            Weigh the two classes equally in the covariance (see [`pooled_covariance`]); for classes of very
+            different sizes, e.g. texts labelled by a judge that finds few undesired ones.
 
     Returns:
         [`LDAFit`], in float32 (the solve runs in float64).
@@ -107,7 +128,7 @@ def fit_lda(x_desired: torch.Tensor, x_undesired: torch.Tensor, shrinkage: float
     diff = mean_d - mean_u
     if not torch.any(diff != 0):
         raise ValueError("The desired and undesired embeddings have the same mean: there is no direction to fit.")
-    cov = pooled_covariance(xd, xu)
+    cov = pooled_covariance(xd, xu, balanced=balanced)
     if shrinkage == "auto":
         lam = ledoit_wolf_shrinkage(torch.cat([xd - mean_d, xu - mean_u]))
     else:
@@ -136,3 +157,31 @@ def linear_margin(hidden: torch.Tensor, direction: torch.Tensor, midpoint: torch
     """`wᵀ (h − b)` over the last dimension of `hidden`, in float32 whatever the dtype of `hidden`."""
     hidden = hidden.to(torch.float32)
     return (hidden - midpoint.to(hidden.device, torch.float32)) @ direction.to(hidden.device, torch.float32)
+
+
+@dataclass
+class Separability:
+    """How well margins separate two classes.
+
+    Args:
+        auc (`float`): Probability that a desired text has a larger margin than an undesired one (ties count half):
+            0.5 is chance, 1 a perfect ranking. SASA compares the margins of candidates, so this is what matters.
+        balanced_accuracy (`float`): Mean of the two classes' accuracies with the boundary at margin 0.
+    """
+
+    auc: float
+    balanced_accuracy: float
+
+
+def separability(margins_desired: torch.Tensor, margins_undesired: torch.Tensor) -> Separability:
+    """[`Separability`] of the margins of desired and undesired texts (each a 1-D tensor, non-empty)."""
+    md = margins_desired.detach().double().flatten()
+    mu = margins_undesired.detach().double().flatten()
+    if md.numel() == 0 or mu.numel() == 0:
+        raise ValueError("separability needs at least one margin per class.")
+    sorted_mu = mu.sort().values
+    below = torch.searchsorted(sorted_mu, md, side="left").double()  # undesired margins smaller than each desired
+    tied = torch.searchsorted(sorted_mu, md, side="right").double() - below
+    auc = float((below + tied / 2).sum() / (md.numel() * mu.numel()))
+    accuracy = ((md > 0).double().mean() + (mu <= 0).double().mean()) / 2
+    return Separability(auc=auc, balanced_accuracy=float(accuracy))

@@ -2,7 +2,8 @@
 
 ```python
 >>> from hf_ext.sasa import SASAProbe
->>> probe = SASAProbe.fit(model, tokenizer, desired_texts, undesired_texts)  # last layer, last non-pad token
+>>> probe = SASAProbe.fit(model, tokenizer, desired_texts, undesired_texts)  # the best layer on held-out texts
+>>> probe = SASAProbe.fit_from_judge(model, tokenizer, judge, prompts=stems)  # the model's own text, labelled by a judge
 >>> probe.margin(hidden_states)  # > 0 on the desired side
 >>> probe.save_pretrained("my-probe")  # safetensors + JSON + a card; also push_to_hub(...)
 >>> probe = SASAProbe.from_pretrained("my-probe", model=model)  # checks it was fitted on this model
@@ -12,22 +13,29 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import random
+import re
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from ..hub import HubMixin, make_card
-from .lda import fit_lda, linear_margin
+from .lda import fit_lda, linear_margin, separability
 from .modeling import causal_lm_of, decoder_body, hidden_states_at, model_signature, positions_from_mask
 
 
-__all__ = ["SASAProbe", "last_token_hidden_states"]
+__all__ = ["SASAProbe", "last_token_hidden_states", "prefix_hidden_states", "word_prefixes"]
 
 PROBE_WEIGHTS = "sasa_probe.safetensors"
 PROBE_CONFIG = "sasa_probe.json"
 FORMAT_VERSION = 1
+WEAK_PROBE_ACCURACY = 0.65
+"""Below this held-out balanced accuracy, [`SASAProbe.fit`] warns that the probe barely separates the classes."""
+MIN_HELD_OUT_GROUPS = 2
+"""Source texts of each kind (containing undesired text, or not) needed before some can be held out."""
 
 
 @torch.no_grad()
@@ -35,15 +43,17 @@ def last_token_hidden_states(
     model,
     tokenizer,
     texts: Sequence[str],
-    layer: int = -1,
+    layer: int | Sequence[int] = -1,
     batch_size: int = 16,
     max_length: int | None = 512,
     show_progress: bool = False,
 ) -> torch.Tensor:
-    """Hidden states of `layer` at the last non-pad token of each text, shape `(len(texts), hidden_size)`, float32.
+    """Hidden states at the last non-pad token of each text, float32 on the CPU.
 
-    Texts are batched with the tokenizer's own padding side; position ids are derived from the padding mask as
-    `generate` derives them, so left and right padding give the same states as one text alone.
+    With one `layer`, shape `(len(texts), hidden_size)`; with a sequence of layers, shape
+    `(len(layers), len(texts), hidden_size)`, all from one forward per batch. Texts are batched with the tokenizer's
+    own padding side; position ids are derived from the padding mask as `generate` derives them, so left and right
+    padding give the same states as one text alone.
     """
     from tqdm.auto import tqdm
 
@@ -51,6 +61,7 @@ def last_token_hidden_states(
     device = _device_of(model)
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before fitting a probe.")
+    layers = None if isinstance(layer, int) else list(layer)
     rows = []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="SASA probe: embedding texts", disable=not show_progress, leave=False):
@@ -65,12 +76,101 @@ def last_token_hidden_states(
         mask = batch["attention_mask"].to(device)
         if (mask.sum(-1) == 0).any():
             raise ValueError("A text tokenizes to no tokens; remove empty texts before fitting a probe.")
-        hidden = hidden_states_at(
-            body, layer, input_ids=input_ids, attention_mask=mask, position_ids=positions_from_mask(mask)
-        )
+        inputs = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions_from_mask(mask))
         last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # index of the last non-pad token, either padding side
-        rows.append(hidden[torch.arange(hidden.shape[0], device=device), last].float().cpu())
-    return torch.cat(rows)
+        rows_of_batch = torch.arange(input_ids.shape[0], device=device)
+        if layers is None:
+            hidden = hidden_states_at(body, layer, **inputs)
+            rows.append(hidden[rows_of_batch, last].float().cpu())
+        else:
+            states = body(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+            rows.append(torch.stack([states[index][rows_of_batch, last].float().cpu() for index in layers]))
+    return torch.cat(rows, dim=0 if layers is None else 1)
+
+
+@torch.no_grad()
+def prefix_hidden_states(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    ends: Sequence[Sequence[int]],
+    layer: int | Sequence[int] = -1,
+    batch_size: int = 16,
+    max_length: int | None = 512,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Hidden states at the last token of several prefixes of each text, from one forward of the whole text.
+
+    In a causal model the state at a token depends only on the tokens up to it, so the state of prefix
+    `texts[i][:end]` is read off the forward of `texts[i]` at the last token that starts before `end`: the same
+    state as embedding the prefix alone (where the tokenizer splits the prefix as it splits the text, as
+    byte-level BPE does at a word end), for a fraction of the cost.
+
+    Args:
+        texts (`Sequence[str]`): The whole texts.
+        ends (`Sequence[Sequence[int]]`): For each text, the character offsets where its prefixes end.
+        layer, batch_size, max_length, show_progress: As in [`last_token_hidden_states`].
+
+    Returns:
+        `torch.Tensor` of shape `(num_prefixes, hidden_size)` (or `(len(layers), num_prefixes, hidden_size)`), float32
+        on the CPU, prefixes in the order of `texts` then `ends`.
+    """
+    from tqdm.auto import tqdm
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("prefix_hidden_states needs a fast tokenizer (character offsets of the tokens).")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before fitting a probe.")
+    if len(ends) != len(texts):
+        raise ValueError(f"Got {len(ends)} lists of prefix ends for {len(texts)} texts.")
+    body = decoder_body(model)
+    device = _device_of(model)
+    layers = None if isinstance(layer, int) else list(layer)
+    rows = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="SASA probe: embedding prefixes", disable=not show_progress, leave=False):
+        chunk = list(texts[start : start + batch_size])
+        batch = tokenizer(
+            chunk,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_offsets_mapping=True,
+        )
+        offsets = batch.pop("offset_mapping")
+        mask = batch["attention_mask"]
+        text_rows, token_index = [], []
+        for row, text_ends in enumerate(ends[start : start + batch_size]):
+            real = mask[row].bool() & (offsets[row, :, 1] > offsets[row, :, 0])
+            for end in text_ends:
+                covered = real & (offsets[row, :, 0] < end)
+                if not covered.any() or int(offsets[row][covered][-1, 1]) < end:
+                    raise ValueError(
+                        f"The prefix ending at character {end} of text {start + row} is not within its first "
+                        f"{max_length} tokens (or starts inside a token); shorten the text or raise max_length."
+                    )
+                text_rows.append(row)
+                token_index.append(int(covered.nonzero()[-1]))
+        input_ids, attention_mask = batch["input_ids"].to(device), mask.to(device)
+        inputs = dict(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask)
+        )
+        text_rows = torch.tensor(text_rows, device=device, dtype=torch.long)
+        token_index = torch.tensor(token_index, device=device, dtype=torch.long)
+        if layers is None:
+            hidden = hidden_states_at(body, layer, **inputs)
+            rows.append(hidden[text_rows, token_index].float().cpu())
+        else:
+            states = body(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+            rows.append(torch.stack([states[index][text_rows, token_index].float().cpu() for index in layers]))
+    return torch.cat(rows, dim=0 if layers is None else 1)
+
+
+def word_prefixes(text: str, min_words: int = 1) -> list[str]:
+    """Every prefix of `text` that ends at the end of a word, from `min_words` words on, with the text's own
+    spacing (the last is `text` without trailing space)."""
+    return [text[: match.end()] for match in list(re.finditer(r"\S+", text))[max(min_words, 1) - 1 :]]
 
 
 def _device_of(model) -> torch.device:
@@ -141,62 +241,296 @@ class SASAProbe(HubMixin):
         tokenizer,
         desired_texts: Sequence[str],
         undesired_texts: Sequence[str],
-        layer: int = -1,
+        layer: int | str = "auto",
         shrinkage: float | str = "auto",
+        balance: bool = True,
+        validation_fraction: float = 0.2,
+        seed: int = 0,
         batch_size: int = 16,
         max_length: int | None = 512,
         show_progress: bool = True,
     ) -> SASAProbe:
         """Fit the subspace on labelled texts.
 
-        Each text is embedded as the hidden state of `layer` at its last non-pad token, with batched forwards
-        (left or right padding both give the state of the text alone). A linear discriminant with shared,
-        shrunk covariance ([`hf_ext.sasa.lda.fit_lda`]) then gives the direction and the midpoint.
+        Each text is embedded as the hidden state of a layer at its last non-pad token, with batched forwards (left
+        or right padding both give the state of the text alone). A linear discriminant with shared, shrunk
+        covariance ([`hf_ext.sasa.lda.fit_lda`]) then gives the direction and the midpoint.
+
+        A fraction of the texts is held out first: the probe's held-out separability (AUC and balanced accuracy,
+        in `fit_info`) says how well it will tell the two kinds of text apart, and with `layer="auto"` it picks the
+        layer. The final probe is fitted on all texts. A probe whose held-out balanced accuracy is below
+        [`WEAK_PROBE_ACCURACY`] comes with a warning: SASA steers little with it.
 
         Args:
             model (`PreTrainedModel`): The causal LM (full precision, quantized, or with PEFT adapters).
             tokenizer (`PreTrainedTokenizerBase`): Its tokenizer (with a pad token).
             desired_texts (`Sequence[str]`): Texts on the desired side (e.g. non-toxic).
             undesired_texts (`Sequence[str]`): Texts on the undesired side (e.g. toxic).
-            layer (`int`, *optional*, defaults to -1): Which hidden states (`-1`: the last layer, the LM head's input).
+            layer (`int` or `"auto"`, *optional*, defaults to `"auto"`): Which hidden states the probe reads (an index
+                into the model's hidden states, `-1`: the last layer, the LM head's input). `"auto"`: the layer whose
+                held-out texts the probe separates best (highest AUC); on small models it is often an intermediate
+                one, and SASA's candidate forward then stops there. Needs at least [`MIN_HELD_OUT_GROUPS`] texts of
+                each kind; with fewer, the last layer is used, with a warning.
             shrinkage (`float` or `"auto"`, *optional*, defaults to `"auto"`): Covariance shrinkage (Ledoit–Wolf
                 by default), see [`fit_lda`].
+            balance (`bool`, *optional*, defaults to `True`): Weigh the two classes equally in the covariance
+                (see [`fit_lda`]): labelled text is often mostly desired.
+            validation_fraction (`float`, *optional*, defaults to 0.2): Fraction of the texts held out (of each
+                kind), in (0, 1).
+            seed (`int`, *optional*, defaults to 0): Seed of the held-out split.
             batch_size (`int`, *optional*, defaults to 16): Texts per forward.
             max_length (`int`, *optional*, defaults to 512): Truncation length in tokens (`None`: no truncation).
             show_progress (`bool`, *optional*, defaults to `True`): Show a progress bar.
         """
-        desired_texts, undesired_texts = list(desired_texts), list(undesired_texts)
-        for name, texts in (("desired_texts", desired_texts), ("undesired_texts", undesired_texts)):
-            if len(texts) < 1 or not all(isinstance(t, str) and t for t in texts):
-                raise ValueError(f"{name} must be a non-empty list of non-empty strings.")
-        if len(desired_texts) + len(undesired_texts) < 3:
+        desired_texts, undesired_texts = (
+            _text_list("desired_texts", desired_texts),
+            _text_list("undesired_texts", undesired_texts),
+        )
+        texts = desired_texts + undesired_texts
+        undesired = [False] * len(desired_texts) + [True] * len(undesired_texts)
+        options = dict(batch_size=batch_size, max_length=max_length, show_progress=show_progress)
+        return cls._fit(
+            model,
+            lambda layers: last_token_hidden_states(model, tokenizer, texts, layer=layers, **options),
+            undesired,
+            groups=list(range(len(texts))),
+            layer=layer,
+            shrinkage=shrinkage,
+            balance=balance,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            options=options,
+        )
+
+    @classmethod
+    def fit_from_judge(
+        cls,
+        model,
+        tokenizer,
+        judge: Callable,
+        texts: Sequence[str] | None = None,
+        *,
+        prompts: Sequence[str] | None = None,
+        num_continuations: int = 8,
+        max_new_tokens: int = 24,
+        temperature: float = 1.0,
+        threshold: float = 0.5,
+        prefixes: bool = True,
+        min_prefix_words: int = 2,
+        seed: int = 0,
+        **fit_kwargs,
+    ) -> SASAProbe:
+        """Fit the subspace on unlabelled text, labelled by a judge: a user corpus, or the model's own text.
+
+        - `texts` alone: a corpus; each text is labelled on its own.
+        - `texts` and `prompts` (as many): text `i` continues prompt `i`; the probe embeds prompt + text, the judge
+          scores the text given its prompt.
+        - `prompts` alone: the model's own continuations of the prompts (`num_continuations` each, nucleus-free
+          sampling at `temperature`, seeded), then as above. Provocative prompts make the model write some
+          undesired text to learn from.
+
+        With `prefixes`, every word prefix of each text (from `min_prefix_words` words on) is embedded and judged
+        too: a candidate token during generation is the end of such a prefix, and a text's state right after its
+        first rude word is what SASA has to recognise. The prefixes of one text are held out together.
+
+        Args:
+            model, tokenizer: As in [`SASAProbe.fit`].
+            judge (`Callable[[list[str], list[str]], Sequence[float]]`): Scores texts (given their prompts; `""`
+                without one) in [0, 1], 1 = undesired; e.g. [`ProfanityCheckJudge`].
+            texts (`Sequence[str]`, *optional*): The texts to judge.
+            prompts (`Sequence[str]`, *optional*): Their prompts, or the prompts to sample continuations of.
+            num_continuations, max_new_tokens, temperature: Sampling of the model's continuations (without `texts`).
+            threshold (`float`, *optional*, defaults to 0.5): A score >= `threshold` labels a text undesired.
+            prefixes (`bool`, *optional*, defaults to `True`): Add every word prefix of each text.
+            min_prefix_words (`int`, *optional*, defaults to 2): Shortest prefix, in words.
+            seed (`int`, *optional*, defaults to 0): Seed of the sampling and of the held-out split.
+            fit_kwargs: `layer`, `balance`, `shrinkage`, `validation_fraction`, `batch_size`, `max_length`,
+                `show_progress` of [`SASAProbe.fit`].
+
+        The probe's `fit_info` records how many texts the judge labelled each way.
+        """
+        if not callable(judge):
+            raise ValueError(f"judge must be a callable judge(texts, prompts) -> scores, got {type(judge).__name__}.")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold={threshold!r} is out of range; expected a float in (0, 1].")
+        if not isinstance(min_prefix_words, int) or min_prefix_words < 1:
+            raise ValueError(f"min_prefix_words={min_prefix_words!r} is out of range; expected an integer >= 1.")
+        if texts is None and prompts is None:
+            raise ValueError("Give texts (a corpus), prompts (to sample the model's own continuations), or both.")
+        sampled_by_the_model = texts is None
+        if sampled_by_the_model:
+            from .evaluation import sample_continuations
+
+            prompts = _text_list("prompts", prompts)
+            sampled = sample_continuations(
+                model,
+                tokenizer,
+                prompts,
+                num_continuations=num_continuations,
+                max_new_tokens=max_new_tokens,
+                top_p=1.0,
+                temperature=temperature,
+                seed=seed,
+                show_progress=fit_kwargs.get("show_progress", True),
+                desc="SASA probe: sampling continuations",
+            )
+            texts = [text for row in sampled.texts for text in row]
+            prompts = [prompt for prompt in prompts for _ in range(num_continuations)]
+            keep = [i for i, text in enumerate(texts) if text.strip()]
+            texts, prompts = [texts[i] for i in keep], [prompts[i] for i in keep]
+        else:
+            texts = _text_list("texts", texts)
+            prompts = [""] * len(texts) if prompts is None else _text_list("prompts", prompts, allow_empty=True)
+            if len(prompts) != len(texts):
+                raise ValueError(f"Got {len(prompts)} prompts for {len(texts)} texts; expected one prompt per text.")
+
+        # Each text is embedded once; its prefixes are positions in that forward (see `prefix_hidden_states`).
+        sources = [prompt + text for prompt, text in zip(prompts, texts)]
+        pieces, piece_prompts, groups, ends = [], [], [], []
+        seen = set()
+        for index, (prompt, text) in enumerate(zip(prompts, texts)):
+            text_ends = []
+            for piece in word_prefixes(text, min_prefix_words) if prefixes else [text.rstrip()]:
+                if piece and (prompt, piece) not in seen:
+                    seen.add((prompt, piece))
+                    pieces.append(piece)
+                    piece_prompts.append(prompt)
+                    groups.append(index)
+                    text_ends.append(len(prompt) + len(piece))
+            ends.append(text_ends)
+        if not pieces:
+            raise ValueError(f"No text has {min_prefix_words} words or more; lower min_prefix_words.")
+        scores = _judge_scores(judge, pieces, piece_prompts)
+        undesired = [score >= threshold for score in scores]
+        num_undesired = sum(undesired)
+        if num_undesired == 0 or num_undesired == len(pieces):
+            side = "undesired" if num_undesired == 0 else "desired"
+            raise ValueError(
+                f"The judge labelled no text {side} (threshold {threshold}, {len(pieces)} texts from {len(texts)} "
+                "sources): a probe needs both kinds. Give more or more varied text (e.g. more provocative prompts, "
+                "more continuations, a higher temperature) or another threshold."
+            )
+        options = dict(
+            batch_size=fit_kwargs.pop("batch_size", 16),
+            max_length=fit_kwargs.pop("max_length", 512),
+            show_progress=fit_kwargs.pop("show_progress", True),
+        )
+        return cls._fit(
+            model,
+            lambda layers: prefix_hidden_states(model, tokenizer, sources, ends, layer=layers, **options),
+            undesired,
+            groups=groups,
+            seed=seed,
+            options=options,
+            extra_info={
+                "labelled_by": getattr(judge, "__qualname__", None) or type(judge).__name__,
+                "judge_threshold": threshold,
+                "source_texts": len(texts),
+                "prefixes": prefixes,
+                "continuations_per_prompt": num_continuations if sampled_by_the_model else None,
+            },
+            **fit_kwargs,
+        )
+
+    @classmethod
+    def _fit(
+        cls,
+        model,
+        embed: Callable[[list[int]], torch.Tensor],
+        undesired: list[bool],
+        *,
+        groups: list,
+        options: dict,
+        layer: int | str = "auto",
+        shrinkage: float | str = "auto",
+        balance: bool = True,
+        validation_fraction: float = 0.2,
+        seed: int = 0,
+        extra_info: dict | None = None,
+    ) -> SASAProbe:
+        """The fit shared by [`fit`] and [`fit_from_judge`]: `embed(layers)` gives the `(len(layers), N, hidden)`
+        states of the N labelled texts, `undesired` their labels, `groups` which texts are held out together."""
+        num_undesired = sum(undesired)
+        num_texts = len(undesired)
+        num_desired = num_texts - num_undesired
+        if num_texts < 3:
             raise ValueError("Need at least three labelled texts in total to estimate a covariance.")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} is out of range; expected an integer >= 1.")
+        if not isinstance(options["batch_size"], int) or options["batch_size"] < 1:
+            raise ValueError(f"batch_size={options['batch_size']!r} is out of range; expected an integer >= 1.")
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction={validation_fraction!r} is out of range; expected a float in (0, 1)."
+            )
         signature = model_signature(model)
-        _check_layer(layer, signature["num_hidden_layers"])
+        num_layers = signature["num_hidden_layers"]
+        if isinstance(layer, str) and layer != "auto":
+            raise ValueError(f"layer={layer!r} is not supported; expected 'auto' or an integer index.")
+        if layer != "auto":
+            _check_layer(layer, num_layers)
         decoder_body(model)  # fail on an unsupported model before any forward
 
-        embed = dict(layer=layer, batch_size=batch_size, max_length=max_length, show_progress=show_progress)
-        x_desired = last_token_hidden_states(model, tokenizer, desired_texts, **embed)
-        x_undesired = last_token_hidden_states(model, tokenizer, undesired_texts, **embed)
-        fitted = fit_lda(x_desired, x_undesired, shrinkage=shrinkage)
+        split = _held_out_split(undesired, groups, validation_fraction, seed)
+        if split is None:
+            message = (
+                f"Too few texts to hold some out (need texts from at least {MIN_HELD_OUT_GROUPS} sources of each kind): "
+                "the probe's separability cannot be checked"
+            )
+            if layer == "auto":
+                message += " and layer='auto' uses the last layer"
+                layer = -1
+            warnings.warn(message + ".", UserWarning, stacklevel=3)
+        candidates = list(range(1, num_layers)) + [-1] if layer == "auto" else [layer]
+        states = embed(candidates)
+        labels = torch.tensor(undesired)
+
+        held_out = {}
+        if split is not None:
+            train, test = split
+            for index, candidate in enumerate(candidates):
+                x_train, x_test = states[index][train], states[index][test]
+                fitted = fit_lda(
+                    x_train[~labels[train]], x_train[labels[train]], shrinkage=shrinkage, balanced=balance
+                )
+                margins = linear_margin(x_test, fitted.direction, fitted.midpoint)
+                held_out[candidate] = separability(margins[~labels[test]], margins[labels[test]])
+        chosen = max(candidates, key=lambda c: held_out[c].auc) if layer == "auto" else layer
+        x = states[candidates.index(chosen)]
+        x_desired, x_undesired = x[~labels], x[labels]
+        fitted = fit_lda(x_desired, x_undesired, shrinkage=shrinkage, balanced=balance)
         m_desired = linear_margin(x_desired, fitted.direction, fitted.midpoint)
         m_undesired = linear_margin(x_undesired, fitted.direction, fitted.midpoint)
-        accuracy = (float((m_desired > 0).sum()) + float((m_undesired <= 0).sum())) / (
-            len(desired_texts) + len(undesired_texts)
-        )
+        accuracy = (float((m_desired > 0).sum()) + float((m_undesired <= 0).sum())) / num_texts
         fit_info = {
-            "num_desired": len(desired_texts),
-            "num_undesired": len(undesired_texts),
+            "num_desired": num_desired,
+            "num_undesired": num_undesired,
             "shrinkage": fitted.shrinkage,
             "shrinkage_setting": shrinkage,
+            "balanced": balance,
             "train_accuracy": accuracy,
             "mean_margin_desired": float(m_desired.mean()),
             "mean_margin_undesired": float(m_undesired.mean()),
-            "max_length": max_length,
+            "max_length": options["max_length"],
+            "layer_selection": "auto" if len(candidates) > 1 else "given",
+            **(extra_info or {}),
         }
-        return cls(fitted.direction, fitted.midpoint, layer=layer, model_info=signature, fit_info=fit_info)
+        if held_out:
+            fit_info |= {
+                "held_out_texts": len(split[1]),
+                "held_out_auc": held_out[chosen].auc,
+                "held_out_balanced_accuracy": held_out[chosen].balanced_accuracy,
+            }
+            if len(candidates) > 1:
+                fit_info["held_out_auc_by_layer"] = {str(c): round(held_out[c].auc, 6) for c in candidates}
+            if held_out[chosen].balanced_accuracy < WEAK_PROBE_ACCURACY:
+                warnings.warn(
+                    f"The SASA probe barely separates the two kinds of text: held-out balanced accuracy "
+                    f"{held_out[chosen].balanced_accuracy:.2f} (AUC {held_out[chosen].auc:.2f}) at layer {chosen}, "
+                    f"below {WEAK_PROBE_ACCURACY}. Steering with it will change little; fit on more or clearer "
+                    "examples of both kinds.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return cls(fitted.direction, fitted.midpoint, layer=chosen, model_info=signature, fit_info=fit_info)
 
     # ----------------------------------------------------------------------------------------------- use
     def margin(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -320,6 +654,53 @@ class SASAProbe(HubMixin):
             hidden_size=self.hidden_size,
             fit=self.fit_info,
         )
+
+
+def _text_list(name: str, texts, allow_empty: bool = False) -> list[str]:
+    if isinstance(texts, str):
+        raise ValueError(f"{name} must be a list of strings, got one string (it would be read one character a text).")
+    texts = list(texts) if texts is not None else []
+    if len(texts) < 1 or not all(isinstance(t, str) and (allow_empty or t) for t in texts):
+        raise ValueError(f"{name} must be a non-empty list of {'' if allow_empty else 'non-empty '}strings.")
+    return texts
+
+
+def _judge_scores(judge, texts: list[str], prompts: list[str]) -> list[float]:
+    scores = [float(score) for score in judge(texts, prompts)]
+    if len(scores) != len(texts):
+        raise ValueError(f"The judge returned {len(scores)} scores for {len(texts)} texts.")
+    bad = [score for score in scores if not 0.0 <= score <= 1.0]  # NaN fails both comparisons
+    if bad:
+        raise ValueError(
+            f"The judge returned {len(bad)} scores outside [0, 1] (e.g. {bad[0]!r}); expected probabilities."
+        )
+    return scores
+
+
+def _held_out_split(undesired: list[bool], groups: list, fraction: float, seed: int):
+    """`(train_indices, held_out_indices)`: whole groups held out, a `fraction` of the groups that contain undesired
+    text and of those that do not (at least one of each); `None` when either kind has too few groups or a side would
+    lack a class."""
+    members: dict = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    with_undesired = [g for g, idx in members.items() if any(undesired[i] for i in idx)]
+    without = [g for g, idx in members.items() if not any(undesired[i] for i in idx)]
+    if len(with_undesired) < MIN_HELD_OUT_GROUPS or len(without) < MIN_HELD_OUT_GROUPS:
+        return None
+    rng = random.Random(seed)
+    held = set()
+    for kind in (with_undesired, without):
+        kind = list(kind)
+        rng.shuffle(kind)
+        held.update(kind[: min(len(kind) - 1, max(1, round(fraction * len(kind))))])
+    test = [i for g in held for i in members[g]]
+    train = [i for g in members if g not in held for i in members[g]]
+    labels_train = {undesired[i] for i in train}
+    labels_test = {undesired[i] for i in test}
+    if labels_train != {True, False} or labels_test != {True, False} or len(train) < 3:
+        return None
+    return torch.tensor(sorted(train)), torch.tensor(sorted(test))
 
 
 def _check_layer(layer, num_hidden_layers: int) -> None:
