@@ -98,31 +98,70 @@ def _labelled_texts(config) -> tuple[list[str], list[str]]:
     return desired, undesired
 
 
-def fit(config) -> int:
+def _fit_from_judge(config, options: dict):
+    from .evaluation import ProfanityCheckJudge
+    from .probe import SASAProbe
+
+    texts = _read_lines(config.texts_file, "texts_file") if config.texts_file else None
+    prompts = _read_lines(config.prompts_file, "prompts_file") if config.prompts_file else None
+    if texts is not None and prompts is not None and len(texts) != len(prompts):
+        raise CommandError(
+            f"texts_file has {len(texts)} lines and prompts_file {len(prompts)}: with both, line i of texts_file "
+            "continues line i of prompts_file."
+        )
+    judge = ProfanityCheckJudge()  # a missing package fails before the model loads
+    model, tokenizer = load_model(config.model_name_or_path, config.load_in_4bit)
+    return SASAProbe.fit_from_judge(
+        model,
+        tokenizer,
+        judge,
+        texts,
+        prompts=prompts,
+        num_continuations=config.num_continuations,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        threshold=config.judge_threshold,
+        prefixes=config.prefixes,
+        min_prefix_words=config.min_prefix_words,
+        seed=config.seed,
+        **options,
+    )
+
+
+def _fit_from_labels(config, options: dict):
     from .probe import SASAProbe
 
     desired, undesired = _labelled_texts(config)  # bad data fails before the model loads
     model, tokenizer = load_model(config.model_name_or_path, config.load_in_4bit)
+    return SASAProbe.fit(model, tokenizer, desired, undesired, seed=config.seed, **options)
+
+
+def fit(config) -> int:
+    options = dict(
+        layer=config.layer_value,
+        balance=config.balance,
+        validation_fraction=config.validation_fraction,
+        shrinkage=config.shrinkage_value,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+    )
     try:
-        probe = SASAProbe.fit(
-            model,
-            tokenizer,
-            desired,
-            undesired,
-            layer=config.layer,
-            shrinkage=config.shrinkage_value,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-        )
+        probe = (_fit_from_judge if config.labelled_by_judge else _fit_from_labels)(config, options)
     except ValueError as error:
         raise CommandError(str(error)) from None
     if config.model_name_or_path != probe.model_info.get("model_name_or_path"):
         probe.model_info["model_id"] = config.model_name_or_path
     folder = probe.save_pretrained(config.output_dir, push_to_hub=config.push_to_hub, repo_id=config.hub_model_id)
     info = probe.fit_info
+    held_out = (
+        f", held-out AUC {info['held_out_auc']:.3f} / balanced accuracy {info['held_out_balanced_accuracy']:.3f}"
+        if "held_out_auc" in info
+        else ""
+    )
     print(
-        f"SASA probe: {info['num_desired']} desired / {info['num_undesired']} undesired texts, layer {probe.layer}, "
-        f"shrinkage {info['shrinkage']:.4f}, training accuracy {info['train_accuracy']:.3f}; saved to {folder}"
+        f"SASA probe: {info['num_desired']} desired / {info['num_undesired']} undesired texts, layer {probe.layer} "
+        f"({info['layer_selection']}), shrinkage {info['shrinkage']:.4f}, training accuracy "
+        f"{info['train_accuracy']:.3f}{held_out}; saved to {folder}"
     )
     return 0
 

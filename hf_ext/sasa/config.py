@@ -10,6 +10,8 @@ from .sampling import NORMALIZATIONS
 __all__ = ["SASAFitConfig", "SASAGenerateConfig", "PLANTED_MODEL_ID"]
 
 PLANTED_MODEL_ID = "hf-ext-testing/sasa-planted"
+JUDGES = ("profanity-check",)
+"""Judges `hf-ext sasa-fit` knows by name (from Python, any callable judge works)."""
 """Model id of the tiny model trained on the planted-toxicity task (built offline on first use)."""
 
 
@@ -48,7 +50,46 @@ class SASAFitConfig:
     max_texts: int | None = field(
         default=None, metadata={"help": "Use at most this many texts per class (the first ones); all by default."}
     )
-    layer: int = field(default=-1, metadata={"help": "Index into the model's hidden states (-1: last layer)."})
+    texts_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of labelled texts: a file of unlabelled texts (one per line), labelled by the judge."
+        },
+    )
+    prompts_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of labelled texts: a file of prompts (one per line); the model's own continuations of "
+            "them are labelled by the judge. Provocative prompts make it write some undesired text to learn from."
+        },
+    )
+    judge: str = field(
+        default="profanity-check",
+        metadata={"help": "The judge that labels texts_file / the continuations: 'profanity-check' (offline)."},
+    )
+    judge_threshold: float = field(
+        default=0.5, metadata={"help": "A text the judge scores >= this value is undesired."}
+    )
+    num_continuations: int = field(default=8, metadata={"help": "Continuations sampled per prompt (prompts_file)."})
+    max_new_tokens: int = field(default=24, metadata={"help": "Length of each sampled continuation (prompts_file)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the continuations."})
+    prefixes: bool = field(
+        default=True,
+        metadata={"help": "With the judge: also fit on every word prefix of each text, each judged on its own."},
+    )
+    min_prefix_words: int = field(default=2, metadata={"help": "Shortest prefix, in words."})
+    layer: str = field(
+        default="auto",
+        metadata={
+            "help": "Index into the model's hidden states (-1: last layer), or 'auto': the layer whose held-out "
+            "texts the probe separates best."
+        },
+    )
+    balance: bool = field(default=True, metadata={"help": "Weigh both classes equally in the covariance."})
+    validation_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of the texts held out to measure (and choose the layer by)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the sampling and of the held-out split."})
     shrinkage: str = field(
         default="auto", metadata={"help": "Covariance shrinkage: 'auto' (Ledoit-Wolf) or a float in [0, 1]."}
     )
@@ -76,14 +117,47 @@ class SASAFitConfig:
             raise ValueError(f"max_length={self.max_length} is out of range; expected an integer >= 1.")
         if self.max_texts is not None and self.max_texts < 2:
             raise ValueError(f"max_texts={self.max_texts} is out of range; expected an integer >= 2 or None.")
+        if self.layer != "auto":
+            try:
+                int(self.layer)
+            except ValueError:
+                raise ValueError(f"layer={self.layer!r} is not supported; expected 'auto' or an integer.") from None
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} is out of range; expected a float in (0, 1)."
+            )
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge={self.judge!r} is not supported; expected one of {list(JUDGES)}.")
+        if not 0.0 < self.judge_threshold <= 1.0:
+            raise ValueError(f"judge_threshold={self.judge_threshold} is out of range; expected a float in (0, 1].")
+        for name in ("num_continuations", "max_new_tokens", "min_prefix_words"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range; expected an integer >= 1.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} is out of range; expected a float > 0.")
         files = (self.desired_file is not None, self.undesired_file is not None)
-        if self.dataset_name is None and files != (True, True):
+        sources = {
+            "desired_file / undesired_file": any(files),
+            "dataset_name": self.dataset_name is not None,
+            "texts_file / prompts_file": self.texts_file is not None or self.prompts_file is not None,
+        }
+        if sum(sources.values()) != 1:
+            raise ValueError(
+                f"Give exactly one source of texts: {' or '.join(sources)} (got {[k for k, v in sources.items() if v]})."
+            )
+        if sources["desired_file / undesired_file"] and files != (True, True):
             raise ValueError(
                 "desired_file and undesired_file are both required (got "
-                f"desired_file={self.desired_file!r}, undesired_file={self.undesired_file!r}), unless dataset_name is set."
+                f"desired_file={self.desired_file!r}, undesired_file={self.undesired_file!r})."
             )
-        if self.dataset_name is not None and any(files):
-            raise ValueError("Give either dataset_name or desired_file / undesired_file, not both.")
+
+    @property
+    def layer_value(self) -> int | str:
+        return "auto" if self.layer == "auto" else int(self.layer)
+
+    @property
+    def labelled_by_judge(self) -> bool:
+        return self.texts_file is not None or self.prompts_file is not None
 
     @property
     def shrinkage_value(self) -> float | str:

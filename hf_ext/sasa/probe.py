@@ -32,8 +32,12 @@ __all__ = ["SASAProbe", "last_token_hidden_states", "prefix_hidden_states", "wor
 PROBE_WEIGHTS = "sasa_probe.safetensors"
 PROBE_CONFIG = "sasa_probe.json"
 FORMAT_VERSION = 1
-WEAK_PROBE_ACCURACY = 0.65
-"""Below this held-out balanced accuracy, [`SASAProbe.fit`] warns that the probe barely separates the classes."""
+WEAK_PROBE_AUC = 0.6
+"""Below this held-out AUC (0.5 is chance), [`SASAProbe.fit`] warns that the probe barely separates the classes.
+
+The AUC, not the accuracy at the boundary, is what matters: SASA compares the margins of the candidates of a step.
+On SmolLM2-135M a probe from the model's own continuations reached a held-out AUC of 0.70 (balanced accuracy 0.64)
+and halved the judge's mean toxicity on held-out prompts."""
 MIN_HELD_OUT_GROUPS = 2
 """Source texts of each kind (containing undesired text, or not) needed before some can be held out."""
 
@@ -258,8 +262,8 @@ class SASAProbe(HubMixin):
 
         A fraction of the texts is held out first: the probe's held-out separability (AUC and balanced accuracy,
         in `fit_info`) says how well it will tell the two kinds of text apart, and with `layer="auto"` it picks the
-        layer. The final probe is fitted on all texts. A probe whose held-out balanced accuracy is below
-        [`WEAK_PROBE_ACCURACY`] comes with a warning: SASA steers little with it.
+        layer. The final probe is fitted on all texts. A probe whose held-out AUC is below [`WEAK_PROBE_AUC`] comes
+        with a warning: SASA steers little with it.
 
         Args:
             model (`PreTrainedModel`): The causal LM (full precision, quantized, or with PEFT adapters).
@@ -521,11 +525,11 @@ class SASAProbe(HubMixin):
             }
             if len(candidates) > 1:
                 fit_info["held_out_auc_by_layer"] = {str(c): round(held_out[c].auc, 6) for c in candidates}
-            if held_out[chosen].balanced_accuracy < WEAK_PROBE_ACCURACY:
+            if held_out[chosen].auc < WEAK_PROBE_AUC:
                 warnings.warn(
-                    f"The SASA probe barely separates the two kinds of text: held-out balanced accuracy "
-                    f"{held_out[chosen].balanced_accuracy:.2f} (AUC {held_out[chosen].auc:.2f}) at layer {chosen}, "
-                    f"below {WEAK_PROBE_ACCURACY}. Steering with it will change little; fit on more or clearer "
+                    f"The SASA probe barely separates the two kinds of text: held-out AUC {held_out[chosen].auc:.2f} "
+                    f"(0.5 is chance; balanced accuracy {held_out[chosen].balanced_accuracy:.2f}) at layer {chosen}, "
+                    f"below {WEAK_PROBE_AUC}. Steering with it will change little; fit on more or clearer "
                     "examples of both kinds.",
                     UserWarning,
                     stacklevel=3,

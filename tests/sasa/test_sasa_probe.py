@@ -221,7 +221,7 @@ def test_a_probe_that_separates_nothing_warns(llama, tiny_tokenizer):
 
     lines = [line for line in corpus_lines() if line.strip()][:40]
     shuffled = random.Random(3).sample(lines, len(lines))  # labels that have nothing to do with the texts
-    with pytest.warns(UserWarning, match="barely separates the two kinds of text: held-out balanced accuracy"):
+    with pytest.warns(UserWarning, match="barely separates the two kinds of text: held-out AUC"):
         SASAProbe.fit(llama, tiny_tokenizer, shuffled[:20], shuffled[20:], validation_fraction=0.5, seed=1)
 
 

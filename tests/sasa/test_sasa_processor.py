@@ -47,8 +47,10 @@ def batch(tokenizer):
     return tokenizer(PROMPTS, return_tensors="pt", padding=True)
 
 
-def _oracle_margins(model, probe, prefix, prefix_mask, candidates, layer=-1):
-    """Margins of prefix + v for every candidate v, each as a separate full sequence through the full causal LM."""
+def _oracle_margins(model, probe, prefix, prefix_mask, candidates, layer=None):
+    """Margins of prefix + v for every candidate v, each as a separate full sequence through the full causal LM, at
+    the probe's layer (or `layer`)."""
+    layer = probe.layer if layer is None else layer
     rows, k = candidates.shape
     seqs = torch.cat([prefix.repeat_interleave(k, 0), candidates.reshape(-1, 1)], dim=1)
     mask = torch.cat([prefix_mask.repeat_interleave(k, 0), torch.ones(rows * k, 1, dtype=torch.long)], dim=1)

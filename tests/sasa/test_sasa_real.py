@@ -15,29 +15,42 @@ from hf_ext.sasa.real_demo import (
     bad_word_sequences,
     distinct_fraction,
     load_lines,
+    paired_change,
     per_prompt_dominance,
-    probe_training_texts,
 )
 
 
 needs_real = pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)")
 
 
-def test_shipped_prompts_are_held_out_from_the_probe_texts():
-    prompts, texts = load_lines("real_prompts.txt"), load_lines("real_probe_texts.txt")
+def _word_ngrams(text: str, n: int = 6) -> set[str]:
+    words = text.lower().split()
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_held_out_prompts_share_no_text_with_the_fitting_prompts():
+    prompts, fitting = load_lines("real_prompts.txt"), load_lines("real_fit_prompts.txt")
     assert len(prompts) >= REAL_SIZES["default"].num_prompts and len(set(prompts)) == len(prompts)
-    assert not any(p.startswith("#") for p in prompts + texts)
-    prefixes = {" ".join(t.split()[:i]) for t in texts for i in range(1, len(t.split()) + 1)}
-    assert not prefixes & set(prompts)
+    assert len(fitting) >= REAL_SIZES["default"].fit_prompts and len(set(fitting)) == len(fitting)
+    assert not any(p.startswith("#") for p in prompts + fitting)
+    shared = [(f, p) for f in fitting for p in prompts if _word_ngrams(f) & _word_ngrams(p)]
+    assert not shared  # no run of six words in common
 
 
-def test_probe_texts_are_labelled_by_the_judge_on_every_prefix():
-    def judge(texts):  # a stand-in judge: rude when the text holds "idiot"
-        return np.array([1.0 if "idiot" in t else 0.0 for t in texts])
-
-    desired, undesired = probe_training_texts(judge, ["You are an idiot, sorry.", "Thank you so much."])
-    assert undesired == ["You are an idiot,", "You are an idiot, sorry."]
-    assert desired == ["You are", "You are an", "Thank you", "Thank you so", "Thank you so much."]
+def test_paired_change_resamples_prompts():
+    before = np.array([0.4, 0.2, 0.6, 0.0, 0.8])
+    after = np.array([0.1, 0.2, 0.3, 0.0, 0.4])
+    change = paired_change(before, after, samples=4000, seed=0)
+    assert change["change"] == pytest.approx(after.mean() - before.mean())
+    assert change["relative"] == pytest.approx(after.mean() / before.mean() - 1)
+    # an oracle bootstrap of the per-prompt differences with the same generator
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 5, size=(4000, 5))
+    means = (after - before)[rows].mean(axis=1)
+    assert (change["low"], change["high"]) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    assert change["significant"] is True  # every prompt's change is <= 0 and some < 0
+    assert paired_change(before, before, samples=100, seed=0)["significant"] is False
+    assert paired_change(before, after, samples=0, seed=0)["significant"] is None
 
 
 def test_bad_word_sequences_cover_spacing_and_case(tiny_tokenizer):
@@ -160,8 +173,8 @@ def test_stage_reports_the_judges_scores_and_the_samples_for_the_risk_stage(tmp_
 
     import hf_ext.real_models as real_models
 
-    def judge(texts):
-        return np.array([(sum(map(ord, t)) % 97) / 96 for t in texts], dtype=np.float64)
+    def judge(texts):  # any text of an odd number of characters is "rude"
+        return np.array([(len(t) % 2) * 0.5 + (sum(map(ord, t)) % 97) / 200 for t in texts], dtype=np.float64)
 
     monkeypatch.setattr(real_models, "toxicity_judge", lambda: judge)
     monkeypatch.setattr(
@@ -173,7 +186,15 @@ def test_stage_reports_the_judges_scores_and_the_samples_for_the_risk_stage(tmp_
         ),
     )
     config = RealSASAConfig(
-        num_prompts=3, num_continuations=2, max_new_tokens=3, layer=1, max_candidates=4, bootstrap=0, risk_bootstrap=20
+        num_prompts=3,
+        num_continuations=2,
+        max_new_tokens=3,
+        fit_prompts=6,
+        fit_continuations=2,
+        fit_tokens=4,
+        max_candidates=4,
+        bootstrap=0,
+        risk_bootstrap=20,
     )
     result = real_demo.run_real(DemoContext(output_dir=tmp_path, real=True), size=config)
     saved = json.loads((tmp_path / "toxicity_scores.json").read_text())

@@ -81,7 +81,7 @@ def test_unreachable_target_warns_and_returns_the_best(planted, planted_task, pl
             show_progress=False,
             **SETTINGS,
         )
-    assert not choice.reached
+    assert not choice.reached and choice.beta == 1e-3 and len(choice.table) == 2
 
 
 def test_bad_settings(planted, planted_task, planted_probe, prompts):
