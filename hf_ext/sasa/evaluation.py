@@ -252,7 +252,9 @@ def evaluate_detox(
         num_continuations (`int`, *optional*, defaults to 25): `k`, continuations per prompt and setting.
         max_new_tokens (`int`, *optional*, defaults to 20): Length of each continuation.
         comparisons (`Mapping[str, Sequence[LogitsProcessor]]`, *optional*): Further settings to evaluate, each a list
-            of processors applied with the same nucleus sampling (e.g. word lists).
+            of processors applied with the same nucleus sampling (e.g. word lists). A list holding a
+            [`SASALogitsProcessor`] samples from that processor's nucleus instead (e.g. the same processor at
+            `beta=0`: SASA's candidate cap without its steering).
         threshold (`float`, *optional*, defaults to 0.5): Score at which a continuation counts as toxic.
         batch_size (`int`, *optional*, defaults to 8): Prompts per `generate` call.
         seed (`int`, *optional*, defaults to 0): Seed of the sampling (every setting gets the same streams).
@@ -293,7 +295,9 @@ def evaluate_detox(
     for name, processors in (comparisons or {}).items():
         if name in settings:
             raise ValueError(f"comparison name {name!r} is reserved; choose another.")
-        settings[name] = (list(processors), False)
+        processors = list(processors)
+        # A SASA processor in a comparison (e.g. at beta=0: its nucleus without steering) brings its own nucleus.
+        settings[name] = (processors, any(isinstance(p, SASALogitsProcessor) for p in processors))
 
     common = dict(
         num_continuations=num_continuations,

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 BASE, SASA, NO_BAD_WORDS, SEQUENCE_BIAS = "base", "sasa", "NoBadWords", "SequenceBias"
+UNSTEERED = "beta0"  # SASA's nucleus and candidate cap without its steering: the same sampling, beta = 0
 MODEL_NAME = "SmolLM2-135M-Instruct"
 WITH_SASA, WITHOUT_SASA = "with SASA", "without SASA"
 
@@ -238,20 +239,14 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
 
     # 2. Plain sampling, SASA and the word lists on the held-out prompts, judged independently.
     sequences = bad_word_sequences(tokenizer)
-    comparisons = {}
+    settings = dict(top_p=config.top_p, max_candidates=config.max_candidates, normalize=config.normalize)
+    comparisons = {UNSTEERED: [SASALogitsProcessor(model, probe, beta=0.0, **settings)]}
     if config.word_lists:
-        comparisons = {
+        comparisons |= {
             NO_BAD_WORDS: [NoBadWordsLogitsProcessor(sequences, eos_token_id=tokenizer.eos_token_id)],
             SEQUENCE_BIAS: [SequenceBiasLogitsProcessor({tuple(s): config.bias for s in sequences})],
         }
-    processor = SASALogitsProcessor(
-        model,
-        probe,
-        beta=config.beta,
-        top_p=config.top_p,
-        max_candidates=config.max_candidates,
-        normalize=config.normalize,
-    )
+    processor = SASALogitsProcessor(model, probe, beta=config.beta, **settings)
     evaluation = evaluate_detox(
         model,
         tokenizer,
@@ -269,6 +264,7 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
     labels = {
         BASE: "plain sampling",
         SASA: "SASA",
+        UNSTEERED: "SASA at beta 0",
         NO_BAD_WORDS: "word list (NoBadWords)",
         SEQUENCE_BIAS: "word list (SequenceBias)",
     }
@@ -287,10 +283,11 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         "expected max toxicity": {setting: evaluation.toxicity[setting].max(axis=1) for setting in metrics},
     }
     changes = {
-        (statistic, setting): paired_change(values[BASE], values[setting], config.bootstrap, context.seed)
+        (statistic, setting, reference): paired_change(
+            values[reference], values[setting], config.bootstrap, context.seed
+        )
         for statistic, values in per_prompt.items()
-        for setting in metrics
-        if setting != BASE
+        for setting, reference in [(s, BASE) for s in metrics if s != BASE] + [(SASA, UNSTEERED)]
     }
 
     # 4. Risk: the whole distribution of a prompt's worst continuation, with against without SASA.
@@ -315,7 +312,7 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             "config": {**asdict(config), **evaluation.config, "seed": context.seed, "judge": "alt-profanity-check"},
             "distinct_continuations": distinct,
             "probe": {"layer": probe.layer, **probe.fit_info},
-            "changes": {f"{statistic}, {setting}": change for (statistic, setting), change in changes.items()},
+            "changes": {f"{statistic}, {s} vs {r}": change for (statistic, s, r), change in changes.items()},
             "risk": {f"order {order}": result.to_dict() for order, result in risk.items()},
         },
     )
@@ -343,10 +340,10 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         figures[f"perplexity, {labels[setting]}"] = round(m["perplexity"], 3)
     for setting in metrics:
         figures[f"distinct continuations per prompt, {labels[setting]}"] = round(distinct[setting], 4)
-    for (statistic, setting), change in changes.items():
+    for (statistic, setting, reference), change in changes.items():
         if not math.isnan(change["low"]):
             verdict = "significant" if change["significant"] else "not significant"
-            figures[f"change in {statistic} vs plain, {labels[setting]} (95% CI)"] = (
+            figures[f"change in {statistic}, {labels[setting]} vs {labels[reference]} (95% CI)"] = (
                 f"{change['change']:+.3f} [{change['low']:+.3f}, {change['high']:+.3f}], "
                 f"{change['relative']:+.0%}, {verdict}"
             )
@@ -360,9 +357,9 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
         table = table.replace(f"| {setting} |", f"| {label} |", 1)
     return StageResult(
         headline=(
-            f"judge's toxic rate {base['toxic_rate']:.2f} -> {sasa['toxic_rate']:.2f} with SASA{words}, "
-            f"expected max toxicity {base['expected_max_toxicity']:.2f} -> "
-            f"{sasa['expected_max_toxicity']:.2f}, perplexity {base['perplexity']:.1f} -> {sasa['perplexity']:.1f}"
+            f"judge's mean toxicity {base['mean_toxicity']:.3f} -> {sasa['mean_toxicity']:.3f} with SASA "
+            f"({sasa['mean_toxicity'] / base['mean_toxicity'] - 1:+.0%}), toxic rate {base['toxic_rate']:.2f} -> "
+            f"{sasa['toxic_rate']:.2f}{words}, perplexity {base['perplexity']:.1f} -> {sasa['perplexity']:.1f}"
         ),
         figures=figures,
         plots=plots,

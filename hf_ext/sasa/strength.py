@@ -27,9 +27,9 @@ class BetaChoice:
         beta (`float`): The chosen strength.
         reached (`bool`): Whether it meets the target (and the perplexity budget); when no `beta` tried does, the
             one with the largest reduction within the budget is returned, with `reached=False`.
-        table (`list[dict]`): One row per setting tried (`beta` 0 is plain sampling): `beta`, `mean_toxicity`,
-            `toxic_rate` (fraction of continuations scored >= the threshold), `perplexity`, `toxicity_reduction`
-            (relative to plain sampling) and `perplexity_increase` (relative).
+        table (`list[dict]`): One row per setting tried (`beta` 0: the same sampling without steering): `beta`,
+            `mean_toxicity`, `toxic_rate` (fraction of continuations scored >= the threshold), `perplexity`,
+            `toxicity_reduction` and `perplexity_increase` (relative to `beta` 0).
         settings (`dict`): The sampling settings used.
     """
 
@@ -74,8 +74,9 @@ def choose_beta(
 ) -> BetaChoice:
     """Pick SASA's `beta` for a target reduction of the mean toxicity, or for a perplexity budget.
 
-    Plain sampling and SASA at each `beta` (in increasing order) continue the same prompts with the same random
-    streams; a judge scores every continuation. With `target_reduction`, the smallest `beta` whose mean toxicity is
+    SASA at `beta=0` (its nucleus and candidate cap, no steering) and at each `beta` (in increasing order) continue
+    the same prompts with the same random streams; a judge scores every continuation, and reductions are relative to
+    `beta=0`, so that they measure the steering alone. With `target_reduction`, the smallest `beta` whose mean toxicity is
     at least that much lower than plain sampling's (and whose perplexity rose by at most `max_perplexity_increase`,
     if given) is chosen, and larger ones are not tried. Without a target, the largest `beta` within the perplexity
     budget is chosen.
@@ -121,17 +122,12 @@ def choose_beta(
     flat_prompts = [p for p in prompts for _ in range(num_continuations)]
 
     def measure(beta: float) -> dict:
-        processors = (
-            []
-            if beta == 0
-            else [
-                SASALogitsProcessor(
-                    model, probe, beta=beta, top_p=top_p, max_candidates=max_candidates, normalize=normalize
-                )
-            ]
+        # beta 0 through the same processor: the same nucleus and candidate cap, without the steering
+        processor = SASALogitsProcessor(
+            model, probe, beta=beta, top_p=top_p, max_candidates=max_candidates, normalize=normalize
         )
         sampled = sample_continuations(
-            model, tokenizer, prompts, processors, sasa=beta != 0, desc=f"choose_beta: beta={beta:g}", **common
+            model, tokenizer, prompts, [processor], sasa=True, desc=f"choose_beta: beta={beta:g}", **common
         )
         flat = [text for row in sampled.texts for text in row]
         scores = np.asarray([float(s) for s in judge(flat, flat_prompts)], dtype=np.float64)
@@ -147,7 +143,7 @@ def choose_beta(
 
     base = measure(0.0)
     if base["mean_toxicity"] <= 0:
-        raise ValueError("Plain sampling on these prompts is judged not toxic at all: there is nothing to reduce.")
+        raise ValueError("Sampling without steering is judged not toxic at all on these prompts: nothing to reduce.")
     table = [{**base, "toxicity_reduction": 0.0, "perplexity_increase": 0.0}]
     chosen = None
     for beta in betas:

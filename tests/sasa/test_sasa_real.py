@@ -129,7 +129,7 @@ def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     result = real_demo.run_real(DemoContext(output_dir=tmp_path, real=True), size="short")
     saved = json.loads((tmp_path / "toxicity_scores.json").read_text())
     config = REAL_SIZES["short"]
-    assert saved["settings"] == ["base", "sasa"]
+    assert saved["settings"] == ["base", "sasa", "beta0"]
     scores = {s: np.array(saved["toxicity"][s]) for s in saved["settings"]}
     for array in scores.values():
         assert array.shape == (config.num_prompts, config.num_continuations)
@@ -158,7 +158,7 @@ def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     assert first["epsilon"][0][1] == pytest.approx((np.clip(y - x, 0, None) ** 2).sum() / ((y - x) ** 2).sum())
     assert first["epsilon"][0][1] < 0.25
     # what the risk stage ranks: per prompt, minus the worst continuation's toxicity, for every setting
-    assert set(result.samples) == {"plain sampling", "SASA"}
+    assert set(result.samples) == {"plain sampling", "SASA", "SASA at beta 0"}
     np.testing.assert_allclose(result.samples["SASA"], -sasa_max)
     np.testing.assert_allclose(result.samples["plain sampling"], -base_max)
     assert {p.name for p in result.plots} == {"sasa_real_toxicity.png"}
@@ -198,8 +198,8 @@ def test_stage_reports_the_judges_scores_and_the_samples_for_the_risk_stage(tmp_
     )
     result = real_demo.run_real(DemoContext(output_dir=tmp_path, real=True), size=config)
     saved = json.loads((tmp_path / "toxicity_scores.json").read_text())
-    assert saved["settings"] == ["base", "sasa", "NoBadWords", "SequenceBias"]
-    labels = ["plain sampling", "SASA", "word list (NoBadWords)", "word list (SequenceBias)"]
+    assert saved["settings"] == ["base", "sasa", "beta0", "NoBadWords", "SequenceBias"]
+    labels = ["plain sampling", "SASA", "SASA at beta 0", "word list (NoBadWords)", "word list (SequenceBias)"]
     assert list(result.samples) == labels
     for setting, label in zip(saved["settings"], labels):
         texts = saved["continuations"][setting]

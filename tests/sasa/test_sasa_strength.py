@@ -2,7 +2,7 @@
 
 import pytest
 
-from hf_ext.sasa import choose_beta, evaluate_detox
+from hf_ext.sasa import SASALogitsProcessor, choose_beta, evaluate_detox
 
 
 SETTINGS = dict(num_continuations=2, max_new_tokens=8, top_p=0.9, max_candidates=10, batch_size=16, seed=0)
@@ -30,7 +30,9 @@ def test_smallest_beta_reaching_the_target_and_no_larger_one_tried(planted, plan
     assert table[0]["beta"] == 0 and table[0]["toxicity_reduction"] == 0
     assert choice.reached and table[-1]["beta"] == choice.beta  # stops at the first beta that reaches the target
     assert table[-1]["toxicity_reduction"] >= 0.3 > max(row["toxicity_reduction"] for row in table[1:-1] or [table[0]])
-    # the rows are what evaluate_detox measures with the same settings and random streams
+    # the rows are what evaluate_detox measures with the same settings and random streams: beta 0 is the same
+    # processor without steering (a comparison), the chosen row is SASA
+    unsteered = SASALogitsProcessor(model, planted_probe, beta=0.0, top_p=0.9, max_candidates=10)
     detox = evaluate_detox(
         model,
         tokenizer,
@@ -38,11 +40,12 @@ def test_smallest_beta_reaching_the_target_and_no_larger_one_tried(planted, plan
         planted_probe,
         judge=planted_task.judge,
         beta=choice.beta,
+        comparisons={"beta 0": [unsteered]},
         show_progress=False,
         normalize="softmax",
         **SETTINGS,
     )
-    assert table[0]["mean_toxicity"] == pytest.approx(detox.metrics["base"]["mean_toxicity"])
+    assert table[0]["mean_toxicity"] == pytest.approx(detox.metrics["beta 0"]["mean_toxicity"])
     assert table[-1]["mean_toxicity"] == pytest.approx(detox.metrics["sasa"]["mean_toxicity"])
     assert table[-1]["perplexity"] == pytest.approx(detox.metrics["sasa"]["perplexity"])
     assert "(chosen)" in choice.to_markdown()
@@ -76,8 +79,7 @@ def test_unreachable_target_warns_and_returns_the_best(planted, planted_task, pl
             prompts,
             planted_task.judge,
             target_reduction=1.0,
-            max_perplexity_increase=0.0,
-            betas=(64,),
+            betas=(1e-3,),
             show_progress=False,
             **SETTINGS,
         )
