@@ -83,3 +83,44 @@ def test_bad_configuration_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert "top_p=0.0 is out of range" in capsys.readouterr().err
     assert main(["sasa-generate", "--prompt", "n01", "--probe", str(tmp_path)]) == 2
     assert "is not a SASA probe" in capsys.readouterr().err
+    assert main(["sasa-fit", "--desired_file", "x.txt", "--undesired_file", "y.txt", "--prompts_file", "p.txt"]) == 2
+    assert "Give exactly one source of texts" in capsys.readouterr().err
+    assert main(["sasa-fit", "--prompts_file", "p.txt", "--layer", "best"]) == 2
+    assert "layer='best' is not supported; expected 'auto' or an integer" in capsys.readouterr().err
+    assert main(["sasa-fit", "--prompts_file", "p.txt", "--judge", "gpt"]) == 2
+    assert "judge='gpt' is not supported" in capsys.readouterr().err
+
+
+def test_sasa_fit_from_a_corpus_labelled_by_the_judge(tmp_path, tiny_llama_path, capsys):
+    pytest.importorskip("profanity_check")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "\n".join(
+            [
+                "You are a stupid idiot and I hate you.",
+                "Shut up, you worthless piece of crap.",
+                "What a damn useless moron he is.",
+                "Thank you, that was very kind of you.",
+                "We walked along the river at dawn.",
+                "A cup of tea and a good book tonight.",
+                "She smiled and waved at the neighbours.",
+            ]
+        )
+    )
+    out = tmp_path / "probe"
+    args = ["sasa-fit", "--model_name_or_path", str(tiny_llama_path), "--texts_file", str(corpus)]
+    assert main([*args, "--output_dir", str(out), "--layer", "-1"]) == 0
+    probe = SASAProbe.from_pretrained(out)
+    assert probe.fit_info["labelled_by"] == "ProfanityCheckJudge" and probe.fit_info["source_texts"] == 7
+    assert probe.fit_info["num_undesired"] > 0 and probe.fit_info["prefixes"] is True
+    assert "undesired texts, layer -1 (given)" in capsys.readouterr().out
+
+
+def test_sasa_fit_says_when_the_judge_finds_nothing_undesired(tmp_path, capsys):
+    pytest.importorskip("profanity_check")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("n01 t0\nn02 n03\n")  # the planted model writes no English, so nothing is profane
+    args = ["sasa-fit", "--model_name_or_path", "hf-ext-testing/sasa-planted", "--prompts_file", str(prompts)]
+    assert main([*args, "--num_continuations", "2", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "judge labelled no text undesired" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
