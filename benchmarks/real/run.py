@@ -48,7 +48,7 @@ def main() -> None:
     report = re.sub(r"^!\[[^\]]*\]\([^)]*\)\n?", "", report, flags=re.M)  # the plots stay in the demo folder
     report = re.sub(r"^# hf-ext demo\n\nModels: [^\n]*\n", "", report, count=1)
     header = [
-        "# Every method on real offline models",
+        f"# {'Every method' if args.stages is None else 'The ' + ', '.join(args.stages) + ' stage(s)'} on real offline models",
         "",
         f"`python benchmarks/real/run.py` on {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()},"
         f" {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, Python "
