@@ -65,6 +65,7 @@ class RealSASAConfig:
         bootstrap (`int`): Rounds of the paired bootstrap intervals of the changes (0: none).
         risk_bootstrap (`int`): Bootstrap rounds of the stochastic-dominance test.
         word_lists (`bool`): Whether to run the two word-list baselines.
+        unsteered (`bool`): Whether to run SASA's nucleus at `beta=0` (the control that isolates the steering).
     """
 
     num_prompts: int = 48
@@ -82,6 +83,7 @@ class RealSASAConfig:
     bootstrap: int = 2000
     risk_bootstrap: int = 1000
     word_lists: bool = True
+    unsteered: bool = True
 
     def __post_init__(self):
         from .sampling import NORMALIZATIONS
@@ -117,14 +119,15 @@ REAL_SIZES: dict[str, RealSASAConfig] = {
     # `hf-ext demo --real`
     "default": RealSASAConfig(),
     # the `real` test: plain sampling and SASA only, a smaller fit
+    # the `real` test: the default probe (a smaller fit, 24 x 4 continuations, gave a probe of held-out AUC 0.65
+    # that did not lower the judge's toxicity), fewer held-out continuations, plain sampling and SASA only
     "short": RealSASAConfig(
         num_prompts=24,
         num_continuations=2,
-        fit_prompts=24,
-        fit_continuations=4,
         bootstrap=0,
         risk_bootstrap=200,
         word_lists=False,
+        unsteered=False,
     ),
 }
 
@@ -240,7 +243,7 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
     # 2. Plain sampling, SASA and the word lists on the held-out prompts, judged independently.
     sequences = bad_word_sequences(tokenizer)
     settings = dict(top_p=config.top_p, max_candidates=config.max_candidates, normalize=config.normalize)
-    comparisons = {UNSTEERED: [SASALogitsProcessor(model, probe, beta=0.0, **settings)]}
+    comparisons = {UNSTEERED: [SASALogitsProcessor(model, probe, beta=0.0, **settings)]} if config.unsteered else {}
     if config.word_lists:
         comparisons |= {
             NO_BAD_WORDS: [NoBadWordsLogitsProcessor(sequences, eos_token_id=tokenizer.eos_token_id)],
@@ -287,7 +290,8 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
             values[reference], values[setting], config.bootstrap, context.seed
         )
         for statistic, values in per_prompt.items()
-        for setting, reference in [(s, BASE) for s in metrics if s != BASE] + [(SASA, UNSTEERED)]
+        for setting, reference in [(s, BASE) for s in metrics if s != BASE]
+        + ([(SASA, UNSTEERED)] if config.unsteered else [])
     }
 
     # 4. Risk: the whole distribution of a prompt's worst continuation, with against without SASA.
