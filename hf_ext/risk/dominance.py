@@ -335,7 +335,9 @@ def dominance_pvalues(delta: np.ndarray, std_error: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(std_error > 0, delta / np.where(std_error > 0, std_error, 1.0), np.where(delta < 0, -np.inf, np.inf))
+        z = np.where(
+            std_error > 0, delta / np.where(std_error > 0, std_error, 1.0), np.where(delta < 0, -np.inf, np.inf)
+        )
     pvalue = ndtr(z)
     np.fill_diagonal(pvalue, np.nan)
     return pvalue
@@ -410,7 +412,9 @@ def relative_dominance(
     codes = None
     if clusters is not None:
         if not paired:
-            raise ValueError("clusters: a cluster bootstrap resamples the same clusters for every model; set paired=True")
+            raise ValueError(
+                "clusters: a cluster bootstrap resamples the same clusters for every model; set paired=True"
+            )
         codes = check_clusters(clusters, next(iter(checked.values())).size)
     sorted_samples, paired_order = _prepare(checked, paired)
 
