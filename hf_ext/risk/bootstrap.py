@@ -29,6 +29,8 @@ __all__ = ["bootstrap_violation_ratios", "pairwise_violation_ratios", "resample_
 _CHUNK_ELEMENTS = 1 << 15
 # resampling by counts of distinct values when every sample has at most this share of distinct values
 _STEP_SHARE = 1 / 16
+# draws per chunk when resampling by counts (a few arrays of this many int64 values)
+_STEP_DRAWS = 1 << 21
 
 
 def _repeat_rows(sorted_values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -138,9 +140,10 @@ def bootstrap_violation_ratios(
     largest = max(values.size for values in sorted_samples)
     steps = _steps(sorted_samples)
     draw_chunk = max(1, min(n_bootstrap, _CHUNK_ELEMENTS // largest))
-    # counts of distinct values are small: larger chunks amortise the per-pair overhead (drawn in chunks of the
-    # same size as the expanded samples, so that a seed gives the same resamples either way)
-    chunk = draw_chunk if steps is None else min(n_bootstrap, 16 * draw_chunk)
+    # counts of distinct values are small: larger chunks amortise the per-pair overhead (unpaired draws are made in
+    # chunks of the same size as for the expanded samples, so that a seed gives the same resamples either way)
+    chunk = draw_chunk if steps is None else max(1, min(n_bootstrap, _STEP_DRAWS // largest))
+    joint = None if steps is None or paired_order is None else _joint_patterns(steps, paired_order)
     out = np.empty((n_bootstrap, k, k))
     starts = range(0, n_bootstrap, chunk)
     if progress:
@@ -155,7 +158,10 @@ def bootstrap_violation_ratios(
             )
             out[start : start + rounds] = pairwise_violation_ratios(resamples, order)
         else:
-            counts = _step_counts(sorted_samples, steps, rounds, rng, paired_order, cluster_codes, draw_chunk)
+            if joint is None:
+                counts = _step_counts(sorted_samples, steps, rounds, rng, cluster_codes, draw_chunk)
+            else:
+                counts = _joint_counts(steps, joint, rounds, rng, cluster_codes)
             out[start : start + rounds] = _pairwise_step_ratios(steps, counts, order)
     return out
 
@@ -172,20 +178,53 @@ def _steps(sorted_samples: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.nd
     return steps
 
 
-def _step_counts(sorted_samples, steps, rounds, rng, paired_order, cluster_codes, draw_chunk) -> list[np.ndarray]:
-    # the draws of `resample_sorted`, summed over each run of equal values: (rounds, d_i) counts per sample
-    if paired_order is None:
-        if cluster_codes is not None:
-            raise ValueError("cluster_codes: a cluster bootstrap needs paired samples (paired_order)")
-        counts = [[] for _ in steps]
-        for start in range(0, rounds, draw_chunk):  # the order of draws of the expanded path, model by model
-            size = min(draw_chunk, rounds - start)
-            for part, values, (_, starts) in zip(counts, sorted_samples, steps):
-                n = values.size
-                part.append(np.add.reduceat(_row_counts(rng.integers(0, n, size=(size, n)), n), starts, axis=1))
-        return [np.concatenate(part) for part in counts]
-    drawn = _paired_counts(sorted_samples[0].size, rounds, rng, cluster_codes)
-    return [np.add.reduceat(drawn[:, order], starts, axis=1) for order, (_, starts) in zip(paired_order, steps)]
+def _step_counts(sorted_samples, steps, rounds, rng, cluster_codes, draw_chunk) -> list[np.ndarray]:
+    # unpaired: the draws of `resample_sorted`, summed over each run of equal values: (rounds, d_i) per sample
+    if cluster_codes is not None:
+        raise ValueError("cluster_codes: a cluster bootstrap needs paired samples (paired_order)")
+    counts = [[] for _ in steps]
+    for start in range(0, rounds, draw_chunk):  # the order of draws of the expanded path, model by model
+        size = min(draw_chunk, rounds - start)
+        for part, values, (_, starts) in zip(counts, sorted_samples, steps):
+            n = values.size
+            part.append(np.add.reduceat(_row_counts(rng.integers(0, n, size=(size, n)), n), starts, axis=1))
+    return [np.concatenate(part) for part in counts]
+
+
+def _joint_patterns(steps, paired_order):
+    """The joint pattern of every paired item (the tuple of each model's value on it): `(pattern of each item,
+    per model a (patterns, d_i) indicator of its value in each pattern)`."""
+    n = paired_order[0].size
+    codes = np.empty((n, len(steps)), dtype=np.int64)
+    for column, (order, (_, starts)) in enumerate(zip(paired_order, steps)):
+        run = np.zeros(n, dtype=np.int64)
+        run[starts[1:]] = 1
+        codes[order, column] = np.cumsum(run)  # the index of each item's value among the model's distinct values
+    patterns, joint = np.unique(codes, axis=0, return_inverse=True)
+    indicators = []
+    for column, (values, _) in enumerate(steps):
+        indicator = np.zeros((patterns.shape[0], values.size))
+        indicator[np.arange(patterns.shape[0]), patterns[:, column]] = 1.0
+        indicators.append(indicator)
+    return joint.ravel(), indicators
+
+
+def _joint_counts(steps, joint, rounds, rng, cluster_codes) -> list[np.ndarray]:
+    """Paired draws counted per joint pattern, then per model and value: one pass over the draws for all models."""
+    pattern, indicators = joint
+    n, size = pattern.size, indicators[0].shape[0]
+    if cluster_codes is None:
+        draws = rng.integers(0, n, size=(rounds, n))  # the draws of `resample_sorted`
+        offsets = (np.arange(rounds, dtype=np.int64) * size)[:, None]
+        per_pattern = np.bincount((pattern[draws] + offsets).ravel(), minlength=rounds * size).reshape(rounds, size)
+    else:
+        drawn = cluster_bootstrap_counts(cluster_codes, rounds, rng)
+        by_pattern = np.argsort(pattern, kind="stable")
+        firsts = np.flatnonzero(np.r_[True, np.diff(pattern[by_pattern]) != 0])
+        per_pattern = np.add.reduceat(drawn[:, by_pattern], firsts, axis=1)
+    per_pattern = per_pattern.astype(np.float64)
+    # integer sums, exact in float64
+    return [np.rint(per_pattern @ indicator).astype(np.int64) for indicator in indicators]
 
 
 def _pairwise_step_ratios(steps, counts: list[np.ndarray], order: int) -> np.ndarray:

@@ -312,6 +312,9 @@ class RelativeDominanceResult:
         return f"RelativeDominanceResult(order={self.order}, ranking={self.ranking}, borda={self.borda.tolist()})"
 
 
+_KS_ASYMPTOTIC = 1000
+
+
 def _ks_pvalues(samples: dict[str, np.ndarray]) -> np.ndarray:
     import warnings
 
@@ -322,10 +325,12 @@ def _ks_pvalues(samples: dict[str, np.ndarray]) -> np.ndarray:
     pvalues = np.full((k, k), np.nan)
     for i in range(k):
         for j in range(i + 1, k):
+            # from 1,000 samples a side the asymptotic distribution is accurate, and the exact one costs milliseconds
+            method = "asymp" if min(values[i].size, values[j].size) >= _KS_ASYMPTOTIC else "auto"
             with warnings.catch_warnings():
                 # with ties (a 0/1 metric) scipy's exact method gives up and says so; its fallback is the asymptotic one
                 warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
-                pvalues[i, j] = pvalues[j, i] = ks_2samp(values[i], values[j]).pvalue
+                pvalues[i, j] = pvalues[j, i] = ks_2samp(values[i], values[j], method=method).pvalue
     return pvalues
 
 

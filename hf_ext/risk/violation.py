@@ -179,8 +179,15 @@ def lorenz(sorted_values: np.ndarray) -> np.ndarray:
 def _crossing_excess(values: np.ndarray, width: np.ndarray | None):
     u, v = values[..., :-1], values[..., 1:]
     uv = u * v
-    rows, cols = np.nonzero(uv < 0) if uv.ndim == 2 else (None, np.nonzero(uv < 0)[0])
-    cu, cv = (u[rows, cols], v[rows, cols]) if rows is not None else (u[cols], v[cols])
+    if uv.ndim == 1:
+        cols = np.flatnonzero(uv < 0)
+        rows = None
+        cu, cv = u[cols], v[cols]
+    else:
+        # crossings are rare: find them on the flat array (cheaper than a 2-D nonzero), then gather
+        flat = np.flatnonzero(uv < 0)
+        rows, cols = np.divmod(flat, uv.shape[-1])
+        cu, cv = u[rows, cols], v[rows, cols]
     p = np.maximum(cu, cv)
     excess = p * p * (1.0 - p / np.abs(cu - cv))
     if width is not None:

@@ -140,6 +140,64 @@ def read_lm_eval(path: str | Path) -> tuple[list[SampleScores], list[str]]:
 
 
 def _parse_samples(file: Path):
+    """`{metric: (ids, hashes or None, values)}` and `{metric: reason}` for the metrics left out."""
+    fast = _parse_samples_arrow(file)
+    return fast if fast is not None else _parse_samples_json(file)
+
+
+def _parse_samples_arrow(file: Path):
+    """The same as [`_parse_samples_json`], with pyarrow's multithreaded JSON reader reading only the fields needed;
+    `None` whenever the file is anything but plain (then the line-by-line reader decides, with its messages)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.json as pj
+    except ImportError:
+        return None
+    with file.open(encoding="utf-8") as handle:
+        first = next((line for line in handle if line.strip()), None)
+    try:
+        names = json.loads(first)["metrics"] if first else None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not names or not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        return None
+    fields = [
+        pa.field("doc_id", pa.int64()),
+        pa.field("doc_hash", pa.string()),
+        pa.field("filter", pa.string()),
+        pa.field("metrics", pa.list_(pa.string())),
+    ] + [pa.field(name, pa.float64()) for name in names if name not in ("doc_id", "doc_hash", "filter", "metrics")]
+    options = pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
+    try:
+        table = pj.read_json(file, parse_options=options)
+    except (pa.ArrowException, OSError):
+        return None  # e.g. a boolean or list value where a number was expected
+    if table.num_rows == 0 or any(table.column(field.name).null_count for field in fields if field.name != "doc_hash"):
+        return None
+    listed = table.column("metrics")
+    lengths = pc.list_value_length(listed).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(listed).to_numpy(zero_copy_only=False)
+    if np.any(lengths != len(names)) or not np.array_equal(
+        flat, np.tile(np.array(names, dtype=object), table.num_rows)
+    ):
+        return None  # some record lists other metrics than the first
+    ids = table.column("doc_id").to_numpy().astype(str)
+    hashes = np.asarray(table.column("doc_hash").to_pylist(), dtype=object)
+    labels = np.asarray(table.column("filter").to_pylist(), dtype=object)
+    found = {}
+    for label in dict.fromkeys(labels.tolist()):
+        rows = labels == label
+        for name in names:
+            metric = name if label == "none" else f"{name},{label}"
+            values = table.column(name).to_numpy()[rows]
+            digests = hashes[rows]
+            keep = None if all(d is None or d == "" for d in digests) else [str(d or "") for d in digests]
+            found[metric] = (ids[rows].tolist(), keep, values.tolist())
+    return found, {}
+
+
+def _parse_samples_json(file: Path):
     found: dict[str, tuple[list, list, list]] = {}
     bad: dict[str, str] = {}
     with file.open(encoding="utf-8") as handle:

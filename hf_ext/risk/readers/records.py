@@ -191,38 +191,43 @@ class HarnessLogs:
                 f"task {task!r}, metric {metric!r}: only {len(per_model)} model(s) ({', '.join(per_model)}) logged "
                 "it; at least 2 are needed to compare"
             )
-        grouped = {model: _by_item(model, task, metric, records) for model, records in per_model.items()}
-        items = {model: set(values) for model, (values, _) in grouped.items()}
-        common = set.intersection(*items.values())
-        if any(found != common for found in items.values()) and (missing == "error" or not common):
-            every = set.union(*items.values())
+        tables = {model: _model_table(model, task, metric, records) for model, records in per_model.items()}
+        items = {model: np.unique(table[0]) for model, table in tables.items()}
+        common = items[next(iter(items))]
+        for found in items.values():
+            common = np.intersect1d(common, found)
+        if any(found.size != common.size for found in items.values()) and (missing == "error" or not common.size):
+            every = np.unique(np.concatenate(list(items.values())))
             lines = [
-                f"model {model!r} lacks {_preview(every - found)}" for model, found in items.items() if every - found
+                f"model {model!r} lacks {_preview(np.setdiff1d(every, found).tolist())}"
+                for model, found in items.items()
+                if found.size != every.size
             ]
             raise HarnessLogError(
                 f"task {task!r}, metric {metric!r}: the models were not scored on the same samples ("
                 + "; ".join(lines)
-                + f"; {len(common)} shared); run them on the same items (same --limit / dataset), or keep the "
+                + f"; {common.size} shared); run them on the same items (same --limit / dataset), or keep the "
                 "shared ones (missing='drop', --missing drop)"
             )
-        ids = sorted(common, key=_natural)
-        if not ids:
+        if not common.size:
             raise HarnessLogError(f"task {task!r}, metric {metric!r}: no sample was logged")
-        _check_same_items(task, metric, grouped, ids)
-        repeats = {model: {len(values[item]) for item in ids} for model, (values, _) in grouped.items()}
-        counts = set.union(*repeats.values())
-        if len(counts) > 1:
-            detail = "; ".join(f"{model!r}: {sorted(found)}" for model, found in repeats.items())
+        kept = {}
+        for model, (ids, values, hashes) in tables.items():
+            keep = np.isin(ids, common)
+            kept[model] = (ids[keep], values[keep], None if hashes is None else hashes[keep])
+        _check_same_items(task, metric, kept)
+        repeats = {model: np.unique(np.unique(ids, return_counts=True)[1]) for model, (ids, _, _) in kept.items()}
+        counts = np.unique(np.concatenate(list(repeats.values())))
+        if counts.size > 1:
+            detail = "; ".join(f"{model!r}: {found.tolist()}" for model, found in repeats.items())
             raise HarnessLogError(
                 f"task {task!r}, metric {metric!r}: items have different numbers of values (epochs, seeds or runs) "
                 f"across models or items ({detail}); a paired comparison needs the same number for every item"
             )
-        (repeat,) = counts
-        values = {
-            model: np.array([v for item in ids for v in by_item[item]]) for model, (by_item, _) in grouped.items()
-        }
-        position_ids = [item for item in ids for _ in range(repeat)]
-        clusters = np.repeat(np.arange(len(ids)), repeat) if repeat > 1 else None
+        repeat = int(counts[0])
+        values = {model: table[1] for model, table in kept.items()}
+        position_ids = kept[next(iter(kept))][0].tolist()
+        clusters = np.repeat(np.arange(common.size), repeat) if repeat > 1 else None
         return PairedScores(task, metric, direction, values, position_ids, clusters, repeat)
 
     def directions(self) -> dict[str, str | None]:
@@ -319,44 +324,51 @@ class HarnessLogs:
         )
 
 
-def _by_item(model: str, task: str, metric: str, records: list[SampleScores]):
-    """`{item: [values in repeat order]}` and `{item: content digest}` of one model's records (several runs)."""
-    values: dict[str, list] = defaultdict(list)
-    hashes: dict[str, str] = {}
-    for run_index, record in enumerate(sorted(records, key=lambda r: r.run)):
-        seen = set()
-        repeats = record.repeats or [0] * len(record.ids)
-        for position, (item, repeat, value) in enumerate(zip(record.ids, repeats, record.values)):
-            if (item, repeat) in seen:
-                raise HarnessLogError(
-                    f"{record.source}: model {model!r}, task {task!r}, metric {metric!r}: sample {item!r}"
-                    f"{f' (repeat {repeat})' if record.repeats else ''} is logged twice"
-                )
-            seen.add((item, repeat))
-            values[item].append((run_index, repeat, value))
-            if record.item_hashes is not None:
-                digest = record.item_hashes[position]
-                if hashes.setdefault(item, digest) != digest:
-                    raise HarnessLogError(
-                        f"{record.source}: model {model!r}, task {task!r}: sample {item!r} has different content in "
-                        "two runs of the same model"
-                    )
-    ordered = {item: [value for *_, value in sorted(entries, key=lambda e: e[:2])] for item, entries in values.items()}
-    return ordered, hashes
+def _model_table(model: str, task: str, metric: str, records: list[SampleScores]):
+    """One model's values sorted by item, then run, then repeat: `(ids, values, content digests or None)`."""
+    records = sorted(records, key=lambda r: r.run)
+    ids = np.concatenate([np.asarray(r.ids, dtype=str) for r in records])
+    runs = np.concatenate([np.full(len(r.ids), i) for i, r in enumerate(records)])
+    repeats = np.concatenate(
+        [np.asarray(r.repeats if r.repeats else np.zeros(len(r.ids)), dtype=np.int64) for r in records]
+    )
+    values = np.concatenate([np.asarray(r.values, dtype=np.float64) for r in records])
+    order = np.lexsort((repeats, runs, ids))
+    ids, runs, repeats, values = ids[order], runs[order], repeats[order], values[order]
+    twice = np.flatnonzero((ids[1:] == ids[:-1]) & (runs[1:] == runs[:-1]) & (repeats[1:] == repeats[:-1]))
+    if twice.size:
+        record = records[runs[twice[0]]]
+        repeat = f" (repeat {repeats[twice[0]]})" if record.repeats else ""
+        raise HarnessLogError(
+            f"{record.source}: model {model!r}, task {task!r}, metric {metric!r}: sample {ids[twice[0]]!r}{repeat} "
+            "is logged twice"
+        )
+    hashes = None
+    if all(r.item_hashes is not None for r in records):
+        hashes = np.concatenate([np.asarray(r.item_hashes, dtype=object) for r in records])[order]
+        differ = np.flatnonzero((ids[1:] == ids[:-1]) & (hashes[1:] != hashes[:-1]))
+        if differ.size:
+            raise HarnessLogError(
+                f"{records[runs[differ[0] + 1]].source}: model {model!r}, task {task!r}: sample {ids[differ[0]]!r} has "
+                "different content in two runs or repeats of the same model"
+            )
+    return ids, values, hashes
 
 
-def _check_same_items(task: str, metric: str, grouped: Mapping, ids: list[str]) -> None:
+def _check_same_items(task: str, metric: str, kept: Mapping) -> None:
     reference_model, reference = None, None
-    for model, (_, hashes) in grouped.items():
-        if not hashes:
+    for model, (ids, _, hashes) in kept.items():
+        if hashes is None:
             continue
+        firsts = np.r_[True, ids[1:] != ids[:-1]]
+        digests = hashes[firsts]
         if reference is None:
-            reference_model, reference = model, hashes
+            reference_model, reference, reference_ids = model, digests, ids[firsts]
             continue
-        differ = [item for item in ids if item in hashes and item in reference and hashes[item] != reference[item]]
-        if differ:
+        differ = np.flatnonzero(digests != reference)
+        if differ.size:
             raise HarnessLogError(
                 f"task {task!r}, metric {metric!r}: models {reference_model!r} and {model!r} were given different "
-                f"content for the same sample id(s) {_preview(differ)}; were they run on different versions of the "
-                "task or dataset?"
+                f"content for the same sample id(s) {_preview(reference_ids[differ].tolist())}; were they run on "
+                "different versions of the task or dataset?"
             )
