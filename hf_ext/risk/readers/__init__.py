@@ -84,7 +84,8 @@ def _name_models(records: list[SampleScores]) -> None:
         differing = [name for name in every if len({str(args.get(name)) for args in arguments}) > 1]
         for key, args in zip(group, arguments):
             label = ", ".join(f"{name}={args.get(name)}" for name in differing if name in args)
-            names[key] = f"{base} ({label})" if label else info[key].model
+            # same arguments (e.g. two checkpoints both called "model"): their full names tell them apart
+            names[key] = f"{base} ({label})" if label else (base if differing else info[key].model)
     if len(set(names.values())) < len(names):
         clash = sorted(name for name in set(names.values()) if list(names.values()).count(name) > 1)
         raise HarnessLogError(
