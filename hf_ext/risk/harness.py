@@ -16,6 +16,7 @@ each task with several metrics, the models' per-sample values are matched item b
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,9 +80,14 @@ class Claim:
         n_items (`int`): Items compared.
         mde (`float`): Minimum detectable effect with the comparison's power at the family's effective level, in the
             units of `effect`.
-        underpowered (`bool`): Undecided, and `mde` is above `min_effect`: too few samples to decide.
+        underpowered (`bool`): Undecided, and `mde` (or, with the guard, `guard_distance`) is above `min_effect`:
+            too few samples to decide.
         direction (`str`): The metric's direction (`"max"` / `"min"`).
         detail (`str`): Test-specific figures (McNemar's discordant counts).
+        guard_distance (`float`): Dominance with the Kolmogorov-Smirnov guard: the smallest distance between the
+            two distributions (largest gap of their CDFs; for a 0/1 metric, the accuracy difference) the guard can
+            find significant at the family's effective level with these sample sizes (asymptotic critical value);
+            `NaN` otherwise.
     """
 
     task: str
@@ -99,6 +105,7 @@ class Claim:
     underpowered: bool
     direction: str
     detail: str = ""
+    guard_distance: float = float("nan")
 
     @property
     def view(self) -> str:
@@ -115,8 +122,12 @@ class Claim:
                 return f"{self.winner} dominates {self.loser} {kind} on {where}: Δε = {self.effect:.3f}, {pvalues}"
             text = f"{self.winner} vs {self.loser} {kind} on {where}: undecided (Δε = {self.effect:.3f}, {pvalues}); "
             if not np.isfinite(self.mde):
-                return text + "the bootstrap never varied (identical values on every item): no detectable effect"
-            return text + f"smallest |Δε| detectable with this power: {self.mde:.3f}"
+                text += "the bootstrap never varied (identical values on every item): no detectable effect"
+            else:
+                text += f"smallest |Δε| detectable with this power: {self.mde:.3f}"
+            if np.isfinite(self.guard_distance):
+                text += f"; smallest distance between the distributions the guard can find: {self.guard_distance:.3f}"
+            return text
         if self.significant:
             return (
                 f"{self.winner} is right more often than {self.loser} on {where}: {self.detail} (McNemar, {pvalues})"
@@ -138,6 +149,7 @@ class Claim:
             "significant": bool(self.significant),
             "n_items": int(self.n_items),
             "mde": float(self.mde) if np.isfinite(self.mde) else None,
+            "guard_distance": float(self.guard_distance) if np.isfinite(self.guard_distance) else None,
             "underpowered": bool(self.underpowered),
             "direction": self.direction,
             "detail": self.detail,
@@ -493,12 +505,16 @@ def compare_harness_logs(
             # a bootstrap that never moved (identical values on every item) says nothing about detectable effects
             mde = float(minimum_detectable_effect(se, alpha=level, power=power)) if se > 0 else float("nan")
             detail = ""
+            size = len(view.ids)
+            # the two-sample Kolmogorov-Smirnov critical distance, sqrt(-ln(level / 2) (n + m) / (2 n m)), n = m
+            distance = math.sqrt(-math.log(level / 2) / size) if guard == "ks" else float("nan")
         else:
             wins = int(view.mcnemar["wins"][w, lo])
             losses = int(view.mcnemar["wins"][lo, w])
             effect = float(view.mcnemar["effect"][w, lo])
             mde = mcnemar_minimum_detectable_effect(view.n_items, wins + losses, alpha=level, power=power)
             detail = f"{wins} vs {losses} discordant items of {view.n_items}"
+            distance = float("nan")
         claims.append(
             Claim(
                 task=view.task,
@@ -513,9 +529,10 @@ def compare_harness_logs(
                 significant=s,
                 n_items=view.n_items,
                 mde=mde,
-                underpowered=(not s) and bool(mde > min_effect),
+                underpowered=(not s) and bool(mde > min_effect or distance > min_effect),
                 direction=view.direction,
                 detail=detail,
+                guard_distance=distance,
             )
         )
 
@@ -585,11 +602,16 @@ def _warnings(views: list[View], claims: list[Claim], min_effect: float, power: 
         if not weak:
             continue
         total = sum(claim.view == view.name for claim in claims)
-        worst = max(weak, key=lambda claim: claim.mde)
-        unit = "|Δε|" if worst.test == "dominance" else "accuracy difference"
+        worst = max(weak, key=lambda claim: max(np.nan_to_num(claim.mde), np.nan_to_num(claim.guard_distance)))
+        if worst.test == "mcnemar":
+            figure = f"a minimum detectable accuracy difference of {worst.mde:.3f} (power {power:.0%})"
+        elif np.nan_to_num(worst.guard_distance) >= np.nan_to_num(worst.mde):
+            figure = f"the guard needing distributions at least {worst.guard_distance:.3f} apart (largest CDF gap)"
+        else:
+            figure = f"a minimum detectable |Δε| of {worst.mde:.3f} (power {power:.0%})"
         notes.append(
-            f"{view.name}: too few samples to decide {len(weak)} of {total} comparisons ({view.n_items} items): "
-            f"their minimum detectable effect with power {power:.0%} at the effective level {level:.2g} reaches "
-            f"{worst.mde:.3f} ({unit}, {worst.winner} vs {worst.loser}), above min_effect = {min_effect}"
+            f"{view.name}: too few samples to decide {len(weak)} of {total} comparisons ({view.n_items} items): at "
+            f"the effective level {level:.2g}, up to {figure} ({worst.winner} vs {worst.loser}), above "
+            f"min_effect = {min_effect}"
         )
     return notes

@@ -164,7 +164,9 @@ def report_blocks(comparison: HarnessComparison, images: dict[str, dict[str, str
             (
                 "p",
                 f"Minimum detectable effect (MDE): with power {settings['power']:.0%} at the family's effective level "
-                f"{settings['effective_level']:.2g}; in |Δε| for dominance, in accuracy for McNemar. Flagged when above "
+                f"{settings['effective_level']:.2g}; in |Δε| for dominance, in accuracy for McNemar. Guard distance: "
+                "the smallest gap between the two distributions' CDFs (for a 0/1 metric, the accuracy difference) "
+                "the Kolmogorov-Smirnov guard can find at that level. Flagged when either is above "
                 f"min_effect = {settings['min_effect']}.",
             )
         )
@@ -177,11 +179,13 @@ def report_blocks(comparison: HarnessComparison, images: dict[str, dict[str, str
                 _p(claim.pvalue),
                 _p(claim.adjusted_pvalue),
                 _fmt(claim.mde),
+                _fmt(claim.guard_distance),
                 "too few samples" if claim.underpowered else "",
             ]
             for claim in undecided
         ]
-        blocks.append(("table", ["view", "test", "pair", "effect", "p", "adjusted p", "MDE", ""], rows))
+        header = ["view", "test", "pair", "effect", "p", "adjusted p", "MDE", "guard distance", ""]
+        blocks.append(("table", header, rows))
     if comparison.skipped:
         blocks.append(("h2", "Metrics left out"))
         blocks.append(("ul", list(comparison.skipped)))
