@@ -80,8 +80,11 @@ class Claim:
         n_items (`int`): Items compared.
         mde (`float`): Minimum detectable effect with the comparison's power at the family's effective level, in the
             units of `effect`.
-        underpowered (`bool`): Undecided, and `mde` (or, with the guard, `guard_distance`) is above `min_effect`:
-            too few samples to decide.
+        underpowered (`bool`): Undecided, and the sample's resolution is above `min_effect`: too few samples to
+            decide. The resolution is `mde` for McNemar, and `guard_distance` for dominance with the guard (between
+            two nearly equal distributions the violation ratio does not concentrate, so its bootstrap `mde` stays
+            large at any sample size and says nothing about the samples; the guard's distance shrinks as
+            `1 / sqrt(n)`), `mde` without it.
         direction (`str`): The metric's direction (`"max"` / `"min"`).
         detail (`str`): Test-specific figures (McNemar's discordant counts).
         guard_distance (`float`): Dominance with the Kolmogorov-Smirnov guard: the smallest distance between the
@@ -529,7 +532,8 @@ def compare_harness_logs(
                 significant=s,
                 n_items=view.n_items,
                 mde=mde,
-                underpowered=(not s) and bool(mde > min_effect or distance > min_effect),
+                underpowered=(not s)
+                and bool((distance if test == "dominance" and guard == "ks" else mde) > min_effect),
                 direction=view.direction,
                 detail=detail,
                 guard_distance=distance,
@@ -602,10 +606,14 @@ def _warnings(views: list[View], claims: list[Claim], min_effect: float, power: 
         if not weak:
             continue
         total = sum(claim.view == view.name for claim in claims)
-        worst = max(weak, key=lambda claim: max(np.nan_to_num(claim.mde), np.nan_to_num(claim.guard_distance)))
+
+        def resolution(claim):
+            return claim.guard_distance if np.isfinite(claim.guard_distance) else claim.mde
+
+        worst = max(weak, key=resolution)
         if worst.test == "mcnemar":
             figure = f"a minimum detectable accuracy difference of {worst.mde:.3f} (power {power:.0%})"
-        elif np.nan_to_num(worst.guard_distance) >= np.nan_to_num(worst.mde):
+        elif np.isfinite(worst.guard_distance):
             figure = f"the guard needing distributions at least {worst.guard_distance:.3f} apart (largest CDF gap)"
         else:
             figure = f"a minimum detectable |Δε| of {worst.mde:.3f} (power {power:.0%})"

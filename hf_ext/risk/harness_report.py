@@ -166,7 +166,8 @@ def report_blocks(comparison: HarnessComparison, images: dict[str, dict[str, str
                 f"Minimum detectable effect (MDE): with power {settings['power']:.0%} at the family's effective level "
                 f"{settings['effective_level']:.2g}; in |Δε| for dominance, in accuracy for McNemar. Guard distance: "
                 "the smallest gap between the two distributions' CDFs (for a 0/1 metric, the accuracy difference) "
-                "the Kolmogorov-Smirnov guard can find at that level. Flagged when either is above "
+                "the Kolmogorov-Smirnov guard can find at that level. Flagged as too few samples when the guard "
+                "distance (dominance with the guard) or the MDE (McNemar; dominance without the guard) is above "
                 f"min_effect = {settings['min_effect']}.",
             )
         )
