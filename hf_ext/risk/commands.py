@@ -82,7 +82,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--guard",
         choices=("ks", "none"),
         default="ks",
-        help="Kolmogorov-Smirnov guard of the relative test (default: ks; none: the paper's plain test)",
+        help="harness logs: Kolmogorov-Smirnov guard of the relative test (default: ks; none: the paper's plain test)",
     )
     parser.add_argument(
         "--power", type=float, default=0.8, help="harness logs: power of the minimum detectable effects (default: 0.8)"

@@ -300,6 +300,11 @@ def _views(logs: HarnessLogs, missing: str, weights, with_portfolio: bool) -> li
     for task in logs.tasks:
         paired: list[PairedScores] = [logs.paired(task, metric, missing=missing) for metric in logs.metrics(task)]
         models = list(paired[0].values)
+        if set(models) != set(logs.models):
+            raise HarnessLogError(
+                f"task {task!r} was not logged for {sorted(set(logs.models) - set(models))} (only for {models}); every "
+                "model needs every task to be ranked across tasks: keep the shared tasks (tasks=[...], --tasks)"
+            )
         for scores in paired:
             if scores.n_items < 2:
                 raise HarnessLogError(

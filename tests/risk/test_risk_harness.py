@@ -284,3 +284,12 @@ def test_report_refuses_a_folder_that_is_not_a_report(comparison, tmp_path):
     with pytest.raises(ValueError, match="not an earlier report; refusing to replace it"):
         write_harness_report(comparison, tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_every_model_needs_every_task(tmp_path):
+    write_lm_eval_run(tmp_path, "a", "t1", {"acc": [1, 0, 1]})
+    write_lm_eval_run(tmp_path, "b", "t1", {"acc": [1, 1, 1]})
+    write_lm_eval_run(tmp_path, "a", "t2", {"acc": [1, 0, 1]})
+    write_lm_eval_run(tmp_path, "c", "t2", {"acc": [0, 0, 1]})
+    with pytest.raises(HarnessLogError, match=r"task 't1' was not logged for \['c'\]"):
+        compare_harness_logs(read_harness_logs(tmp_path))
