@@ -154,11 +154,16 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    seconds = {}
+    timings = work / "timings.json"  # each step's wall time, kept for the steps a later run skips
+    seconds = json.loads(timings.read_text()) if timings.exists() else {}
 
     start = time.perf_counter()
+    step = "models (NF4 checkpoint, AOT and DPO training)"
+    missing = not all((work / "models" / name).exists() for name in ("smollm2-nf4", "smollm2-aot", "smollm2-dpo"))
     models = build_models(work / "models")
-    seconds["models (NF4 checkpoint, AOT and DPO training)"] = time.perf_counter() - start
+    if missing:
+        seconds[step] = time.perf_counter() - start
+        timings.write_text(json.dumps(seconds, indent=2))
 
     include = write_lm_eval_tasks(work / "lm-eval-tasks")
     lm_eval_out, inspect_out, logs = work / "lm-eval-out", work / "inspect-logs", work / "logs"
@@ -169,12 +174,14 @@ def main() -> None:
             command += ["--tasks", ",".join(LM_EVAL_TASKS), "--include_path", str(include), "--log_samples"]
             command += ["--output_path", str(lm_eval_out), "--device", "cpu", "--batch_size", "16", "--seed", "0"]
             seconds[f"lm-eval, {name}"] = _run(command, logs / f"lm-eval-{name}.log")
+            timings.write_text(json.dumps(seconds, indent=2))
     for name, path in models.items():
         if not list((inspect_out / name).glob("*.eval")):
-            command = [_bin("inspect"), "eval", str(TASKS / "inspect_facts.py"), "--model", f"hf/{name}"]
+            command = [_bin("inspect"), "eval", "inspect_facts.py", "--model", f"hf/{name}"]  # run from tasks/
             command += ["-M", f"model_path={path}", "-M", "device=cpu", "--temperature", "0.8", "--max-tokens", "12"]
             command += ["--seed", "0", "--log-dir", str(inspect_out / name), "--display", "none"]
-            seconds[f"Inspect, {name}"] = _run(command, logs / f"inspect-{name}.log")
+            seconds[f"Inspect, {name}"] = _run(command, logs / f"inspect-{name}.log", cwd=TASKS)
+            timings.write_text(json.dumps(seconds, indent=2))
 
     outputs = RESULTS / "risk_harness_real"
     printed = {}

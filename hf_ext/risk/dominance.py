@@ -285,9 +285,11 @@ class RelativeDominanceResult:
         names = {"bonferroni": "Bonferroni", "holm": "Holm", "bh": "Benjamini-Hochberg"}
         pairs = len(self.models) * (len(self.models) - 1) // 2
         kind = "cluster" if self.clustered else ("paired" if self.paired else "independent")
+        # a comparison of harness logs corrects over all its claims, not only this test's pairs
+        family = f"{self.metadata['family']} claims" if "family" in self.metadata else f"{pairs} pairs"
         lines = [
             f"Relative stochastic dominance of order {self.order}: alpha = {self.alpha}"
-            f"{' (' + names[self.correction] + ' over ' + str(pairs) + ' pairs)' if self.correction else ''}, "
+            f"{' (' + names[self.correction] + ' over ' + family + ')' if self.correction else ''}, "
             f"{self.n_bootstrap} {kind} bootstrap rounds, seed {self.seed}.",
             "",
             "| rank | model | Borda (significant wins) | relative ε (lower is better) | dominates |",
