@@ -168,3 +168,21 @@ def test_harness_names_all_or_none(tmp_path, capsys):
     logs = _lm_eval_logs(tmp_path)
     assert main(["risk", f"A={logs / 'base'}", str(logs / "tuned"), "--output-dir", str(tmp_path / "o")]) == 2
     assert "name every input (NAME=PATH) or none of them" in capsys.readouterr().err
+
+
+def test_table_report_replaces_the_earlier_one(tmp_path, rows):
+    write_csv(tmp_path / "scores.csv", rows)
+    out = tmp_path / "out"
+    base = [
+        "risk",
+        str(tmp_path / "scores.csv"),
+        "--metrics",
+        "reward",
+        "--n-bootstrap",
+        "20",
+        "--output-dir",
+        str(out),
+    ]
+    assert main(base) == 0 and (out / "epsilon_order2.png").exists()
+    assert main(base + ["--orders", "1"]) == 0
+    assert not (out / "epsilon_order2.png").exists() and (out / "epsilon_order1.png").exists()
