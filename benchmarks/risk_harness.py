@@ -166,6 +166,7 @@ def main() -> None:
     from hf_ext.risk import compare_harness_logs, read_harness_logs, write_harness_report
 
     k, tasks, n, rounds = args.models, args.tasks, args.samples, args.bootstrap
+    load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="risk-harness-bench-"))
     try:
         start = time.perf_counter()
@@ -256,7 +257,8 @@ def main() -> None:
             f"`python benchmarks/risk_harness.py` — {k} models x {tasks} tasks x {n} documents of lm-eval `--log_samples` "
             f"logs ({size:.0f} MiB, lm-eval's record format), second order, {rounds} paired bootstrap rounds, seed 0.",
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), Python "
-            f"{platform.python_version()}, numpy {np.__version__}; single process, measured on {time.strftime('%Y-%m-%d')}.",
+            f"{platform.python_version()}, numpy {np.__version__}; single process, measured on {time.strftime('%Y-%m-%d')}; "
+            f"load average before the run {load[0]:.1f} (1 min), the machine may be shared.",
             "",
             "| step | wall time (s) |",
             "|---|---:|",
