@@ -9,8 +9,10 @@ are better (negate a metric where smaller is better, or use [`portfolio`](hf_ext
 - **Relative test**: each model's relative violation `eps_i = mean_{j != i} eps(X_i, X_j)`; `i` relatively
   dominates `j` when `delta_ij + se_ij * z(1 - alpha / #pairs) < 0` with `delta_ij = eps_i - eps_j`, `se_ij` from a
   joint bootstrap of all k models (Bonferroni over the k(k-1)/2 pairs; by default a Kolmogorov-Smirnov test at the
-  same level must also find the two distributions different, see `guard` in [`relative_dominance`]). Models are
-  ranked by their Borda count: the number of models they significantly dominate (ties broken by `eps_i`).
+  same level must also find the two distributions different, see `guard` in [`relative_dominance`]). Equivalently,
+  the one-sided p-value `Phi(delta_ij / se_ij)` (the larger of it and the guard's) is at most `alpha / #pairs`; Holm
+  or Benjamini-Hochberg adjust the same p-values instead. Models are ranked by their Borda count: the number of
+  models they significantly dominate (ties broken by `eps_i`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bootstrap import bootstrap_violation_ratios, pairwise_violation_ratios
+from .paired import adjust_pvalues, check_clusters
 from .quantiles import as_sample
 from .violation import check_order
 
@@ -199,8 +202,14 @@ class RelativeDominanceResult:
             bootstrap, at the same corrected level (the absolute test; compare with a threshold such as 0.25).
         ks_pvalue (`np.ndarray` of shape `(k, k)`): Two-sample Kolmogorov-Smirnov p-values of the guard (`NaN`
             without it).
-        critical_value (`float`): The normal quantile `z(1 - alpha / #pairs)` used.
+        critical_value (`float`): The normal quantile `z(1 - alpha / #pairs)` used (for `epsilon_min` always).
         order, alpha, n_bootstrap, paired, seed, correction, guard: The settings of the test.
+        pvalue (`np.ndarray` of shape `(k, k)`): Unadjusted one-sided p-value of "`i` relatively dominates `j`",
+            `Phi(delta_ij / std_error_ij)`, the larger of it and the guard's p-value with the guard (`NaN` on the
+            diagonal).
+        adjusted_pvalue (`np.ndarray` of shape `(k, k)`): `pvalue` adjusted by `correction` over the k(k-1)/2 pairs
+            (each pair counted once, in its observed direction; 1 in the other).
+        clustered (`bool`): Whether the bootstrap resampled whole clusters of samples.
     """
 
     models: list[str]
@@ -222,6 +231,9 @@ class RelativeDominanceResult:
     correction: str | None = "bonferroni"
     guard: str | None = "ks"
     metadata: dict = field(default_factory=dict)
+    pvalue: np.ndarray | None = None
+    adjusted_pvalue: np.ndarray | None = None
+    clustered: bool = False
 
     def rank_of(self, model: str) -> int:
         """1-based rank of `model`."""
@@ -255,6 +267,9 @@ class RelativeDominanceResult:
             "epsilon_min": clean(self.epsilon_min),
             "ks_pvalue": clean(self.ks_pvalue),
             "critical_value": float(self.critical_value),
+            "pvalue": None if self.pvalue is None else clean(self.pvalue),
+            "adjusted_pvalue": None if self.adjusted_pvalue is None else clean(self.adjusted_pvalue),
+            "clustered": self.clustered,
             "order": self.order,
             "alpha": self.alpha,
             "n_bootstrap": self.n_bootstrap,
@@ -267,10 +282,15 @@ class RelativeDominanceResult:
     def to_markdown(self) -> str:
         """The ranking table, the pairwise violation-ratio matrix and the significant dominances, as Markdown."""
         index = {name: i for i, name in enumerate(self.models)}
+        names = {"bonferroni": "Bonferroni", "holm": "Holm", "bh": "Benjamini-Hochberg"}
+        pairs = len(self.models) * (len(self.models) - 1) // 2
+        kind = "cluster" if self.clustered else ("paired" if self.paired else "independent")
+        # a comparison of harness logs corrects over all its claims, not only this test's pairs
+        family = f"{self.metadata['family']} claims" if "family" in self.metadata else f"{pairs} pairs"
         lines = [
             f"Relative stochastic dominance of order {self.order}: alpha = {self.alpha}"
-            f"{' (Bonferroni over ' + str(len(self.models) * (len(self.models) - 1) // 2) + ' pairs)' if self.correction else ''}, "
-            f"{self.n_bootstrap} {'paired' if self.paired else 'independent'} bootstrap rounds, seed {self.seed}.",
+            f"{' (' + names[self.correction] + ' over ' + family + ')' if self.correction else ''}, "
+            f"{self.n_bootstrap} {kind} bootstrap rounds, seed {self.seed}.",
             "",
             "| rank | model | Borda (significant wins) | relative ε (lower is better) | dominates |",
             "|---:|---|---:|---:|---|",
@@ -294,7 +314,12 @@ class RelativeDominanceResult:
         return f"RelativeDominanceResult(order={self.order}, ranking={self.ranking}, borda={self.borda.tolist()})"
 
 
+_KS_ASYMPTOTIC = 1000
+
+
 def _ks_pvalues(samples: dict[str, np.ndarray]) -> np.ndarray:
+    import warnings
+
     from scipy.stats import ks_2samp
 
     values = list(samples.values())
@@ -302,8 +327,27 @@ def _ks_pvalues(samples: dict[str, np.ndarray]) -> np.ndarray:
     pvalues = np.full((k, k), np.nan)
     for i in range(k):
         for j in range(i + 1, k):
-            pvalues[i, j] = pvalues[j, i] = ks_2samp(values[i], values[j]).pvalue
+            # from 1,000 samples a side the asymptotic distribution is accurate, and the exact one costs milliseconds
+            method = "asymp" if min(values[i].size, values[j].size) >= _KS_ASYMPTOTIC else "auto"
+            with warnings.catch_warnings():
+                # with ties (a 0/1 metric) scipy's exact method gives up and says so; its fallback is the asymptotic one
+                warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning)
+                pvalues[i, j] = pvalues[j, i] = ks_2samp(values[i], values[j], method=method).pvalue
     return pvalues
+
+
+def dominance_pvalues(delta: np.ndarray, std_error: np.ndarray) -> np.ndarray:
+    """One-sided p-values of "`i` relatively dominates `j`": `Phi(delta_ij / std_error_ij)` (the normal test of the
+    paper); 0 when the bootstrap never moved a negative `delta`, 1 when it never moved a non-negative one."""
+    from scipy.special import ndtr
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(
+            std_error > 0, delta / np.where(std_error > 0, std_error, 1.0), np.where(delta < 0, -np.inf, np.inf)
+        )
+    pvalue = ndtr(z)
+    np.fill_diagonal(pvalue, np.nan)
+    return pvalue
 
 
 def relative_dominance(
@@ -316,6 +360,7 @@ def relative_dominance(
     seed: int | None = None,
     correction: str | None = "bonferroni",
     guard: str | None = "ks",
+    clusters=None,
     progress: bool = False,
 ) -> RelativeDominanceResult:
     """Relative test of stochastic dominance among k models, with a ranking (larger values are better).
@@ -330,7 +375,9 @@ def relative_dominance(
             prompt; all models are then resampled with the same indices (the samples must have equal sizes).
         seed (`int`, *optional*): Seed of the bootstrap; the same seed gives the same result.
         correction (`str`, *optional*, defaults to `"bonferroni"`): `"bonferroni"` divides alpha by the number of
-            pairs k(k-1)/2; `None` tests each pair at level alpha.
+            pairs k(k-1)/2; `"holm"` (family-wise error too, more powerful) and `"bh"` (Benjamini-Hochberg: the false
+            discovery rate) adjust the pairs' p-values ([`~hf_ext.risk.paired.adjust_pvalues`]); `None` tests each
+            pair at level alpha.
         guard (`str`, *optional*, defaults to `"ks"`): Also require a two-sample Kolmogorov-Smirnov test, at the
             same corrected level, to find the two distributions different before declaring a dominance. When two
             models have the same distribution the violation ratio does not concentrate (its central limit theorem
@@ -340,6 +387,9 @@ def relative_dominance(
             distributions, where the bootstrap test is valid. (The Kolmogorov-Smirnov test assumes independent
             samples; with paired samples that are positively correlated, as scores on the same prompts usually are,
             it is conservative.)
+        clusters (array-like, *optional*): With `paired=True`, a label per sample position saying which samples
+            belong together (the prompt of several generations, the item of several seeds): the bootstrap draws whole
+            clusters, which must all have the same size.
         progress (`bool`, *optional*, defaults to `False`): Show a progress bar.
 
     Returns:
@@ -361,11 +411,18 @@ def relative_dominance(
     _check_settings(alpha, n_bootstrap)
     if guard not in (None, "ks"):
         raise ValueError(f"guard: expected 'ks' or None, got {guard!r}")
-    if correction not in (None, "bonferroni"):
-        raise ValueError(f"correction: expected 'bonferroni' or None, got {correction!r}")
+    if correction not in (None, "bonferroni", "holm", "bh"):
+        raise ValueError(f"correction: expected 'bonferroni', 'holm', 'bh' or None, got {correction!r}")
     checked = check_samples(samples, paired=paired)
     names = list(checked)
     k = len(names)
+    codes = None
+    if clusters is not None:
+        if not paired:
+            raise ValueError(
+                "clusters: a cluster bootstrap resamples the same clusters for every model; set paired=True"
+            )
+        codes = check_clusters(clusters, next(iter(checked.values())).size)
     sorted_samples, paired_order = _prepare(checked, paired)
 
     epsilon = pairwise_violation_ratios(sorted_samples, order)
@@ -375,6 +432,7 @@ def relative_dominance(
         n_bootstrap=n_bootstrap,
         rng=np.random.default_rng(seed),
         paired_order=paired_order,
+        cluster_codes=codes,
         progress=progress,
     )
     relative = np.nanmean(epsilon, axis=-1)
@@ -384,13 +442,27 @@ def relative_dominance(
     std_error = np.std(boot_delta, axis=0)
 
     pairs = k * (k - 1) // 2
-    level = alpha / pairs if correction == "bonferroni" else alpha
+    level = alpha / pairs if correction in ("bonferroni", "holm", "bh") else alpha
     critical = _normal_quantile(1 - level)
-    significant = delta + std_error * critical < 0
     ks_pvalue = _ks_pvalues(checked) if guard == "ks" else np.full((k, k), np.nan)
+    pvalue = dominance_pvalues(delta, std_error)
     if guard == "ks":
-        significant &= ks_pvalue < level
+        pvalue = np.maximum(pvalue, ks_pvalue)  # both tests must reject (an intersection-union test)
+    if correction in ("holm", "bh"):
+        # one claim per pair, in its observed direction (the smaller of the two one-sided p-values)
+        upper = np.triu_indices(k, 1)
+        adjusted_pairs = np.full((k, k), np.nan)
+        adjusted_pairs[upper] = adjust_pvalues(np.fmin(pvalue, pvalue.T)[upper], correction)
+        adjusted_pairs.T[upper] = adjusted_pairs[upper]
+        adjusted = np.where(pvalue <= pvalue.T, adjusted_pairs, 1.0)
+        significant = (adjusted <= alpha) & (delta < 0)
+    else:
+        significant = delta + std_error * critical < 0
+        if guard == "ks":
+            significant &= ks_pvalue < level
+        adjusted = np.minimum(1.0, pvalue * (pairs if correction == "bonferroni" else 1))
     np.fill_diagonal(significant, False)
+    np.fill_diagonal(adjusted, np.nan)
     epsilon_min = np.clip(epsilon + np.std(boot, axis=0) * critical, 0.0, 1.0)
     ranking, borda = borda_ranking(names, significant, relative)
     return RelativeDominanceResult(
@@ -412,4 +484,7 @@ def relative_dominance(
         seed=seed,
         correction=correction,
         guard=guard,
+        pvalue=pvalue,
+        adjusted_pvalue=adjusted,
+        clustered=codes is not None,
     )

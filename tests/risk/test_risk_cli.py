@@ -111,3 +111,78 @@ def test_bad_input_exits_with_a_message(tmp_path, rows, capsys, extra, edit, mes
 def test_missing_file(tmp_path, capsys):
     assert main(["risk", str(tmp_path / "nope.csv"), "--metrics", "x"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# harness logs ------------------------------------------------------------------------------------------------------
+
+
+def _lm_eval_logs(root, n=120):
+    from harness_logs import write_lm_eval_run
+
+    rng = np.random.default_rng(3)
+    difficulty = rng.normal(size=n)
+    for name, ability in (("base", -0.5), ("tuned", 0.7)):
+        acc = (rng.random(n) < 1 / (1 + np.exp(difficulty - ability))).astype(float)
+        write_lm_eval_run(root / name, f"/models/{name}", "facts", {"acc": acc.tolist()})
+    return root
+
+
+def test_harness_logs_report(tmp_path, capsys):
+    logs = _lm_eval_logs(tmp_path / "lm-eval-out")
+    out = tmp_path / "report"
+    args = ["risk", str(logs), "--n-bootstrap", "100", "--orders", "1", "--output-dir", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "order 1: tuned > base" in printed and "tuned is right more often than base on facts / acc" in printed
+    assert f"Report: {out / 'report.md'}" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["rankings"] == {"order1": ["tuned", "base"]} and results["settings"]["correction"] == "bh"
+    assert (out / "report.html").is_file() and (out / "facts__acc_quantiles.png").read_bytes().startswith(PNG)
+    # named inputs, Holm, no HTML: the folder is replaced as a whole
+    args = ["risk", f"A={logs / 'base'}", f"B={logs / 'tuned'}", "--correction", "holm", "--no-html"]
+    assert main(args + ["--n-bootstrap", "50", "--orders", "2", "--output-dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["models"] == ["A", "B"] and results["settings"]["correction"] == "holm"
+    assert not (out / "report.html").exists() and not (out / "facts__acc_epsilon_order1.png").exists()
+
+
+@pytest.mark.parametrize(
+    "make, extra, message",
+    [
+        (lambda root: (root / "empty").mkdir(), [], "not a harness log: found no lm-eval samples_"),
+        (_lm_eval_logs, ["--directions", "acc=up"], "--directions: expected metric=max or metric=min"),
+        (_lm_eval_logs, ["--tasks", "mmlu"], "tasks: ['mmlu'] not in the logs"),
+        (_lm_eval_logs, ["--metrics", "f1"], "metrics: ['f1'] not in the logs"),
+    ],
+)
+def test_harness_bad_input_exits_with_a_message(tmp_path, capsys, make, extra, message):
+    make(tmp_path)
+    source = tmp_path / "empty" if (tmp_path / "empty").exists() else tmp_path
+    status = main(["risk", str(source), *extra, "--n-bootstrap", "10", "--output-dir", str(tmp_path / "o")])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_harness_names_all_or_none(tmp_path, capsys):
+    logs = _lm_eval_logs(tmp_path)
+    assert main(["risk", f"A={logs / 'base'}", str(logs / "tuned"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "name every input (NAME=PATH) or none of them" in capsys.readouterr().err
+
+
+def test_table_report_replaces_the_earlier_one(tmp_path, rows):
+    write_csv(tmp_path / "scores.csv", rows)
+    out = tmp_path / "out"
+    base = [
+        "risk",
+        str(tmp_path / "scores.csv"),
+        "--metrics",
+        "reward",
+        "--n-bootstrap",
+        "20",
+        "--output-dir",
+        str(out),
+    ]
+    assert main(base) == 0 and (out / "epsilon_order2.png").exists()
+    assert main(base + ["--orders", "1"]) == 0
+    assert not (out / "epsilon_order2.png").exists() and (out / "epsilon_order1.png").exists()

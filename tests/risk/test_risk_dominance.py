@@ -132,7 +132,7 @@ def test_borda_ranking_counts_significant_wins_and_breaks_ties():
         ({"a": [1.0], "b": [2.0]}, {"order": 3}, "order: expected 1"),
         ({"a": [1.0], "b": [2.0]}, {"alpha": 1.5}, r"alpha: expected a significance level in \(0, 1\)"),
         ({"a": [1.0], "b": [2.0]}, {"n_bootstrap": 1}, "n_bootstrap: expected an integer >= 2"),
-        ({"a": [1.0], "b": [2.0]}, {"correction": "holm"}, "correction: expected 'bonferroni' or None"),
+        ({"a": [1.0], "b": [2.0]}, {"correction": "sidak"}, "correction: expected 'bonferroni', 'holm', 'bh' or None"),
         ([1.0, 2.0], {}, "samples: expected a mapping"),
     ],
 )
