@@ -221,15 +221,28 @@ def write_summary(outputs: Path, seconds: dict, printed: dict, torch_version: st
             lines.append(f"| {view['task']} / {view['metric']} ({arrow}, {view['n_items']} items"
                          f"{', ' + str(view['repeats']) + ' per item' if view['repeats'] > 1 else ''}) | {means} |")  # fmt: skip
         lines += [""]
-        for order, ranking in results["rankings"].items():
-            lines.append(f"- Ranking, {order.replace('order', 'order ')} (Borda over tasks): {' > '.join(ranking)}")
         significant = [c for c in results["claims"] if c["significant"]]
+        tested = any(c["test"] == "dominance" for c in significant)
+        for order, ranking in results["rankings"].items():
+            lines.append(
+                f"- Ranking, {order.replace('order', 'order ')} (Borda over tasks{'' if tested else '; descriptive: no dominance is significant'}): "
+                f"{' > '.join(ranking)}"
+            )
         lines.append(
             f"- {len(significant)} significant claims of {len(results['claims'])} "
             f"({settings['correction']} correction, alpha {settings['alpha']}):"
         )
         statements = [line.strip() for line in printed[harness].splitlines() if line.startswith("  ")]
         lines += [f"  - {statement}" for statement in statements] or ["  - none"]
+        strongest = sorted(results["claims"], key=lambda c: c["pvalue"])[:3]
+        lines.append("- Strongest comparisons (smallest unadjusted p):")
+        for c in strongest:
+            test = "McNemar" if c["test"] == "mcnemar" else f"dominance, order {c['order']}"
+            detail = f", {c['detail']}" if c["detail"] else f", Δε = {c['effect']:.3f}"
+            lines.append(
+                f"  - {c['winner']} over {c['loser']} on {c['task']} / {c['metric']} ({test}{detail}): p = "
+                f"{c['pvalue']:.2g}, adjusted {c['adjusted_pvalue']:.2g}"
+            )
         if results["warnings"]:
             lines.append("- Too few samples to decide:")
             lines += [f"  - {warning}" for warning in results["warnings"]]

@@ -79,13 +79,16 @@ def report_blocks(comparison: HarnessComparison, images: dict[str, dict[str, str
     ]
     blocks.append(("table", header, rows))
     primary = ", ".join(settings["primary_views"].values())
-    blocks.append(
-        (
-            "p",
-            "Across tasks: the Borda aggregation of each task's ranking (by significant dominances, ties by relative "
-            f"violation ratio), on {primary}. Each task's own ranking and tests follow below.",
-        )
+    text = (
+        "Across tasks: the Borda aggregation of each task's ranking (by significant dominances, ties by relative "
+        f"violation ratio), on {primary}. Each task's own ranking and tests follow below."
     )
+    if not any(claim.significant and claim.test == "dominance" for claim in comparison.claims):
+        text += (
+            " No dominance is significant: the rankings order the models by their relative violation ratios alone, "
+            "a description of these samples, not a tested order."
+        )
+    blocks.append(("p", text))
     means_header = ["model"] + [
         f"{view.name} ({'↑' if view.direction == 'max' else '↓'})"
         for view in comparison.views
