@@ -16,38 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import HarnessLogError, SampleScores
+from .records import LOG_DATE, HarnessLogError, SampleScores, holds_log_files, log_files
 
 
 __all__ = ["is_lighteval_log", "read_lighteval"]
 
 HARNESS = "lighteval"
-_DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
-_DETAILS = re.compile(rf"^details_(?P<task>.+)_(?P<date>{_DATE})\.parquet$")
+_DETAILS = re.compile(rf"^details_(?P<task>.+)_(?P<date>{LOG_DATE})\.parquet$")
 
 
 def is_lighteval_log(path: Path) -> bool:
     """Whether `path` is a lighteval details file, or a folder holding some."""
-    if path.is_file():
-        return bool(_DETAILS.match(path.name))
-    return any(_DETAILS.match(file.name) for file in path.rglob("details_*.parquet"))
+    return holds_log_files(path, _DETAILS, "details_*.parquet")
 
 
 def _details_files(path: Path) -> list[Path]:
-    if path.is_file():
-        if not _DETAILS.match(path.name):
-            raise HarnessLogError(
-                f"{path}: not a lighteval details file; expected details_<task>_<date>.parquet (written by lighteval "
-                "with --save-details) or its --output-dir folder"
-            )
-        return [path]
-    files = sorted(file for file in path.rglob("details_*.parquet") if _DETAILS.match(file.name))
-    if not files:
-        raise HarnessLogError(
-            f"{path}: no lighteval details found (details_<task>_<date>.parquet); run lighteval with --save-details "
-            "and point to its --output-dir"
-        )
-    return files
+    return log_files(
+        path,
+        _DETAILS,
+        "details_*.parquet",
+        not_a_log="not a lighteval details file; expected details_<task>_<date>.parquet (written by lighteval with "
+        "--save-details) or its --output-dir folder",
+        none_found="no lighteval details found (details_<task>_<date>.parquet); run lighteval with --save-details "
+        "and point to its --output-dir",
+    )
 
 
 def _find_results(details: Path, date: str) -> dict | None:

@@ -15,39 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import HarnessLogError, SampleScores
+from .records import LOG_DATE, HarnessLogError, SampleScores, holds_log_files, log_files
 
 
 __all__ = ["is_lm_eval_log", "read_lm_eval"]
 
 HARNESS = "lm-eval"
-_DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
-_SAMPLES = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{_DATE})\.jsonl$")
-_RESULTS = re.compile(rf"^results_(?P<date>{_DATE})\.json$")
+_SAMPLES = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{LOG_DATE})\.jsonl$")
+_RESULTS = re.compile(rf"^results_(?P<date>{LOG_DATE})\.json$")
 
 
 def is_lm_eval_log(path: Path) -> bool:
     """Whether `path` is an lm-eval samples file, or a folder holding some (at any depth)."""
-    if path.is_file():
-        return bool(_SAMPLES.match(path.name))
-    return any(_SAMPLES.match(file.name) for file in path.rglob("samples_*.jsonl"))
+    return holds_log_files(path, _SAMPLES, "samples_*.jsonl")
 
 
 def _sample_files(path: Path) -> list[Path]:
-    if path.is_file():
-        if not _SAMPLES.match(path.name):
-            raise HarnessLogError(
-                f"{path}: not an lm-eval per-sample log; expected a file named samples_<task>_<date>.jsonl "
-                "(written by lm_eval --log_samples) or the --output_path folder"
-            )
-        return [path]
-    files = sorted(file for file in path.rglob("samples_*.jsonl") if _SAMPLES.match(file.name))
-    if not files:
-        raise HarnessLogError(
-            f"{path}: no lm-eval per-sample logs found (samples_<task>_<date>.jsonl); run lm_eval with --log_samples "
-            "and --output_path, and point to that folder"
-        )
-    return files
+    return log_files(
+        path,
+        _SAMPLES,
+        "samples_*.jsonl",
+        not_a_log="not an lm-eval per-sample log; expected a file named samples_<task>_<date>.jsonl (written by "
+        "lm_eval --log_samples) or the --output_path folder",
+        none_found="no lm-eval per-sample logs found (samples_<task>_<date>.jsonl); run lm_eval with --log_samples "
+        "and --output_path, and point to that folder",
+    )
 
 
 def _model_args(config: dict) -> dict:

@@ -91,6 +91,30 @@ class PairedScores:
         return len(self.ids) // self.repeats
 
 
+LOG_DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
+"""The timestamp lm-eval and lighteval put in their log file names."""
+
+
+def holds_log_files(path, pattern, glob: str) -> bool:
+    """Whether `path` is a log file whose name matches `pattern`, or a folder holding some (at any depth)."""
+    if path.is_file():
+        return bool(pattern.match(path.name))
+    return any(pattern.match(file.name) for file in path.rglob(glob))
+
+
+def log_files(path, pattern, glob: str, not_a_log: str, none_found: str) -> list:
+    """The log files at `path` (one file, or every match below a folder, sorted); `HarnessLogError` with
+    `f"{path}: {not_a_log}"` or `f"{path}: {none_found}"` otherwise."""
+    if path.is_file():
+        if not pattern.match(path.name):
+            raise HarnessLogError(f"{path}: {not_a_log}")
+        return [path]
+    files = sorted(file for file in path.rglob(glob) if pattern.match(file.name))
+    if not files:
+        raise HarnessLogError(f"{path}: {none_found}")
+    return files
+
+
 def _preview(items: Iterable[str], limit: int = 6) -> str:
     items = sorted(items, key=_natural)
     shown = ", ".join(items[:limit])
