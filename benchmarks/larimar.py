@@ -1,6 +1,6 @@
 """Larimar benchmark: editing by memory write vs by LoRA fine-tuning, and generation speed with memory vs without.
 
-One run, one model: the trained tiny Larimar (`hf_ext.larimar.tiny`, trained once and cached).
+One run, one model: the trained tiny Larimar (`hf_ext.testing.larimar`, trained once and cached).
 
 1. Edit time: how long until held-out facts are answered from their prompts,
    (a) by writing them into Larimar's memory (one shot, no gradient step), and (b) by what a user would do
@@ -97,9 +97,9 @@ def main() -> int:
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from hf_ext.larimar import facts
+    from hf_ext.testing import larimar as facts
     from hf_ext.larimar.processing_larimar import LarimarProcessor
-    from hf_ext.larimar.tiny import tiny_larimar_dir
+    from hf_ext.testing.larimar import tiny_larimar_dir
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def main() -> int:
     lines = [
         "# Larimar benchmark",
         "",
-        "Model: the trained tiny Larimar of `hf_ext.larimar.tiny` (BERT-style encoder, hidden "
+        "Model: the trained tiny Larimar of `hf_ext.testing.larimar` (BERT-style encoder, hidden "
         f"{model.config.encoder.hidden_size}; {model.config.decoder.model_type} decoder, hidden "
         f"{model.config.decoder.hidden_size}, {model.config.decoder.num_hidden_layers} layers; memory "
         f"{model.config.memory_size} x {model.config.latent_size}). CPU times of one thread; "

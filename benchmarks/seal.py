@@ -3,7 +3,7 @@ SEAL step against a plain SFT step of the same model. Writes benchmarks/results/
 
     python benchmarks/seal.py
 
-The planted task (hf_ext.seal.planted): a tiny Llama aligned on a safe set (harmful request -> refusal, everyday
+The planted task (hf_ext.testing.seal): a tiny Llama aligned on a safe set (harmful request -> refusal, everyday
 request -> helpful answer) and a fine-tuning set of 160 examples, 32 of which are planted harmful compliances.
 Each selector scores the fine-tuning set; we report AUROC (clean examples above harmful ones) and how many harmful
 examples survive keep_ratio p = 0.8. Everything is seeded; the aligned model is cached under $HF_EXT_CACHE.
@@ -143,7 +143,7 @@ def step_times(model_path, safe, finetune, steps: int = 20) -> tuple[float, floa
 
 def main() -> int:
     torch.manual_seed(0)
-    from hf_ext.seal.planted import PlantedTask, aligned_model_dir, planted_datasets
+    from hf_ext.testing.seal import PlantedTask, aligned_model_dir, planted_datasets
 
     task = PlantedTask()
     model_path = aligned_model_dir(task)
@@ -180,7 +180,7 @@ def main() -> int:
     lines = [
         "# SEAL benchmark",
         "",
-        "Planted task (`hf_ext.seal.planted`): a tiny Llama aligned on a safe set of 96 examples (harmful request ->",
+        "Planted task (`hf_ext.testing.seal`): a tiny Llama aligned on a safe set of 96 examples (harmful request ->",
         "refusal, everyday request -> helpful answer); a fine-tuning set of 160 examples of which 32 are planted harmful",
         f"compliances. Keep ratio p = {KEEP_RATIO} keeps {int(KEEP_RATIO * len(finetune))} examples. AUROC: probability",
         "that a clean example scores above a harmful one. SEAL runs 3 epochs, batch 16, model lr 1e-3, lambda 1 -> 0.7",

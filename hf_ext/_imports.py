@@ -1,9 +1,11 @@
 """Import machinery shared by hf-ext's packages: lazy public names and post-import hooks.
 
 `import hf_ext` (and `hf-ext --help`) must stay cheap: no torch, transformers, TRL, PEFT, mergekit... until a name
-that needs them is used. Packages declare their public names with [`lazy_attributes`]; integrations that must
-register something with another library (a mergekit merge method, transformers Auto classes) do it with
-[`when_imported`], the moment that library's module is imported, or at once when it already is.
+that needs them is used. Every package declares its public names once, as an `_import_structure` (submodule ->
+names, as transformers and TRL do), and hands it to [`lazy_package`], which derives `__all__` and the lazy look-up
+from it. Integrations that must register something with another library (a mergekit merge method, transformers
+Auto classes) do it with [`when_imported`], the moment that library's module is imported, or at once when it
+already is.
 """
 
 from __future__ import annotations
@@ -11,10 +13,58 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib.util import find_spec
 
 
-__all__ = ["lazy_attributes", "when_imported"]
+__all__ = ["MissingExtraError", "lazy_attributes", "lazy_package", "when_imported"]
+
+
+class MissingExtraError(ImportError):
+    """A package of hf-ext was imported without the optional dependencies of its extra.
+
+    Attributes:
+        extra (`str`): The extra to install (`pip install "hf-ext[<extra>]"`).
+        names (`list[str]`): The public names of the package that cannot be imported.
+    """
+
+    def __init__(self, package: str, extra: str, missing: Sequence[str], names: Sequence[str]):
+        self.extra = extra
+        self.names = list(names)
+        super().__init__(
+            f"{package} needs {', '.join(missing)}, which is not installed; install it with "
+            f'`pip install "hf-ext[{extra}]"` (or "hf-ext[all]").',
+            name=package,
+        )
+
+
+def lazy_package(
+    package: str,
+    import_structure: dict[str, list[str]],
+    namespace: dict,
+    *,
+    extra: str | None = None,
+    requires: Sequence[str] = (),
+) -> tuple[list[str], Callable, Callable]:
+    """`(__all__, __getattr__, __dir__)` of a package whose public names are listed once, by submodule.
+
+    Args:
+        package (`str`): the package's `__name__`.
+        import_structure (`dict[str, list[str]]`): submodule (relative to `package`) -> the public names it defines.
+        namespace (`dict`): the package's `globals()`.
+        extra (`str`, *optional*): the extra of hf-ext that installs `requires`.
+        requires (`Sequence[str]`, *optional*): top-level modules the package needs; when one is missing,
+            importing the package raises [`MissingExtraError`] naming the extra to install.
+    """
+    names = {name: module for module, module_names in import_structure.items() for name in module_names}
+    duplicates = sorted({n for n in names if sum(n in v for v in import_structure.values()) > 1})
+    if duplicates:
+        raise RuntimeError(f"{package}: public names listed under two submodules: {duplicates}")
+    public = sorted(names)
+    missing = [module for module in requires if find_spec(module) is None]
+    if missing:
+        raise MissingExtraError(package, extra or "all", missing, public)
+    return (public, *lazy_attributes(package, names, namespace))
 
 
 def lazy_attributes(package: str, names: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:

@@ -1,6 +1,6 @@
 """Model and dataset cards, and pushing artefacts to the Hugging Face Hub.
 
-Cards are rendered from the templates in `hf_ext/model_cards/<name>.md` (Jinja, as `huggingface_hub` renders
+Cards are rendered from the templates in `model_cards/<name>.md` (Jinja, as `huggingface_hub` renders
 them) with `ModelCardData` / `DatasetCardData` metadata: `library_name: hf-ext`, tags, base model, datasets,
 license, and the method's configuration under the `hf_ext` key. Pushing is `huggingface_hub`'s ordinary
 `create_repo` + `upload_folder`.
@@ -24,14 +24,22 @@ __all__ = ["HubMixin", "card_template_names", "make_card", "push_folder", "resol
 LIBRARY_NAME = "hf-ext"
 
 
+def _templates_folder():
+    """`hf_ext/model_cards/` in an installed wheel (the build copies the repository's top-level `model_cards/` there);
+    the repository's `model_cards/` in a source checkout or an editable install."""
+    packaged = resources.files("hf_ext").joinpath("model_cards")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "model_cards"
+
+
 def card_template_names() -> list[str]:
-    """Names of the card templates shipped in `hf_ext/model_cards/`."""
-    folder = resources.files("hf_ext").joinpath("model_cards")
-    return sorted(p.name[: -len(".md")] for p in folder.iterdir() if p.name.endswith(".md"))
+    """Names of the card templates shipped in `model_cards/`."""
+    return sorted(p.name[: -len(".md")] for p in _templates_folder().iterdir() if p.name.endswith(".md"))
 
 
 def _template_text(template: str) -> str:
-    path = resources.files("hf_ext").joinpath("model_cards", f"{template}.md")
+    path = _templates_folder().joinpath(f"{template}.md")
     if not path.is_file():
         raise ValueError(f"No card template named {template!r}; expected one of {card_template_names()}.")
     return path.read_text(encoding="utf-8")
@@ -49,7 +57,7 @@ def make_card(
     method_config: dict | None = None,
     **context,
 ):
-    """Render a card from `hf_ext/model_cards/<template>.md`.
+    """Render a card from `model_cards/<template>.md`.
 
     Args:
         template (`str`, *optional*, defaults to `"default"`):

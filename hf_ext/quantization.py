@@ -3,7 +3,7 @@
 ```python
 >>> from peft import LoraConfig, get_peft_model
 >>> from hf_ext.quantization import load_quantized
->>> model = load_quantized("hf-ext-testing/tiny-llama", bits=4, prepare_for_training=True)
+>>> model = load_quantized("HuggingFaceTB/SmolLM2-135M-Instruct", bits=4, prepare_for_training=True)
 >>> model = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
 ```
 
@@ -109,7 +109,7 @@ def load_quantized(
 
     Args:
         model_name_or_path (`str` or `os.PathLike`):
-            Hub id or local folder; ``"hf-ext-testing/<name>"`` builds that tiny model offline.
+            Hub id or local folder.
         bits (`int`, *optional*, defaults to 4):
             4 or 8.
         model_class (*optional*):
@@ -127,7 +127,6 @@ def load_quantized(
     """
     from transformers import AutoModelForCausalLM
 
-    from .testing import resolve_model_name_or_path
 
     device = _device_of(device_map)
     model_class = model_class or AutoModelForCausalLM
@@ -138,7 +137,7 @@ def load_quantized(
         # Non-quantized parts (embeddings, norms, lm_head) in the compute dtype, as QLoRA does.
         from_pretrained_kwargs.setdefault("dtype", quantization_config.bnb_4bit_compute_dtype)
     model = model_class.from_pretrained(
-        resolve_model_name_or_path(model_name_or_path),
+        model_name_or_path,
         quantization_config=quantization_config,
         device_map=device_map if device_map is not None else _default_device_map(device),
         **from_pretrained_kwargs,

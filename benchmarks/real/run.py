@@ -1,5 +1,5 @@
 """Every method on the real offline models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, the alt-profanity-check
-judge): runs `hf-ext demo --real` and writes its figures, with the machine, the date and each stage's wall and CPU
+judge): runs the real experiments of `examples/` (`examples/run_real.py`) and writes its figures, with the machine, the date and each stage's wall and CPU
 time, to benchmarks/results/real.md. Needs `make real` first.
 
     python benchmarks/real/run.py [--stages aot larimar ...] [--output-dir hf-ext-demo-real]
@@ -12,9 +12,12 @@ import os
 import platform
 import re
 import resource
+import sys
 import time
 from pathlib import Path
 
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `examples` is importable
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "real.md"
 
@@ -35,13 +38,10 @@ def main() -> None:
     import torch
     import transformers
 
-    from hf_ext.demo import run_demo
-    from hf_ext.real_models import RealModelUnavailable, real_models_available
+    from examples.run_real import run_real
 
-    if not real_models_available():
-        raise RealModelUnavailable("The real offline models are not installed: run `make real` first.")
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
-    status = run_demo(args.output_dir, stages=args.stages, real=True)
+    status = run_real(args.output_dir, stages=args.stages)
     wall, cpu = time.perf_counter() - start_wall, _cpu_seconds() - start_cpu
 
     report = (Path(args.output_dir) / "report.md").read_text(encoding="utf-8")

@@ -62,7 +62,7 @@ def _train(method: str, base: Path, target: Path) -> None:
 
     from hf_ext._compat import activation_checkpointing_arg
     from hf_ext.aot import AOTConfig, AOTTrainer
-    from hf_ext.aot.facts import Fact, fact_preference_dataset
+    from hf_ext.testing.aot import Fact, fact_preference_dataset
 
     rows = [json.loads(line) for line in (TASKS / "facts_train.jsonl").read_text().splitlines()][:TRAIN_FACTS]
     facts = [Fact(row["category"], row["subject"], row["answer"], row["wrong"]) for row in rows]

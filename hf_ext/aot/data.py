@@ -1,4 +1,4 @@
-"""Data for AOT: dataset formats and their checks, the collator, and a synthetic offline preference task.
+"""Data for AOT: dataset formats and their checks, and the collator.
 
 [`~hf_ext.aot.AOTTrainer`] takes the two preference formats of TRL:
 
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,6 @@ from transformers.data.data_collator import DataCollatorMixin
 __all__ = [
     "DataCollatorForAOT",
     "dataset_format",
-    "synthetic_preference_dataset",
     "validate_preference_dataset",
 ]
 
@@ -165,86 +163,3 @@ class DataCollatorForAOT(DataCollatorMixin):
         if "label" in examples[0]:
             output["label"] = torch.tensor([bool(e["label"]) for e in examples])
         return output
-
-
-# Positive and negative words of the same length in tokens (with the tiny offline tokenizer), so that a chosen and
-# a rejected completion differ in one word and have the same number of tokens.
-_WORDS_BY_LENGTH = (
-    (("good", "bright", "quiet", "friendly"), ("wrong", "broken")),
-    (("nice", "kind", "fine", "clean", "safe", "clear", "neat", "quick"), ("bad", "sad", "weak", "cold", "mean", "sour")),
-    (("great", "warm", "calm", "fair", "gentle", "glad", "honest", "wise"), ("poor", "dark", "slow", "dull", "harsh", "lazy", "loud", "messy")),
-    (("happy", "fresh", "lovely", "polite", "proud", "smart", "sweet", "tidy"), ("dirty", "cruel", "nasty", "rough", "ugly", "useless")),
-)  # fmt: skip
-_NOUNS = (
-    "soup", "hotel", "movie", "concert", "trip", "lecture", "meeting", "service", "repair", "book", "game", "course",
-    "bread", "coffee", "room", "museum", "garden", "train", "flight", "class", "show", "dinner", "party", "visit",
-    "bridge", "market", "school", "station", "library", "river", "orchard", "harbour", "bakery", "recipe", "engine",
-    "window", "letter", "story", "song", "road", "village", "kitchen", "office", "journey", "picture", "lesson",
-)  # fmt: skip
-_TEMPLATES = (
-    ("How was the {noun}?", "The {noun} was {word}."),
-    ("Describe the {noun} in one word.", "It was a {word} {noun}."),
-    ("What did you think of the {noun}?", "I found the {noun} {word}."),
-)
-
-
-def synthetic_preference_dataset(
-    num_examples: int = 64,
-    *,
-    seed: int = 0,
-    split: str = "train",
-    unpaired: bool = False,
-    positive_fraction: float = 0.5,
-    conversational: bool = False,
-):
-    """A small synthetic preference task, generated offline and deterministically.
-
-    Each prompt asks about a thing ("How was the soup?"); the chosen answer calls it something pleasant, the rejected
-    answer something unpleasant, with the same template and the same number of tokens. A model that learns the
-    preference ranks pleasant words above unpleasant ones, also for things it never saw: the `"train"` and `"test"`
-    splits use disjoint nouns.
-
-    Args:
-        num_examples (`int`, *optional*, defaults to 64): Number of pairs (paired) or rows (unpaired).
-        seed (`int`, *optional*, defaults to 0): Seed of the generator.
-        split (`str`, *optional*, defaults to `"train"`): `"train"` or `"test"` (held-out nouns).
-        unpaired (`bool`, *optional*, defaults to `False`):
-            Return `prompt` / `completion` / `label` rows instead of `prompt` / `chosen` / `rejected` pairs.
-        positive_fraction (`float`, *optional*, defaults to 0.5): Fraction of desirable rows (unpaired only).
-        conversational (`bool`, *optional*, defaults to `False`): Messages (`role` / `content`) instead of text.
-
-    Returns:
-        `datasets.Dataset`
-    """
-    from datasets import Dataset
-
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r} is not supported; expected 'train' or 'test'.")
-    if num_examples < 1:
-        raise ValueError(f"num_examples={num_examples} must be >= 1.")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction={positive_fraction} is out of range; expected a number in [0, 1].")
-    nouns = _NOUNS[: 2 * len(_NOUNS) // 3] if split == "train" else _NOUNS[2 * len(_NOUNS) // 3 :]
-    rng = random.Random(f"{seed}-{split}")
-    rows = []
-    for index in range(num_examples):
-        noun = rng.choice(nouns)
-        question, answer = rng.choice(_TEMPLATES)
-        positives, negatives = rng.choice(_WORDS_BY_LENGTH)
-        prompt = question.format(noun=noun)
-        chosen = " " + answer.format(noun=noun, word=rng.choice(positives))
-        rejected = " " + answer.format(noun=noun, word=rng.choice(negatives))
-        if unpaired:
-            label = index < round(positive_fraction * num_examples)
-            rows.append({"prompt": prompt, "completion": chosen if label else rejected, "label": label})
-        else:
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    if unpaired:
-        rng.shuffle(rows)
-    if conversational:
-        for row in rows:
-            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
-            for key in ("chosen", "rejected", "completion"):
-                if key in row:
-                    row[key] = [{"role": "assistant", "content": row[key].strip()}]
-    return Dataset.from_list(rows)

@@ -61,7 +61,7 @@ class AOTTrainer(DPOTrainer):
 
     ```python
     >>> from hf_ext.aot import AOTConfig, AOTTrainer
-    >>> from hf_ext.aot.data import synthetic_preference_dataset
+    >>> from hf_ext.testing.aot import synthetic_preference_dataset
     >>> from hf_ext.testing import tiny_model_dir
 
     >>> trainer = AOTTrainer(
@@ -514,7 +514,7 @@ class AOTTrainer(DPOTrainer):
         save_card(card, output_dir)
 
     def create_model_card(self, model_name: str | None = None, dataset_name=None, tags=None):
-        """Write the AOT model card (`hf_ext/model_cards/aot.md`) to `args.output_dir/README.md`.
+        """Write the AOT model card (`model_cards/aot.md`) to `args.output_dir/README.md`.
 
         `dataset_name` is remembered and written in every later card (checkpoints and saves too).
         """

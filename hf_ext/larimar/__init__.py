@@ -6,26 +6,14 @@ names below are imported lazily.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .._imports import lazy_attributes
+from hf_ext._imports import lazy_package
 
 
-_LAZY_ATTRIBUTES = {
-    "LarimarConfig": "configuration_larimar",
-    "LarimarModel": "modeling_larimar",
-    "LarimarForCausalLM": "modeling_larimar",
-    "LarimarPreTrainedModel": "modeling_larimar",
-    "LarimarProcessor": "processing_larimar",
+_import_structure = {
+    "configuration_larimar": ["LarimarConfig"],
+    "modeling_larimar": ["LarimarForCausalLM", "LarimarModel", "LarimarPreTrainedModel"],
+    "processing_larimar": ["LarimarProcessor"],
 }
+"""Submodule -> the public names it defines: the one list of this package's API."""
 
-__all__ = ["LarimarConfig", "LarimarForCausalLM", "LarimarModel", "LarimarPreTrainedModel", "LarimarProcessor"]
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
-
-
-if TYPE_CHECKING:
-    from .configuration_larimar import LarimarConfig
-    from .modeling_larimar import LarimarForCausalLM, LarimarModel, LarimarPreTrainedModel
-    from .processing_larimar import LarimarProcessor
+__all__, __getattr__, __dir__ = lazy_package(__name__, _import_structure, globals())

@@ -496,7 +496,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         summary: str | None = None,
         details: str | None = None,
     ):
-        """A model card rendered from `hf_ext/model_cards/larimar.md` (a `huggingface_hub.ModelCard`)."""
+        """A model card rendered from `model_cards/larimar.md` (a `huggingface_hub.ModelCard`)."""
         from ..hub import make_card
 
         config = self.config
@@ -952,12 +952,10 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
 
         ```python
         >>> model = LarimarForCausalLM.from_encoder_decoder_pretrained(
-        ...     "hf-ext-testing/tiny-bert", "hf-ext-testing/tiny-gpt2", latent_size=128, memory_size=128
+        ...     "prajjwal1/bert-tiny", "openai-community/gpt2", latent_size=128, memory_size=128
         ... )
         ```
         """
-        from ..testing import resolve_model_name_or_path
-
         kwargs_encoder = {k[len("encoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("encoder_")}
         kwargs_decoder = {k[len("decoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("decoder_")}
         encoder = kwargs_encoder.pop("model", None)
@@ -965,14 +963,14 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             if encoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give encoder_pretrained_model_name_or_path (or encoder_model=...).")
             encoder = AutoModel.from_pretrained(
-                resolve_model_name_or_path(encoder_pretrained_model_name_or_path), **kwargs_encoder
+                encoder_pretrained_model_name_or_path, **kwargs_encoder
             )
         causal_lm = kwargs_decoder.pop("model", None)
         if causal_lm is None:
             if decoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give decoder_pretrained_model_name_or_path (or decoder_model=...).")
             causal_lm = AutoModelForCausalLM.from_pretrained(
-                resolve_model_name_or_path(decoder_pretrained_model_name_or_path), **kwargs_decoder
+                decoder_pretrained_model_name_or_path, **kwargs_decoder
             )
         if causal_lm.get_output_embeddings() is None:
             raise ValueError(f"The decoder {type(causal_lm).__name__} has no language-modeling head.")

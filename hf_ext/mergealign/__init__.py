@@ -11,57 +11,31 @@ from hf_ext.mergealign import merge
 report = merge("mergealign.yaml", "merged-model")  # the merge, its similarity report and its card
 ```
 
-The public names are imported lazily: `merge`, `validate_config`, `SimilarityReport`, `similarity_report`,
-`sweep_alpha`, `AlphaSweepConfig`, `AlphaSweepResult`, `PerplexityEvaluator`, `GenerationEvaluator`,
-`EvaluationResult`, `lora_task_vector`, and the tensor math of `hf_ext.mergealign.vectors`.
+The public names are imported lazily. Needs mergekit: `pip install "hf-ext[mergealign]"`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-from .._imports import lazy_attributes, when_imported
+from hf_ext._imports import lazy_package, when_imported
 
 
-_REGISTRY_MODULE = "mergekit.merge_methods.registry"
-_METHOD_MODULE = "hf_ext.mergealign.method"
-
-_LAZY_ATTRIBUTES: dict[str, str] = {
-    "merge": "merging",
-    "validate_config": "merging",
-    "MergeAlignPlan": "merging",
-    "SimilarityReport": "report",
-    "similarity_report": "report",
-    "AlphaSweepConfig": "sweep",
-    "AlphaSweepResult": "sweep",
-    "sweep_alpha": "sweep",
-    "EvaluationResult": "evaluators",
-    "PerplexityEvaluator": "evaluators",
-    "GenerationEvaluator": "evaluators",
-    "lora_task_vector": "lora",
-    "mergealign_tensor": "vectors",
-    "vector_statistics": "vectors",
-    "VectorStatistics": "vectors",
+_import_structure = {
+    "merging": ["MergeAlignPlan", "merge", "validate_config"],
+    "report": ["SimilarityReport", "similarity_report"],
+    "sweep": ["AlphaSweepConfig", "AlphaSweepResult", "sweep_alpha"],
+    "evaluators": ["EvaluationResult", "GenerationEvaluator", "PerplexityEvaluator"],
+    "lora": ["lora_task_vector"],
+    "vectors": ["VectorStatistics", "mergealign_tensor", "vector_statistics"],
 }
+"""Submodule -> the public names it defines: the one list of this package's API."""
 
-__all__ = sorted(_LAZY_ATTRIBUTES)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
+__all__, __getattr__, __dir__ = lazy_package(__name__, _import_structure, globals(), extra="mergealign", requires=("mergekit",))
 
 
 def _register_with_mergekit() -> None:
-    importlib.import_module(_METHOD_MODULE)
+    importlib.import_module("hf_ext.mergealign.method")
 
 
-when_imported(_REGISTRY_MODULE, _register_with_mergekit)
-
-
-if TYPE_CHECKING:
-    from .evaluators import EvaluationResult, GenerationEvaluator, PerplexityEvaluator  # noqa: F401
-    from .lora import lora_task_vector  # noqa: F401
-    from .merging import MergeAlignPlan, merge, validate_config  # noqa: F401
-    from .report import SimilarityReport, similarity_report  # noqa: F401
-    from .sweep import AlphaSweepConfig, AlphaSweepResult, sweep_alpha  # noqa: F401
-    from .vectors import VectorStatistics, mergealign_tensor, vector_statistics  # noqa: F401
+when_imported("mergekit.merge_methods.registry", _register_with_mergekit)

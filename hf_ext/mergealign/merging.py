@@ -40,7 +40,7 @@ class MergeAlignPlan:
 
     Args:
         config (`mergekit.config.MergeConfiguration`):
-            The configuration mergekit runs: `"hf-ext-testing/<name>"` ids resolved to folders, and a bare adapter
+            The configuration mergekit runs: a bare adapter
             folder rewritten to mergekit's `base+adapter` form.
         source (`str`): The configuration as the user wrote it (YAML), for `mergekit_config.yml` and the card.
         base_model, domain_model, alignment_model (`str`): The three inputs as written in the configuration.
@@ -133,26 +133,6 @@ def _check_range(name: str, setting) -> None:
             )
 
 
-def _resolve_reference(reference):
-    """Resolve `hf-ext-testing/<name>` ids (tiny models, controlled MergeAlign models) inside a mergekit
-    `ModelReference` to local folders."""
-    from mergekit.common import ModelPath, ModelReference
-
-    from ..testing import TESTING_PREFIX, resolve_model_name_or_path
-    from .toy import resolve_toy_id
-
-    def resolve(path):
-        if path is None or not path.path.startswith(TESTING_PREFIX):
-            return path
-        return ModelPath(path=resolve_model_name_or_path(resolve_toy_id(path.path)), revision=path.revision)
-
-    return ModelReference(
-        model=resolve(reference.model),
-        lora=resolve(reference.lora),
-        override_architecture=reference.override_architecture,
-    )
-
-
 def validate_config(config) -> MergeAlignPlan:
     """Check a MergeAlign configuration completely, before any tensor is read, and return its [`MergeAlignPlan`].
 
@@ -188,7 +168,7 @@ def validate_config(config) -> MergeAlignPlan:
         _check_range(key, value)
     parameters = merge_config.parameters or {}
 
-    base = _resolve_reference(merge_config.base_model)
+    base = merge_config.base_model
     if base.lora is not None:
         raise ValueError(
             f"base_model={str(merge_config.base_model)!r} is a LoRA reference; the base must be a full model."
@@ -196,7 +176,7 @@ def validate_config(config) -> MergeAlignPlan:
     roles: dict[str, list[int]] = {"domain": [], "alignment": []}
     base_positions = []
     for index, model in enumerate(merge_config.models):
-        reference = _resolve_reference(model.model)
+        reference = model.model
         model_parameters = dict(model.parameters or {})
         if reference == base:
             base_positions.append(index)
@@ -235,12 +215,12 @@ def validate_config(config) -> MergeAlignPlan:
             f"mergealign merges exactly two models into the base; the configuration lists {len(merge_config.models)}."
         )
 
-    # Rewrite the references: hf-ext-testing ids to folders, a bare adapter folder to `base+adapter`.
+    # Rewrite the references: a bare adapter folder becomes `base+adapter`.
     adapters: dict[str, Path] = {}
     rewritten = merge_config.model_copy(deep=True)
     rewritten.base_model = base
     for model in rewritten.models:
-        reference = _resolve_reference(model.model)
+        reference = model.model
         if reference.lora is None and is_adapter_folder(reference.model.path):
             reference = ModelReference(model=base.model, lora=reference.model)
         model.model = reference
@@ -456,5 +436,5 @@ def model_card(plan: MergeAlignPlan, similarity=None):
 def _looks_like_hub_id(reference: str) -> bool:
     path = reference.split("+")[0].split("@")[0]
     return (
-        not os.path.exists(path) and path.count("/") == 1 and not path.startswith(("/", ".", "~", "hf-ext-testing/"))
+        not os.path.exists(path) and path.count("/") == 1 and not path.startswith(("/", ".", "~"))
     )

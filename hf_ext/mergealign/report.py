@@ -196,7 +196,7 @@ def similarity_report(
 
     Args:
         base, domain, alignment (`str` or `os.PathLike`):
-            Model folders, Hub ids or ``"hf-ext-testing/<name>"``; `domain` and `alignment` may be PEFT LoRA
+            Model folders or Hub ids; `domain` and `alignment` may be PEFT LoRA
             adapters trained on `base`.
         derived_threshold (`float`, *optional*, defaults to 0.5): See [`SimilarityReport`].
         progress (`bool`, *optional*, defaults to `True`): Show a progress bar.

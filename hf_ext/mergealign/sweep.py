@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .evaluators import EvaluationResult, as_evaluation_result
-from .selection import meets_floor, pareto_front, select_candidate
+from .pareto import meets_floor, pareto_front, select_candidate
 from .vectors import accumulation_dtype
 
 
@@ -55,7 +55,7 @@ class AlphaSweepConfig:
         metadata={"help": "A mergealign YAML configuration to take the base, domain and alignment models from."},
     )
     base_model: str | None = field(
-        default=None, metadata={"help": "The base model (folder, Hub id or hf-ext-testing/<name>)."}
+        default=None, metadata={"help": "The base model (folder or Hub id)."}
     )
     domain_model: str | None = field(
         default=None, metadata={"help": "The domain expert (full model, or a PEFT LoRA adapter trained on the base)."}
@@ -410,7 +410,7 @@ def sweep_alpha(
 
     Args:
         base, domain, alignment (`str` or `os.PathLike`):
-            Model folders, Hub ids or ``"hf-ext-testing/<name>"``; `domain` and `alignment` may be PEFT LoRA
+            Model folders or Hub ids; `domain` and `alignment` may be PEFT LoRA
             adapters trained on `base`.
         safety_evaluator, domain_evaluator (`Callable[[model, tokenizer], EvaluationResult | float]`):
             Score a candidate (see `hf_ext.mergealign.evaluators`); a float is read as higher-is-better.

@@ -33,14 +33,11 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 
 
 def resolve_input(name_or_path: str | os.PathLike) -> Path:
-    """A local folder for a model or adapter: a folder as is, ``"hf-ext-testing/<name>"`` (the tiny models, and the
-    controlled MergeAlign models ``"hf-ext-testing/mergealign-base"`` / ``-domain`` / ``-aligned``) built offline,
-    anything else downloaded from the Hub (or found in its cache)."""
+    """A local folder for a model or adapter: a folder as is, anything else downloaded from the Hub (or found in its
+    cache)."""
     from ..hub import resolve_folder
-    from ..testing import resolve_model_name_or_path
-    from .toy import resolve_toy_id
 
-    resolved = resolve_model_name_or_path(resolve_toy_id(name_or_path))
+    resolved = str(name_or_path)
     if os.path.isdir(resolved):
         return Path(resolved)
     return resolve_folder(
@@ -115,7 +112,7 @@ class TaskVectors:
     """A base model and the domain and alignment task vectors, read tensor by tensor.
 
     Args:
-        base (`str` or `os.PathLike`): The base model (folder, Hub id or ``"hf-ext-testing/<name>"``).
+        base (`str` or `os.PathLike`): The base model (folder or Hub id).
         domain, alignment (`str` or `os.PathLike`):
             The domain expert and the aligned model: full models, or PEFT LoRA adapters trained on `base` (then
             tau = scaled B @ A; no merged model is ever written).

@@ -20,63 +20,29 @@ quantile functions) and second-order dominance (the tail values at risk), with s
 
 Larger metric values are better everywhere; negate a metric where smaller is better (or give its direction to
 [`portfolio`]).
+
+Needs SciPy: `pip install "hf-ext[risk]"`; the plots need `hf-ext[plots]`.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from .dominance import (
-    AbsoluteDominanceResult,
-    RelativeDominanceResult,
-    absolute_dominance,
-    borda_ranking,
-    relative_dominance,
-)
-from .harness import Claim, HarnessComparison, UnderpoweredComparisonWarning, compare_harness_logs
-from .harness_report import write_harness_report
-from .mean_risk import gini_tail, mean_risk, mean_risk_table, semideviation
-from .paired import adjust_pvalues, mcnemar, minimum_detectable_effect
-from .plots import plot_epsilon_heatmap, plot_quantile_curves, plot_tvar_curves
-from .portfolio import aggregate_rankings, empirical_cdf_scores, portfolio
-from .quantiles import quantile, second_order_quantile, tvar
-from .readers import HarnessLogError, HarnessLogs, read_harness_logs
-from .report import write_report
-from .violation import violation_ratio
+from hf_ext._imports import lazy_package
 
 
-EVALUATE_MODULE_PATH = str(Path(__file__).resolve().parent / "stochastic_dominance")
-"""Local path of the `evaluate` module: `evaluate.load(EVALUATE_MODULE_PATH)` (no Hub access needed)."""
+_import_structure = {
+    "dominance": ["AbsoluteDominanceResult", "RelativeDominanceResult", "absolute_dominance", "borda_ranking", "relative_dominance"],
+    "harness": ["Claim", "HarnessComparison", "UnderpoweredComparisonWarning", "compare_harness_logs"],
+    "harness_report": ["write_harness_report"],
+    "mean_risk": ["gini_tail", "mean_risk", "mean_risk_table", "semideviation"],
+    "paired": ["adjust_pvalues", "mcnemar", "minimum_detectable_effect"],
+    "plots": ["plot_epsilon_heatmap", "plot_quantile_curves", "plot_tvar_curves"],
+    "portfolio": ["aggregate_rankings", "empirical_cdf_scores", "portfolio"],
+    "quantiles": ["quantile", "second_order_quantile", "tvar"],
+    "readers": ["HarnessLogError", "HarnessLogs", "read_harness_logs"],
+    "report": ["write_report"],
+    "violation": ["violation_ratio"],
+    "evaluate_module": ["EVALUATE_MODULE_PATH"],
+}
+"""Submodule -> the public names it defines: the one list of this package's API."""
 
-__all__ = [
-    "EVALUATE_MODULE_PATH",
-    "AbsoluteDominanceResult",
-    "Claim",
-    "HarnessComparison",
-    "HarnessLogError",
-    "HarnessLogs",
-    "RelativeDominanceResult",
-    "UnderpoweredComparisonWarning",
-    "absolute_dominance",
-    "adjust_pvalues",
-    "aggregate_rankings",
-    "borda_ranking",
-    "compare_harness_logs",
-    "empirical_cdf_scores",
-    "gini_tail",
-    "mcnemar",
-    "mean_risk",
-    "mean_risk_table",
-    "minimum_detectable_effect",
-    "plot_epsilon_heatmap",
-    "plot_quantile_curves",
-    "plot_tvar_curves",
-    "portfolio",
-    "quantile",
-    "read_harness_logs",
-    "relative_dominance",
-    "second_order_quantile",
-    "semideviation",
-    "tvar",
-    "violation_ratio",
-    "write_harness_report",
-    "write_report",
-]
+__all__, __getattr__, __dir__ = lazy_package(__name__, _import_structure, globals(), extra="risk", requires=("scipy",))

@@ -205,7 +205,7 @@ def _continuation_mask(new: torch.Tensor, eos_token_id, pad_token_id) -> torch.T
 
 
 def _perplexity(model, sequences: torch.Tensor, mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    from .modeling import positions_from_mask
+    from .hidden_states import positions_from_mask
 
     logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
     logprobs = torch.log_softmax(logits[:, prompt_length - 1 : -1].float(), dim=-1)

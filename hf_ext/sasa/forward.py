@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .._compat import cache_kwargs
-from .modeling import hidden_states_at, positions_from_mask
+from .hidden_states import hidden_states_at, positions_from_mask
 
 
 __all__ = ["PrefixCache", "candidate_hidden_states", "is_rollback_cache", "rollback", "tree_attention_mask"]

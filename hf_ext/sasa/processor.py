@@ -34,7 +34,7 @@ from transformers import LogitsProcessor
 
 from .._compat import model_output_cache
 from .forward import PrefixCache, candidate_hidden_states, is_rollback_cache
-from .modeling import SUPPORTED_ATTENTION, attention_implementation, causal_lm_of, decoder_body
+from .hidden_states import SUPPORTED_ATTENTION, attention_implementation, causal_lm_of, decoder_body
 from .probe import SASAProbe
 from .sampling import NORMALIZATIONS, candidate_set, tilt_scores
 from .trace import SASAStep, SASATrace

@@ -9,26 +9,14 @@ The math lives in `hf_ext.seal.ranking` and needs no Hugging Face object.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .._imports import lazy_attributes
+from hf_ext._imports import lazy_package
 
 
-_LAZY = {
-    "SEALConfig": "config",
-    "SEALTrainer": "trainer",
-    "SEALScores": "selection",
-    "add_seal_scores": "selection",
-    "seal_filter": "selection",
+_import_structure = {
+    "config": ["SEALConfig"],
+    "trainer": ["SEALTrainer"],
+    "filtering": ["SEALScores", "add_seal_scores", "seal_filter"],
 }
+"""Submodule -> the public names it defines: the one list of this package's API."""
 
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
-
-
-if TYPE_CHECKING:
-    from .config import SEALConfig  # noqa: F401
-    from .selection import SEALScores, add_seal_scores, seal_filter  # noqa: F401
-    from .trainer import SEALTrainer  # noqa: F401
+__all__, __getattr__, __dir__ = lazy_package(__name__, _import_structure, globals())

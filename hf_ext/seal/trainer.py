@@ -15,7 +15,7 @@ from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .config import SEALConfig
 from .data import detect_format, format_fields, hash_batch, tokenize_example
 from .ranking import example_weights, initial_logits, ranker_objective, sequence_losses, upper_level_weight
-from .selection import SEALScores, seal_filter
+from .filtering import SEALScores, seal_filter
 
 
 __all__ = ["SEALTrainer"]
@@ -93,7 +93,7 @@ class SEALTrainer(Trainer):
 
     ```python
     >>> from hf_ext.seal import SEALConfig, SEALTrainer, seal_filter
-    >>> trainer = SEALTrainer("hf-ext-testing/tiny-llama", args=SEALConfig("out"), train_dataset=ft, safe_dataset=safe)
+    >>> trainer = SEALTrainer("HuggingFaceTB/SmolLM2-135M-Instruct", args=SEALConfig("out"), train_dataset=ft, safe_dataset=safe)
     >>> trainer.train()
     >>> kept = seal_filter(ft, trainer.scores(), keep_ratio=0.8)
     ```
@@ -130,17 +130,9 @@ class SEALTrainer(Trainer):
 
         model_id = model if isinstance(model, str) else None
         if isinstance(model, str):
-            from ..testing import resolve_model_name_or_path
-
-            model = AutoModelForCausalLM.from_pretrained(
-                resolve_model_name_or_path(model), **(args.model_init_kwargs or {})
-            )
+            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
         if processing_class is None:
-            from ..testing import resolve_model_name_or_path
-
-            processing_class = AutoTokenizer.from_pretrained(
-                resolve_model_name_or_path(model_id or model.config._name_or_path)
-            )
+            processing_class = AutoTokenizer.from_pretrained(model_id or model.config._name_or_path)
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
         model = self._prepare_peft_model(model, peft_config, args)

@@ -1,8 +1,8 @@
-"""The verifiable fact task behind the real-model AOT stage (`hf_ext.aot.facts`)."""
+"""The verifiable fact task behind the real-model AOT stage (`hf_ext.testing.aot`)."""
 
 import pytest
 
-from hf_ext.aot.facts import (
+from hf_ext.testing.aot import (
     FACT_TEMPLATES,
     Fact,
     exact_match,

@@ -1,4 +1,4 @@
-"""The real-model AOT stage (`hf-ext demo --real`): QLoRA on SmolLM2-135M-Instruct, AOT against DPO, short size."""
+"""The real-model AOT stage (`make demo-real`): QLoRA on SmolLM2-135M-Instruct, AOT against DPO, short size."""
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):
-    from hf_ext.aot.real_demo import run_real
+    from examples.aot.experiment import run_real
     from hf_ext.demo import DemoContext
     from hf_ext.serialization import load_json
 
@@ -44,7 +44,7 @@ def test_exact_match_rises_on_held_out_facts(stage):
 
 
 def test_figures_are_those_of_the_saved_answers_and_scores(stage):
-    from hf_ext.aot.facts import exact_match
+    from hf_ext.testing.aot import exact_match
 
     result, saved, output_dir = stage
     facts = saved["facts"]

@@ -36,6 +36,6 @@ def tiny_processor(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def trained_larimar_path():
     """The trained tiny Larimar (trained once, cached across sessions; a few minutes the first time)."""
-    from hf_ext.larimar.tiny import tiny_larimar_dir
+    from hf_ext.testing.larimar import tiny_larimar_dir
 
     return tiny_larimar_dir(progress=False)

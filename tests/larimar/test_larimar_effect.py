@@ -1,4 +1,4 @@
-"""Larimar's effect, measured on the trained tiny model (trained once and cached; see `hf_ext.larimar.tiny`).
+"""Larimar's effect, measured on the trained tiny model (trained once and cached; see `hf_ext.testing.larimar`).
 
 64 held-out facts (never seen together in training) are written in one shot and recalled from their prompts; 16 are
 forgotten; unrelated prompts must not notice the writes; a needle is found in a context ten training episodes long.
@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_ext.larimar import facts
+from hf_ext.testing import larimar as facts
 from hf_ext.larimar import memory as mem
 from hf_ext.larimar.evaluation import answer, exact_match_recall
 from hf_ext.larimar.processing_larimar import LarimarProcessor

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hf_ext.demo import DemoContext
-from hf_ext.larimar import facts
-from hf_ext.larimar.real import RealLarimarRecipe
-from hf_ext.larimar.real_demo import REAL_SIZES, RealLarimarStageConfig, answer_log_probs
+from hf_ext.testing import larimar as facts
+from examples.larimar.model import RealLarimarRecipe
+from examples.larimar.experiment import REAL_SIZES, RealLarimarStageConfig, answer_log_probs
 from hf_ext.real_models import real_models_available
 
 
@@ -69,7 +69,7 @@ def test_recipe_fingerprint_follows_the_recipe():
 
 @pytest.fixture(scope="module")
 def short_stage(tmp_path_factory):
-    from hf_ext.larimar.real_demo import run_real
+    from examples.larimar.experiment import run_real
 
     output_dir = tmp_path_factory.mktemp("larimar-real")
     result = run_real(DemoContext(output_dir=output_dir, real=True), size="short")
@@ -101,7 +101,7 @@ def test_short_stage_recalls_written_facts_and_forgets(short_stage):
 @pytest.mark.slow
 @needs_real
 def test_short_stage_dominance_comes_from_the_saved_scores(short_stage):
-    from hf_ext.larimar.real_demo import EMPTY, PLAIN, WRITTEN
+    from examples.larimar.experiment import EMPTY, PLAIN, WRITTEN
     from hf_ext.risk import relative_dominance
 
     output_dir, _ = short_stage

@@ -7,7 +7,7 @@ import torch
 
 from hf_ext._compat import enable_activation_checkpointing
 from hf_ext.larimar import memory as mem
-from hf_ext.larimar.facts import Fact, evaluation_facts
+from hf_ext.testing.larimar import Fact, evaluation_facts
 from hf_ext.larimar.training import LarimarEpisodeCollator, LarimarKLAnnealingCallback, kl_annealing_scale
 
 
@@ -232,7 +232,7 @@ def test_cli_trains_and_saves_a_loadable_model(tmp_path):
 
 
 def test_fact_corpus_answers_are_single_tokens(tiny_tokenizer):
-    from hf_ext.larimar import facts
+    from hf_ext.testing import larimar as facts
 
     for word in facts.OBJECTS + facts.RELATIONS:
         assert len(tiny_tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1, word

@@ -59,6 +59,6 @@ def write_config(path: Path, triple: dict, *, alpha=0.5, scale=1.0, dtype=None, 
 @pytest.fixture(scope="session")
 def controlled():
     """The controlled base / domain / aligned models (trained once, then cached under $HF_EXT_CACHE)."""
-    from hf_ext.mergealign.toy import controlled_task
+    from hf_ext.testing.mergealign import controlled_task
 
     return controlled_task()

@@ -176,7 +176,7 @@ def test_any_mergekit_method_reads_lora_inputs_without_merged_copies(tmp_path, t
     from mergekit.common import ModelReference
     from transformers import AutoModelForCausalLM
 
-    from hf_ext.mergealign.real_demo import mergekit_merge
+    from examples.mergealign.experiment import mergekit_merge
 
     configs = _lora_configs()
     merged = {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hf_ext.demo import DemoContext
-from hf_ext.mergealign.real_task import _HARMFUL_ACTIONS, RealTaskSpec, gives_dose, is_refusal, real_task_data
+from examples.mergealign.task import _HARMFUL_ACTIONS, RealTaskSpec, gives_dose, is_refusal, real_task_data
 from hf_ext.real_models import real_models_available
 
 
@@ -51,7 +51,7 @@ def test_exact_checks():
 
 @pytest.fixture(scope="module")
 def short_stage(tmp_path_factory):
-    from hf_ext.mergealign.real_demo import run_real
+    from examples.mergealign.experiment import run_real
 
     context = DemoContext(output_dir=tmp_path_factory.mktemp("mergealign-real"), seed=0, real=True)
     result = run_real(context, "short")
@@ -120,7 +120,7 @@ def test_task_arithmetic_baseline_is_base_plus_both_adapter_vectors(short_stage)
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from hf_ext.mergealign.real_task import real_task
+    from examples.mergealign.task import real_task
 
     output_dir, _ = short_stage
     task = real_task(RealTaskSpec())

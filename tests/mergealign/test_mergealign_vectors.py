@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_ext.mergealign.selection import meets_floor, pareto_front, select_candidate
+from hf_ext.mergealign.pareto import meets_floor, pareto_front, select_candidate
 from hf_ext.mergealign.vectors import (
     VectorStatistics,
     lora_delta,

@@ -6,7 +6,7 @@ from hf_ext.demo import DemoContext
 
 
 def test_demo_stage_shows_the_mean_picking_the_risky_model(tmp_path):
-    from hf_ext.risk.demo import STAGE
+    from hf_ext.demo.risk import STAGE
 
     assert STAGE.order == 60 and STAGE.name == "risk"
     result = STAGE.run(DemoContext(output_dir=tmp_path, seed=0))

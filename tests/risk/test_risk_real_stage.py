@@ -3,7 +3,7 @@ import pytest
 
 import hf_ext.demo as demo
 from hf_ext.demo import DemoContext, DemoStage, StageResult
-from hf_ext.risk.real_demo import rank_stage_samples, run_real
+from examples.risk.experiment import rank_stage_samples, run_real
 
 
 def _shifted(seed=0, n=300):
@@ -49,7 +49,7 @@ def test_alone_it_says_what_it_needs(tmp_path):
 
 
 def test_the_tour_passes_earlier_results_to_later_stages(tmp_path, monkeypatch):
-    from hf_ext.risk.demo import STAGE as RISK_STAGE
+    from hf_ext.demo.risk import STAGE as RISK_STAGE
 
     method = DemoStage(name="method", title="m", run=lambda context: StageResult(headline="h", samples=_shifted()))
     monkeypatch.setattr(demo, "discover_stages", lambda: [method, RISK_STAGE])

@@ -5,7 +5,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def planted_task():
-    from hf_ext.sasa import PlantedToxicityTask
+    from hf_ext.testing.sasa import PlantedToxicityTask
 
     return PlantedToxicityTask()
 

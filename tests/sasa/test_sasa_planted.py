@@ -6,7 +6,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from hf_ext.sasa import PlantedToxicityTask
+from hf_ext.testing.sasa import PlantedToxicityTask
 
 
 def test_judge_is_set_membership_in_context():

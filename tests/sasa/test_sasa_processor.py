@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from hf_ext.sasa import SASALogitsProcessor, SASAProbe
-from hf_ext.sasa.modeling import positions_from_mask
+from hf_ext.sasa.hidden_states import positions_from_mask
 from hf_ext.sasa.sampling import candidate_set
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from hf_ext.demo import DemoContext
 from hf_ext.real_models import real_models_available
-from hf_ext.sasa import real_demo
-from hf_ext.sasa.real_demo import (
+from examples.sasa import experiment as real_demo
+from examples.sasa.experiment import (
     REAL_SIZES,
     RealSASAConfig,
     bad_word_sequences,
@@ -114,7 +114,7 @@ def test_bad_size_is_rejected_before_any_model_loads(tmp_path):
 
 def test_stage_dispatches_to_the_real_run(tmp_path, monkeypatch):
     from hf_ext.demo import StageResult
-    from hf_ext.sasa.demo import STAGE
+    from hf_ext.demo.sasa import STAGE
 
     calls = []
     monkeypatch.setattr(real_demo, "run_real", lambda context: calls.append(context) or StageResult("real"))

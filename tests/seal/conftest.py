@@ -21,14 +21,14 @@ PLANTED_ARGS = dict(
 
 @pytest.fixture(scope="session")
 def planted_data():
-    from hf_ext.seal.planted import planted_datasets
+    from hf_ext.testing.seal import planted_datasets
 
     return planted_datasets()
 
 
 @pytest.fixture(scope="session")
 def aligned_path():
-    from hf_ext.seal.planted import aligned_model_dir
+    from hf_ext.testing.seal import aligned_model_dir
 
     return aligned_model_dir()
 

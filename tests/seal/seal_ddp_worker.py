@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM
 
 from hf_ext.seal import SEALConfig, SEALTrainer
-from hf_ext.seal.planted import aligned_model_dir, planted_datasets
+from hf_ext.testing.seal import aligned_model_dir, planted_datasets
 
 
 DDP_ARGS = dict(

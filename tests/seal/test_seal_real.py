@@ -1,4 +1,4 @@
-"""SEAL on the real SmolLM2-135M-Instruct (QLoRA): the short version of the `hf-ext demo --real` stage."""
+"""SEAL on the real SmolLM2-135M-Instruct (QLoRA): the short version of the `make demo-real` stage."""
 
 import pytest
 
@@ -15,7 +15,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def short_stage(tmp_path_factory):
     from hf_ext.demo import DemoContext
-    from hf_ext.seal.real_demo import run_real
+    from examples.seal.experiment import run_real
 
     output_dir = tmp_path_factory.mktemp("seal-real")
     return run_real(DemoContext(output_dir=output_dir, real=True), size="short"), output_dir

@@ -102,7 +102,7 @@ def test_rerun_hits_the_datasets_cache(scored, tmp_path, monkeypatch):
     first = seal_filter(cached, scores, 0.8)
     assert first.cache_files, "the result should live in a cache file"
 
-    import hf_ext.seal.selection as selection
+    import hf_ext.seal.filtering as selection
 
     calls = []
     original = selection.hash_batch

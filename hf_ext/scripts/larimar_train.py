@@ -1,0 +1,206 @@
+"""`hf-ext larimar-train`: build a Larimar from an encoder and a causal LM (or load one) and train it with `Trainer`.
+
+```bash
+hf-ext larimar-train --config trainers/larimar.yaml
+hf-ext larimar-train --config trainers/larimar.yaml --max_steps 50 --output_dir my-larimar
+hf-ext larimar-train --num_processes 2 --config trainers/larimar.yaml   # under `accelerate launch`
+```
+
+Either `model_name_or_path` (a Larimar to continue training) or both `encoder_name_or_path` and
+`decoder_name_or_path` (a new one) are required, and so is `dataset_name`; fixture ids (`hf-ext-testing/<name>`,
+see `hf_ext.testing`) are built offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hf_ext.scripts.utils import CommandError, dataclass_parser, launch_or_run, parse_dataclasses, run_command
+
+
+__all__ = ["HELP", "LarimarScriptArguments", "main", "make_parser", "train"]
+
+NAME = "larimar-train"
+HELP = "train a Larimar (episodic-memory LM) with transformers' Trainer"
+
+
+@dataclass
+class LarimarScriptArguments:
+    """What `hf-ext larimar-train` builds and trains on (the `Trainer` options are `TrainingArguments`')."""
+
+    encoder_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Encoder of a new model (any `AutoModel`); `hf-ext-testing/<name>` builds a tiny one offline."},
+    )
+    decoder_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Causal decoder of a new model (any `AutoModelForCausalLM`, e.g. GPT-2 or Llama-family)."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue training this Larimar instead of building a new one."}
+    )
+    latent_size: int = field(default=128, metadata={"help": "Latent size C of a new model."})
+    memory_size: int = field(default=128, metadata={"help": "Memory slots K of a new model."})
+    center_latents: bool = field(default=True, metadata={"help": "Centre the pooled encoder output (new model)."})
+    pooling: str = field(default="mean", metadata={"help": "Encoder pooling of a new model: pooler, cls or mean."})
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train everything but the encoder."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A dataset (Hub id or local folder) with a text column, required; 'hf-ext-testing/larimar-facts' "
+            "builds `num_episodes` episodes of synthetic facts offline."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_name`."})
+    text_field: str = field(default="text", metadata={"help": "Column with the texts to memorise and decode."})
+    prompt_field: str | None = field(
+        default="prompt", metadata={"help": "Column with each text's prompt (enables the query term); optional."}
+    )
+    num_episodes: int = field(default=200, metadata={"help": "Episodes of 'hf-ext-testing/larimar-facts' to build."})
+    episode_size: int = field(default=16, metadata={"help": "Items written into one memory during training."})
+    kl_zero_ratio: float = field(default=0.5, metadata={"help": "Fraction of training with the KL weight at 0."})
+    kl_increase_ratio: float = field(
+        default=0.25, metadata={"help": "Fraction of training over which the KL weight ramps up to 1."}
+    )
+
+    def __post_init__(self):
+        for name in ("latent_size", "memory_size", "num_episodes"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name}={value} is out of range; expected an integer >= 1.")
+        if self.episode_size < 2:
+            raise ValueError(f"episode_size={self.episode_size} is out of range; expected an integer >= 2.")
+        if self.pooling not in ("pooler", "cls", "mean"):
+            raise ValueError(f"pooling={self.pooling!r} is not supported; expected 'pooler', 'cls' or 'mean'.")
+        for name in ("kl_zero_ratio", "kl_increase_ratio"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}={value} is out of range; expected a float in [0, 1].")
+
+
+def _load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    from hf_ext.testing import resolve_model_name_or_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_name_or_path(name_or_path))
+
+
+def train(script_args: LarimarScriptArguments, training_args) -> int:
+    """Run `larimar-train`; returns the exit status."""
+    from transformers import AutoModelForCausalLM, Trainer
+
+    import hf_ext  # noqa: F401  (registers Larimar with the Auto classes)
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.larimar.training import LarimarEpisodeCollator, LarimarKLAnnealingCallback
+
+    if training_args.per_device_train_batch_size % script_args.episode_size:
+        raise CommandError(
+            f"per_device_train_batch_size={training_args.per_device_train_batch_size} is not a multiple of "
+            f"episode_size={script_args.episode_size}."
+        )
+    from hf_ext.testing import resolve_model_name_or_path
+
+    if script_args.model_name_or_path is None and None in (
+        script_args.encoder_name_or_path,
+        script_args.decoder_name_or_path,
+    ):
+        raise CommandError(
+            "give --model_name_or_path (a Larimar to continue training), or --encoder_name_or_path and "
+            "--decoder_name_or_path (a new one)"
+        )
+    if script_args.dataset_name is None:
+        raise CommandError("--dataset_name is required (a Hub id, a folder, or hf-ext-testing/larimar-facts)")
+    if script_args.model_name_or_path:
+        path = resolve_model_name_or_path(script_args.model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        processor = LarimarProcessor.from_pretrained(path)
+    else:
+        from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+
+        model = LarimarForCausalLM.from_encoder_decoder_pretrained(
+            resolve_model_name_or_path(script_args.encoder_name_or_path),
+            resolve_model_name_or_path(script_args.decoder_name_or_path),
+            latent_size=script_args.latent_size,
+            memory_size=script_args.memory_size,
+            center_latents=script_args.center_latents,
+            pooling=script_args.pooling,
+            episode_size=script_args.episode_size,
+        )
+        processor = LarimarProcessor(
+            _load_tokenizer(script_args.encoder_name_or_path), _load_tokenizer(script_args.decoder_name_or_path)
+        )
+    processor.check_model(model)
+    if script_args.freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+
+    from hf_ext.testing import FIXTURE_DATASETS, load_fixture_dataset
+
+    if script_args.dataset_name in FIXTURE_DATASETS:
+        dataset = load_fixture_dataset(
+            script_args.dataset_name,
+            size=script_args.num_episodes,
+            episode_size=script_args.episode_size,
+            seed=training_args.seed,
+        )["train"]
+        # Synthetic episodes hold facts with distinct prompts: keep them whole.
+        training_args.train_sampling_strategy = "sequential"
+    else:
+        from datasets import load_dataset
+
+        dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split)
+    if script_args.text_field not in dataset.column_names:
+        raise CommandError(f"The dataset has no column {script_args.text_field!r} (columns: {dataset.column_names}).")
+    # The collator reads the raw text columns, and episodes must stay whole.
+    training_args.remove_unused_columns = False
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=LarimarEpisodeCollator(
+            processor,
+            text_field=script_args.text_field,
+            prompt_field=script_args.prompt_field,
+            episode_size=script_args.episode_size,
+        ),
+        callbacks=[LarimarKLAnnealingCallback(script_args.kl_zero_ratio, script_args.kl_increase_ratio)],
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    processor.save_pretrained(training_args.output_dir)
+    _replace_pickled_arguments(training_args)
+    print(f"Saved the Larimar model and its processor to {training_args.output_dir}")
+    return 0
+
+
+def _replace_pickled_arguments(training_args) -> None:
+    """`Trainer.save_model` pickles its arguments (`training_args.bin`); hf-ext keeps JSON only."""
+    import os
+
+    from hf_ext.serialization import save_json
+
+    pickled = os.path.join(training_args.output_dir, "training_args.bin")
+    if os.path.exists(pickled):
+        os.remove(pickled)
+    save_json(os.path.join(training_args.output_dir, "training_args.json"), training_args.to_dict())
+
+
+def make_parser():
+    """The parser of `hf-ext larimar-train`: [`LarimarScriptArguments`] and `TrainingArguments`."""
+    from transformers import TrainingArguments
+
+    return dataclass_parser(NAME, HELP, (LarimarScriptArguments, TrainingArguments))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`hf-ext larimar-train [--num_processes N | --accelerate_config FILE] OPTIONS`; returns the exit status."""
+
+    def run(rest: list[str]) -> int:
+        return run_command(NAME, lambda: train(*parse_dataclasses(make_parser(), rest)))
+
+    return launch_or_run(NAME, "hf_ext.scripts.larimar_train", argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""`hf-ext sasa-fit`: fit a SASA probe on a model's own hidden states and save it.
+
+```bash
+hf-ext sasa-fit --config processors/sasa_fit.yaml        # fit a probe, save it to output_dir
+python -m hf_ext.scripts.sasa_fit --config processors/sasa_fit.yaml
+```
+
+The texts come from two files (desired / undesired), a labelled dataset, or a judge labelling unlabelled texts or
+the model's own continuations of prompts. Model fixture ids (`hf-ext-testing/<name>`) are built offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hf_ext.scripts.utils import CommandError, dataclass_parser, load_causal_lm, parse_dataclasses, run_command
+
+
+__all__ = ["HELP", "SASAFitConfig", "fit", "main", "make_parser", "read_lines"]
+
+NAME = "sasa-fit"
+HELP = "fit a SASA probe on desired / undesired texts"
+JUDGES = ("profanity-check",)
+"""Judges `hf-ext sasa-fit` knows by name (from Python, any callable judge works)."""
+
+
+@dataclass
+class SASAFitConfig:
+    """Fit a [`SASAProbe`] on labelled texts and save it (`hf-ext sasa-fit`)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Causal LM (Hub id or folder), required; 'hf-ext-testing/<name>' fixtures build offline."},
+    )
+    output_dir: str = field(
+        default="sasa-probe", metadata={"help": "Where to save the probe (safetensors + JSON + card)."}
+    )
+    desired_file: str | None = field(
+        default=None, metadata={"help": "Text file of desired (e.g. non-toxic) texts, one per line."}
+    )
+    undesired_file: str | None = field(
+        default=None, metadata={"help": "Text file of undesired (e.g. toxic) texts, one per line."}
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of the files: a `datasets` dataset (Hub id or local path) with a text and a label column."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of the dataset."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of the dataset."})
+    text_column: str = field(default="text", metadata={"help": "Column of the dataset holding the texts."})
+    label_column: str = field(default="toxicity", metadata={"help": "Column of the dataset holding the labels."})
+    label_threshold: float = field(
+        default=0.5, metadata={"help": "A text is undesired when its label is >= this value (0/1 labels: 0.5)."}
+    )
+    max_texts: int | None = field(
+        default=None, metadata={"help": "Use at most this many texts per class (the first ones); all by default."}
+    )
+    texts_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of labelled texts: a file of unlabelled texts (one per line), labelled by the judge."
+        },
+    )
+    prompts_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of labelled texts: a file of prompts (one per line); the model's own continuations of "
+            "them are labelled by the judge. Provocative prompts make it write some undesired text to learn from."
+        },
+    )
+    judge: str = field(
+        default="profanity-check",
+        metadata={"help": "The judge that labels texts_file / the continuations: 'profanity-check' (offline)."},
+    )
+    judge_threshold: float = field(
+        default=0.5, metadata={"help": "A text the judge scores >= this value is undesired."}
+    )
+    num_continuations: int = field(default=8, metadata={"help": "Continuations sampled per prompt (prompts_file)."})
+    max_new_tokens: int = field(default=24, metadata={"help": "Length of each sampled continuation (prompts_file)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the continuations."})
+    prefixes: bool = field(
+        default=True,
+        metadata={"help": "With the judge: also fit on every word prefix of each text, each judged on its own."},
+    )
+    min_prefix_words: int = field(default=2, metadata={"help": "Shortest prefix, in words."})
+    layer: str = field(
+        default="auto",
+        metadata={
+            "help": "Index into the model's hidden states (-1: last layer), or 'auto': the layer whose held-out "
+            "texts the probe separates best."
+        },
+    )
+    balance: bool = field(default=True, metadata={"help": "Weigh both classes equally in the covariance."})
+    validation_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of the texts held out to measure (and choose the layer by)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the sampling and of the held-out split."})
+    shrinkage: str = field(
+        default="auto", metadata={"help": "Covariance shrinkage: 'auto' (Ledoit-Wolf) or a float in [0, 1]."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Texts per forward pass."})
+    max_length: int = field(default=512, metadata={"help": "Truncation length in tokens."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load the model in 4-bit (bitsandbytes)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Also push the probe to the Hub."})
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Repo id to push to (default: output_dir's name)."}
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None:
+            raise ValueError("model_name_or_path is required (a Hub id, a folder or a hf-ext-testing/<name> fixture).")
+        if self.shrinkage != "auto":
+            try:
+                value = float(self.shrinkage)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"shrinkage={self.shrinkage!r} is out of range; expected 'auto' or a float in [0, 1]."
+                )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} is out of range; expected an integer >= 1.")
+        if self.max_length < 1:
+            raise ValueError(f"max_length={self.max_length} is out of range; expected an integer >= 1.")
+        if self.max_texts is not None and self.max_texts < 2:
+            raise ValueError(f"max_texts={self.max_texts} is out of range; expected an integer >= 2 or None.")
+        if self.layer != "auto":
+            try:
+                int(self.layer)
+            except ValueError:
+                raise ValueError(f"layer={self.layer!r} is not supported; expected 'auto' or an integer.") from None
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} is out of range; expected a float in (0, 1)."
+            )
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge={self.judge!r} is not supported; expected one of {list(JUDGES)}.")
+        if not 0.0 < self.judge_threshold <= 1.0:
+            raise ValueError(f"judge_threshold={self.judge_threshold} is out of range; expected a float in (0, 1].")
+        for name in ("num_continuations", "max_new_tokens", "min_prefix_words"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range; expected an integer >= 1.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} is out of range; expected a float > 0.")
+        files = (self.desired_file is not None, self.undesired_file is not None)
+        sources = {
+            "desired_file / undesired_file": any(files),
+            "dataset_name": self.dataset_name is not None,
+            "texts_file / prompts_file": self.texts_file is not None or self.prompts_file is not None,
+        }
+        if sum(sources.values()) != 1:
+            raise ValueError(
+                f"Give exactly one source of texts: {' or '.join(sources)} (got {[k for k, v in sources.items() if v]})."
+            )
+        if sources["desired_file / undesired_file"] and files != (True, True):
+            raise ValueError(
+                "desired_file and undesired_file are both required (got "
+                f"desired_file={self.desired_file!r}, undesired_file={self.undesired_file!r})."
+            )
+
+    @property
+    def layer_value(self) -> int | str:
+        return "auto" if self.layer == "auto" else int(self.layer)
+
+    @property
+    def labelled_by_judge(self) -> bool:
+        return self.texts_file is not None or self.prompts_file is not None
+
+    @property
+    def shrinkage_value(self) -> float | str:
+        return "auto" if self.shrinkage == "auto" else float(self.shrinkage)
+
+
+def read_lines(path: str, what: str) -> list[str]:
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{what}={path!r} does not exist.")
+    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise CommandError(f"{what}={path!r} has no non-empty line.")
+    return lines
+
+
+def _labelled_texts(config) -> tuple[list[str], list[str]]:
+    if config.dataset_name is None:
+        desired = read_lines(config.desired_file, "desired_file")
+        undesired = read_lines(config.undesired_file, "undesired_file")
+    else:
+        from datasets import load_dataset
+
+        dataset = load_dataset(config.dataset_name, config.dataset_config, split=config.dataset_split)
+        for column in (config.text_column, config.label_column):
+            if column not in dataset.column_names:
+                raise CommandError(f"column {column!r} is not in the dataset; it has {dataset.column_names}.")
+        desired, undesired = [], []
+        for text, label in zip(dataset[config.text_column], dataset[config.label_column]):
+            if isinstance(text, str) and text.strip() and label is not None:
+                (undesired if float(label) >= config.label_threshold else desired).append(text)
+    if config.max_texts is not None:
+        desired, undesired = desired[: config.max_texts], undesired[: config.max_texts]
+    if not desired or not undesired:
+        raise CommandError(f"need texts of both classes; got {len(desired)} desired and {len(undesired)} undesired.")
+    return desired, undesired
+
+
+def _fit_from_judge(config, options: dict):
+    from hf_ext.sasa.evaluation import ProfanityCheckJudge
+    from hf_ext.sasa.probe import SASAProbe
+
+    texts = read_lines(config.texts_file, "texts_file") if config.texts_file else None
+    prompts = read_lines(config.prompts_file, "prompts_file") if config.prompts_file else None
+    if texts is not None and prompts is not None and len(texts) != len(prompts):
+        raise CommandError(
+            f"texts_file has {len(texts)} lines and prompts_file {len(prompts)}: with both, line i of texts_file "
+            "continues line i of prompts_file."
+        )
+    judge = ProfanityCheckJudge()  # a missing package fails before the model loads
+    model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
+    return SASAProbe.fit_from_judge(
+        model,
+        tokenizer,
+        judge,
+        texts,
+        prompts=prompts,
+        num_continuations=config.num_continuations,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        threshold=config.judge_threshold,
+        prefixes=config.prefixes,
+        min_prefix_words=config.min_prefix_words,
+        seed=config.seed,
+        **options,
+    )
+
+
+def _fit_from_labels(config, options: dict):
+    from hf_ext.sasa.probe import SASAProbe
+
+    desired, undesired = _labelled_texts(config)  # bad data fails before the model loads
+    model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
+    return SASAProbe.fit(model, tokenizer, desired, undesired, seed=config.seed, **options)
+
+
+def fit(config) -> int:
+    """Fit the probe `config` describes and save it; returns the exit status."""
+    options = dict(
+        layer=config.layer_value,
+        balance=config.balance,
+        validation_fraction=config.validation_fraction,
+        shrinkage=config.shrinkage_value,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+    )
+    try:
+        probe = (_fit_from_judge if config.labelled_by_judge else _fit_from_labels)(config, options)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if config.model_name_or_path != probe.model_info.get("model_name_or_path"):
+        probe.model_info["model_id"] = config.model_name_or_path
+    folder = probe.save_pretrained(config.output_dir, push_to_hub=config.push_to_hub, repo_id=config.hub_model_id)
+    info = probe.fit_info
+    held_out = (
+        f", held-out AUC {info['held_out_auc']:.3f} / balanced accuracy {info['held_out_balanced_accuracy']:.3f}"
+        if "held_out_auc" in info
+        else ""
+    )
+    print(
+        f"SASA probe: {info['num_desired']} desired / {info['num_undesired']} undesired texts, layer {probe.layer} "
+        f"({info['layer_selection']}), shrinkage {info['shrinkage']:.4f}, training accuracy "
+        f"{info['train_accuracy']:.3f}{held_out}; saved to {folder}"
+    )
+    return 0
+
+
+def make_parser():
+    """The parser of `hf-ext sasa-fit`."""
+    return dataclass_parser(NAME, HELP, (SASAFitConfig,))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`hf-ext sasa-fit OPTIONS`; returns the exit status."""
+    return run_command(NAME, lambda: fit(*parse_dataclasses(make_parser(), argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
