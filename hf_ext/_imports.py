@@ -61,10 +61,16 @@ def lazy_package(
     if duplicates:
         raise RuntimeError(f"{package}: public names listed under two submodules: {duplicates}")
     public = sorted(names)
-    missing = [module for module in requires if find_spec(module) is None]
+    missing = [module for module in requires if not _importable(module)]
     if missing:
         raise MissingExtraError(package, extra or "all", missing, public)
     return (public, *lazy_attributes(package, names, namespace))
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:  # None there means "blocked" (as tests and sandboxes block a package)
+        return sys.modules[module] is not None
+    return find_spec(module) is not None
 
 
 def lazy_attributes(package: str, names: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib
 import subprocess
 import sys
 
@@ -6,24 +7,38 @@ import pytest
 import torch
 import transformers
 
-from hf_ext import cli
-from hf_ext.cli import DataclassCommand, main
+from hf_ext.cli import COMMANDS, main
+from hf_ext.scripts.utils import (
+    CommandError,
+    dataclass_parser,
+    launch_under_accelerate,
+    parse_dataclasses,
+    run_command,
+)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "hf_ext.cli", *args], capture_output=True, text=True, timeout=120)
+def run_module(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_unknown_subcommand_is_a_one_line_error():
-    result = run_cli("frobnicate")
+def test_unknown_subcommand_is_a_one_line_error_with_a_suggestion():
+    result = run_module("hf_ext", "sasa-fitt")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "invalid choice: 'frobnicate'" in errors[0]
-    assert result.stderr.startswith("usage: hf-ext")
+    assert len(errors) == 1 and "unknown command 'sasa-fitt' (did you mean 'sasa-fit'?)" in errors[0]
 
 
-def test_bad_option_of_a_builtin_command(capsys):
+def test_python_dash_m_hf_ext_is_the_command():
+    result = run_module("hf_ext", "--help")
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in COMMANDS)
+    from hf_ext import __version__
+
+    assert run_module("hf_ext", "--version").stdout.strip() == f"hf-ext {__version__}"
+
+
+def test_bad_option_of_a_plain_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["env", "--nope"])
     assert exit_info.value.code == 2
@@ -39,9 +54,19 @@ def test_env_reports_versions_and_device(capsys):
     assert "- bitsandbytes backend: " in out
 
 
-def test_commands_are_unique_and_sorted():
-    names = [command.name for command in cli.get_commands()]
-    assert names == sorted(set(names)) and {"demo", "env"} <= set(names)
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_is_a_script_module(name):
+    # As trl/scripts/: make_parser() and main(argv), and runnable on its own (python -m hf_ext.scripts.<module>).
+    module = importlib.import_module(COMMANDS[name])
+    assert module.__name__ == f"hf_ext.scripts.{name.replace('-', '_')}"
+    assert callable(module.make_parser) and callable(module.main) and module.HELP
+    assert module.NAME == name
+    assert f'if __name__ == "__main__":' in open(module.__file__, encoding="utf-8").read()
+
+
+def test_a_script_module_runs_alone():
+    result = run_module("hf_ext.scripts.env")
+    assert result.returncode == 0 and f"- torch: {torch.__version__}" in result.stdout
 
 
 @dataclasses.dataclass
@@ -50,27 +75,43 @@ class ToyArguments:
     name: str = dataclasses.field(default="x", metadata={"help": "a name"})
 
 
-@pytest.fixture
-def toy_command(monkeypatch):
-    seen = []
-    command = DataclassCommand("toy", "a toy", lambda: (ToyArguments,), lambda args: seen.append(args))
-    builtin = cli._builtin_commands
-    monkeypatch.setattr(cli, "_builtin_commands", lambda: [*builtin(), command])
-    return seen
-
-
-def test_dataclass_command_reads_config_and_overrides(tmp_path, toy_command):
+def test_dataclass_parser_reads_config_and_overrides(tmp_path):
     config = tmp_path / "toy.yaml"
     config.write_text("steps: 5\nname: from-yaml\n")
-    assert main(["toy", "--config", str(config), "--name", "from-cli"]) == 0
-    assert toy_command == [ToyArguments(steps=5, name="from-cli")]
+    parser = dataclass_parser("toy", "a toy", (ToyArguments,))
+    assert parse_dataclasses(parser, ["--config", str(config), "--name", "from-cli"]) == (
+        ToyArguments(steps=5, name="from-cli"),
+    )
 
 
-def test_dataclass_command_rejects_unknown_option(toy_command, capsys):
-    assert main(["toy", "--stepz", "3"]) == 2
+def test_dataclass_parser_rejects_unknown_option_as_one_line(capsys):
+    parser = dataclass_parser("toy", "a toy", (ToyArguments,))
+
+    def run():
+        parse_dataclasses(parser, ["--stepz", "3"])
+
+    assert run_command("toy", run) == 2
     err = capsys.readouterr().err
     assert "hf-ext toy: error:" in err and "--stepz" in err and "Traceback" not in err
-    assert toy_command == []
+
+
+def test_launch_options_start_the_command_under_accelerate():
+    launch, rest = launch_under_accelerate("hf_ext.scripts.aot", ["--num_processes", "2", "--config", "a.yaml"])
+    assert launch == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "-m",
+                      "hf_ext.scripts.aot", "--config", "a.yaml"]  # fmt: skip
+    assert rest == ["--config", "a.yaml"]
+    launch, _ = launch_under_accelerate("hf_ext.scripts.aot", ["--accelerate_config=fsdp.yaml", "--x", "1"])
+    assert launch[3:5] == ["--config_file", "fsdp.yaml"] and launch[-2:] == ["--x", "1"]
+    assert launch_under_accelerate("hf_ext.scripts.aot", ["--num_processes", "1", "--x", "1"]) == (None, ["--x", "1"])
+    assert launch_under_accelerate("hf_ext.scripts.aot", ["--x", "1"]) == (None, ["--x", "1"])
+    with pytest.raises(CommandError, match="--num_processes='two' is out of range"):
+        launch_under_accelerate("hf_ext.scripts.aot", ["--num_processes", "two"])
+
+
+def test_training_commands_take_the_launch_options(capsys):
+    for name in ("aot", "larimar-train", "seal-rank"):
+        assert main([name, "--num_processes", "0"]) == 2
+        assert f"hf-ext {name}: error: --num_processes='0' is out of range" in capsys.readouterr().err
 
 
 def test_demo_rejects_unknown_stage(capsys):

@@ -47,9 +47,11 @@ def test_wheel_ships_templates_data_and_console_script(tmp_path):
     )
     (wheel,) = tmp_path.glob("hf_ext-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    templates = sorted(n for n in names if n.startswith("model_cards/"))
-    shipped = sorted(f"model_cards/{p.name}" for p in (ROOT / "hf_ext" / "model_cards").glob("*.md"))
-    assert templates == shipped and "model_cards/default.md" in templates
+    # The templates live at the top of the repository and ship inside the package; the examples stay outside.
+    templates = sorted(n for n in names if n.startswith("hf_ext/model_cards/"))
+    shipped = sorted(f"hf_ext/model_cards/{p.name}" for p in (ROOT / "model_cards").glob("*.md"))
+    assert templates == shipped and "hf_ext/model_cards/default.md" in templates
+    assert not [n for n in names if n.startswith("examples/") or n.endswith(("/demo.py", "real_demo.py"))]
     assert "hf_ext/data/tiny_corpus.txt" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hf-ext = hf_ext.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -149,8 +149,35 @@ def test_resolve_model_name_or_path(tmp_path, monkeypatch):
     assert resolved.startswith(str(tmp_path)) and (tmp_path / "tiny").is_dir()
     assert AutoModelForCausalLM.from_pretrained(resolved).config.model_type == "gpt2"
     assert resolve_model_name_or_path("meta-llama/Llama-3-8B") == "meta-llama/Llama-3-8B"
-    with pytest.raises(ValueError, match="Unknown tiny model 'tiny-nope'"):
+    with pytest.raises(ValueError, match="Unknown fixture model 'hf-ext-testing/tiny-nope'") as error:
         resolve_model_name_or_path(TESTING_PREFIX + "tiny-nope")
+    # The message lists every fixture, the task models included.
+    for name in ("tiny-llama", "tiny-bert", "sasa-planted", "seal-aligned", "mergealign-base", "mergealign-aligned"):
+        assert f"'hf-ext-testing/{name}'" in str(error.value)
+
+
+def test_fixture_ids_resolve_inside_a_configuration(monkeypatch):
+    from hf_ext import testing
+
+    monkeypatch.setattr(testing, "resolve_model_name_or_path", lambda name: f"/cache/{name.rsplit('/', 1)[1]}")
+    config = {
+        "base_model": "hf-ext-testing/mergealign-base",
+        "models": [{"model": "hf-ext-testing/tiny-llama+hf-ext-testing/tiny-gpt2", "parameters": {"role": "domain"}},
+                   {"model": "org/model", "parameters": {"role": "alignment", "weight": 0.5}}],
+    }  # fmt: skip
+    assert testing.resolve_fixture_ids(config) == {
+        "base_model": "/cache/mergealign-base",
+        "models": [{"model": "/cache/tiny-llama+/cache/tiny-gpt2", "parameters": {"role": "domain"}},
+                   {"model": "org/model", "parameters": {"role": "alignment", "weight": 0.5}}],
+    }  # fmt: skip
+
+
+def test_unknown_fixture_dataset_lists_the_known_ones():
+    from hf_ext.testing import FIXTURE_DATASETS, load_fixture_dataset
+
+    with pytest.raises(ValueError, match="Unknown fixture dataset 'hf-ext-testing/nope'") as error:
+        load_fixture_dataset("hf-ext-testing/nope")
+    assert all(name in str(error.value) for name in FIXTURE_DATASETS)
 
 
 def test_tiny_model_dir_builds_once(tmp_path):

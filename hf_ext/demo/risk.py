@@ -18,7 +18,7 @@ def _rewards(seed: int, n: int = 2000) -> dict:
 
 
 def _run(context: DemoContext) -> StageResult:
-    from hf_ext.risk.mean_risk import mean_risk_table
+    from hf_ext.risk.measures import mean_risk_table
     from hf_ext.risk.report import write_report
 
     samples = _rewards(context.seed)

@@ -1,7 +1,7 @@
 """Statistical tests of almost stochastic dominance: the absolute test for two models and the relative test for k.
 
 Both follow Nitsure et al., "Risk Aware Benchmarking of Large Language Models" (ICML 2024); larger metric values
-are better (negate a metric where smaller is better, or use [`portfolio`](hf_ext.risk.portfolio)).
+are better (negate a metric where smaller is better, or use [`portfolio`](hf_ext.risk.aggregation)).
 
 - **Absolute test** (del Barrio et al.; Dror et al.): `X` is eps-almost dominant over `Y` at level alpha when the
   upper confidence bound `eps_min = eps + se * z(1 - alpha)` of the violation ratio is below a threshold tau, with

@@ -32,7 +32,7 @@ from .paired import (
     minimum_detectable_effect,
     pairwise_mcnemar,
 )
-from .portfolio import portfolio
+from .aggregation import portfolio
 from .readers import HarnessLogError, HarnessLogs, PairedScores
 
 

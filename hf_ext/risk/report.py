@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .dominance import RelativeDominanceResult, check_samples, relative_dominance
-from .mean_risk import DEFAULT_LEVELS, mean_risk_table
+from .measures import DEFAULT_LEVELS, mean_risk_table
 from .plots import plot_epsilon_heatmap, plot_quantile_curves, plot_tvar_curves
 
 

@@ -2,13 +2,12 @@
 
 import pytest
 
-from hf_ext.demo import discover_stages, run_demo
+from hf_ext.demo import DEMO_STAGES, run_demo
 from hf_ext.serialization import load_json, load_tensors
 
 
-def test_stage_is_discovered_in_order():
-    stage = next(s for s in discover_stages() if s.name == "aot")
-    assert stage.order == 10
+def test_stage_runs_after_the_foundation():
+    assert [s.name for s in DEMO_STAGES][:2] == ["foundation", "aot"]
 
 
 @pytest.mark.slow

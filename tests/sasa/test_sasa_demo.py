@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from hf_ext.demo import DemoContext, discover_stages
+from hf_ext.demo import DEMO_STAGES, DemoContext
 
 
 @pytest.mark.slow
 def test_sasa_stage_saves_scores_with_and_without_sasa(tmp_path, planted):
-    (stage,) = [s for s in discover_stages() if s.name == "sasa"]
-    assert stage.order == 30
+    (stage,) = [s for s in DEMO_STAGES if s.name == "sasa"]
     result = stage.run(DemoContext(output_dir=tmp_path))
     saved = json.loads((tmp_path / "toxicity_scores.json").read_text())
     without, with_sasa = np.array(saved["without_sasa"]), np.array(saved["with_sasa"])

@@ -1,11 +1,11 @@
 import pytest
 
-from hf_ext.demo import discover_stages, run_demo
+from hf_ext.demo import DEMO_STAGES, run_demo
 
 
 @pytest.mark.slow
 def test_seal_stage_filters_the_planted_harmful_examples(tmp_path, aligned_path, capsys):
-    assert [s.order for s in discover_stages() if s.name == "seal"] == [50]
+    assert [s.name for s in DEMO_STAGES].index("seal") < [s.name for s in DEMO_STAGES].index("risk")
     assert run_demo(tmp_path, stages=["seal"]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| seal | ok |" in report and "](seal/seal_scores.png)" in report
