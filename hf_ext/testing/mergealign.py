@@ -80,7 +80,7 @@ class ToySpec:
     extra: dict = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        from hf_ext.testing import _BUILD_VERSION
+        from hf_ext.testing.models import _BUILD_VERSION
 
         return hash_recipe({"toy": _TOY_VERSION, "testing": _BUILD_VERSION, **asdict(self)})
 

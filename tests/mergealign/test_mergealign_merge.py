@@ -329,13 +329,18 @@ def test_registration_is_idempotent_and_refuses_a_foreign_method():
         registry._METHODS["mergealign"] = foreign
 
 
-def test_offline_ids_of_the_controlled_models_resolve(controlled):
+def test_fixture_ids_resolve_at_the_edge_not_in_the_merge_method(controlled):
     from hf_ext.mergealign import validate_config
+    from hf_ext.testing import resolve_fixture_ids
 
-    plan = validate_config(ROOT / "processors" / "mergealign.yaml")
+    recipe = yaml.safe_load((ROOT / "processors" / "mergealign.yaml").read_text())
+    plan = validate_config(resolve_fixture_ids(recipe))
     assert str(plan.config.base_model) == str(controlled.base)
-    assert plan.domain_model == "hf-ext-testing/mergealign-domain"
+    assert plan.domain_model == str(controlled.domain)
     assert plan.references == {"domain": str(controlled.domain), "alignment": str(controlled.aligned)}
+    # The library itself takes folders and Hub ids only: a fixture id reaches mergekit as written (a Hub-style id).
+    raw = validate_config(recipe)
+    assert str(raw.config.base_model) == "hf-ext-testing/mergealign-base"
 
 
 def test_other_merge_methods_run_as_mergekit_yaml_runs_them(tmp_path, triple):

@@ -8,7 +8,7 @@ from hf_ext.demo import DemoContext
 def test_demo_stage_shows_the_mean_picking_the_risky_model(tmp_path):
     from hf_ext.demo.risk import STAGE
 
-    assert STAGE.order == 60 and STAGE.name == "risk"
+    assert STAGE.name == "risk"
     result = STAGE.run(DemoContext(output_dir=tmp_path, seed=0))
     assert result.figures["ranking by mean"].startswith("risky")
     assert result.figures["ranking, second order"].startswith("aligned")
