@@ -97,8 +97,8 @@ def main() -> int:
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from hf_ext.testing import larimar as facts
     from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.testing import larimar as facts
     from hf_ext.testing.larimar import tiny_larimar_dir
 
     torch.set_num_threads(1)

@@ -127,7 +127,6 @@ def load_quantized(
     """
     from transformers import AutoModelForCausalLM
 
-
     device = _device_of(device_map)
     model_class = model_class or AutoModelForCausalLM
     quantization_config = bnb_config(

@@ -2,6 +2,7 @@ import dataclasses
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,8 +61,8 @@ def test_every_command_is_a_script_module(name):
     module = importlib.import_module(COMMANDS[name])
     assert module.__name__ == f"hf_ext.scripts.{name.replace('-', '_')}"
     assert callable(module.make_parser) and callable(module.main) and module.HELP
-    assert module.NAME == name
-    assert f'if __name__ == "__main__":' in open(module.__file__, encoding="utf-8").read()
+    assert name == module.NAME
+    assert 'if __name__ == "__main__":' in Path(module.__file__).read_text(encoding="utf-8")
 
 
 def test_a_script_module_runs_alone():

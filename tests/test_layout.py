@@ -56,7 +56,9 @@ def test_one_list_of_public_names_per_package(package):
     listed = sorted(name for names in module._import_structure.values() for name in names)
     assert sorted(set(module.__all__) & set(listed)) == listed
     for name in listed:
-        defining = importlib.import_module(f"{package}.{next(k for k, v in module._import_structure.items() if name in v)}")
+        defining = importlib.import_module(
+            f"{package}.{next(k for k, v in module._import_structure.items() if name in v)}"
+        )
         assert getattr(module, name) is getattr(defining, name)
         assert name in getattr(defining, "__all__", [name])
 
@@ -85,7 +87,9 @@ def test_a_missing_extra_names_the_extra_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
-    assert all('hf_ext.mergealign needs mergekit' in line and 'pip install "hf-ext[mergealign]"' in line for line in lines)
+    assert all(
+        "hf_ext.mergealign needs mergekit" in line and 'pip install "hf-ext[mergealign]"' in line for line in lines
+    )
 
 
 def test_demo_and_examples_list_their_stages_explicitly():

@@ -62,8 +62,8 @@ def _evaluate(model, tokenizer, fact_list, dataset, config: RealAOTConfig) -> di
     """Exact match of the greedy answers and the log-likelihoods of the held-out pairs."""
     import numpy as np
 
-    from hf_ext.generation import greedy_answers
     from hf_ext.aot.evaluation import preference_scores
+    from hf_ext.generation import greedy_answers
     from hf_ext.testing.aot import exact_match
 
     answers = greedy_answers(model, tokenizer, [f.prompt for f in fact_list], max_new_tokens=config.max_new_tokens)
@@ -81,9 +81,9 @@ def _train(method: str, path, tokenizer, dataset, config: RealAOTConfig, output_
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from hf_ext.quantization import load_quantized
     from hf_ext.aot.config import AOTConfig
     from hf_ext.aot.trainer import AOTTrainer
+    from hf_ext.quantization import load_quantized
 
     model = load_quantized(path, bits=4, prepare_for_training=True, gradient_checkpointing=False)
     common = dict(
@@ -154,12 +154,12 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     import torch
     from transformers import AutoTokenizer
 
+    from hf_ext.aot.plots import plot_reward_quantiles
     from hf_ext.generation import greedy_answers
     from hf_ext.real_models import real_causal_lm_dir
     from hf_ext.risk import relative_dominance
     from hf_ext.serialization import save_json
     from hf_ext.testing.aot import fact_preference_dataset, rejected_answers, split_facts
-    from hf_ext.aot.plots import plot_reward_quantiles
 
     if size not in REAL_SIZES:
         raise ValueError(f"size={size!r} is not supported; expected one of {list(REAL_SIZES)}.")

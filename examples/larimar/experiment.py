@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from hf_ext.demo import DemoContext, DemoStage, StageResult
 from examples.larimar.model import RealLarimarRecipe
+from hf_ext.demo import DemoContext, DemoStage, StageResult
 
 
 __all__ = ["REAL_SIZES", "RealLarimarStageConfig", "answer_log_probs", "run_real"]
@@ -127,15 +127,15 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from examples.larimar.model import LORA_TARGETS, real_larimar_dir
+    from hf_ext.larimar.evaluation import answer, exact_match_recall, lora_edit
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
     from hf_ext.plotting import figure, save_figure
     from hf_ext.real_models import real_causal_lm_dir
     from hf_ext.risk import plot_quantile_curves, relative_dominance
     from hf_ext.serialization import save_json
     from hf_ext.testing import larimar as fact_corpus
-    from hf_ext.larimar.evaluation import answer, exact_match_recall, lora_edit
-    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
-    from hf_ext.larimar.processing_larimar import LarimarProcessor
-    from examples.larimar.model import LORA_TARGETS, real_larimar_dir
 
     if size not in REAL_SIZES:
         raise ValueError(f"size={size!r} is not supported; expected one of {list(REAL_SIZES)}.")

@@ -94,9 +94,9 @@ def build_real_larimar(recipe: RealLarimarRecipe | None = None):
     """
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ext.real_models import real_causal_lm_dir, real_encoder_dir
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
     from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.real_models import real_causal_lm_dir, real_encoder_dir
 
     recipe = recipe or RealLarimarRecipe()
     encoder_path, decoder_path = real_encoder_dir(), real_causal_lm_dir()
@@ -132,8 +132,8 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
-    from hf_ext.testing.larimar import training_episode
     from hf_ext.larimar.training import warmup_linear_decay
+    from hf_ext.testing.larimar import training_episode
 
     recipe = recipe or RealLarimarRecipe()
     model.requires_grad_(False)

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_ext.demo import DemoContext, DemoStage, StageResult
 from examples.mergealign.task import RealTaskSpec
+from hf_ext.demo import DemoContext, DemoStage, StageResult
 
 
 __all__ = ["SIZES", "RealStageSize", "baseline_configs", "mergekit_merge", "run_real"]
@@ -105,12 +105,12 @@ def run_real(context: DemoContext, size: str | RealStageSize = "default") -> Sta
     import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ext.risk import relative_dominance
-    from hf_ext.serialization import save_json, save_tensors
-    from hf_ext.mergealign.merging import merge
     from examples.mergealign.task import real_task
+    from hf_ext.mergealign.merging import merge
     from hf_ext.mergealign.pareto import pareto_front, select_candidate
     from hf_ext.mergealign.sweep import sweep_alpha
+    from hf_ext.risk import relative_dominance
+    from hf_ext.serialization import save_json, save_tensors
 
     if isinstance(size, str):
         if size not in SIZES:
@@ -349,4 +349,6 @@ def _plot(path: Path, means: dict, size: RealStageSize, on_front: list[str], bes
     return save_figure(fig, path)
 
 
-STAGE = DemoStage(name="mergealign", title="MergeAlign: SmolLM2 domain + alignment LoRAs merged (real offline models)", run=run_real)
+STAGE = DemoStage(
+    name="mergealign", title="MergeAlign: SmolLM2 domain + alignment LoRAs merged (real offline models)", run=run_real
+)

@@ -184,10 +184,10 @@ def _run(context: DemoContext, config: RealSASAConfig, prompts: list[str], start
     from transformers import NoBadWordsLogitsProcessor, SequenceBiasLogitsProcessor
 
     from hf_ext.real_models import real_causal_lm, toxicity_judge
-    from hf_ext.serialization import save_json
     from hf_ext.sasa.evaluation import evaluate_detox
     from hf_ext.sasa.probe import SASAProbe
     from hf_ext.sasa.processor import SASALogitsProcessor
+    from hf_ext.serialization import save_json
 
     judge_texts = toxicity_judge()  # before the model: a missing package fails fast
 

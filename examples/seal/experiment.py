@@ -80,7 +80,13 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
     from hf_ext.plotting import figure, save_figure
     from hf_ext.quantization import keep_4bit_trainable
     from hf_ext.real_models import real_causal_lm
-    from hf_ext.seal.baselines import dsir_scores, evaluate_scores, harmful_example_aurocs, loss_scores, random_baseline
+    from hf_ext.seal.baselines import (
+        dsir_scores,
+        evaluate_scores,
+        harmful_example_aurocs,
+        loss_scores,
+        random_baseline,
+    )
     from hf_ext.seal.data import content_hash
     from hf_ext.testing.seal import PlantedTask, planted_examples
 
@@ -181,4 +187,6 @@ def run_real(context: DemoContext, size: str | RealSEALSize = "default") -> Stag
     )
 
 
-STAGE = DemoStage(name="seal", title="SEAL: SmolLM2 ranks a mixture with planted harm (real offline models)", run=run_real)
+STAGE = DemoStage(
+    name="seal", title="SEAL: SmolLM2 ranks a mixture with planted harm (real offline models)", run=run_real
+)

@@ -24,14 +24,14 @@ def _run(context: DemoContext) -> StageResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ext.risk import relative_dominance
-    from hf_ext.serialization import save_json, save_tensors
-    from hf_ext.testing import tiny_model_dir
     from hf_ext.aot.config import AOTConfig
-    from hf_ext.testing.aot import synthetic_preference_dataset
     from hf_ext.aot.evaluation import preference_report
     from hf_ext.aot.plots import plot_reward_quantiles
     from hf_ext.aot.trainer import AOTTrainer
+    from hf_ext.risk import relative_dominance
+    from hf_ext.serialization import save_json, save_tensors
+    from hf_ext.testing import tiny_model_dir
+    from hf_ext.testing.aot import synthetic_preference_dataset
 
     path = str(tiny_model_dir("tiny-llama"))
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -124,8 +124,4 @@ def _run(context: DemoContext) -> StageResult:
     )
 
 
-STAGE = DemoStage(
-    name="aot",
-    title="AOT: distributional preference alignment on a tiny model",
-    run=_run
-)
+STAGE = DemoStage(name="aot", title="AOT: distributional preference alignment on a tiny model", run=_run)

@@ -9,10 +9,10 @@ def _run(context: DemoContext) -> StageResult:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from hf_ext.plotting import figure, save_figure
-    from hf_ext.testing import larimar as facts
     from hf_ext.larimar.evaluation import answer, exact_match_recall
     from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.plotting import figure, save_figure
+    from hf_ext.testing import larimar as facts
     from hf_ext.testing.larimar import tiny_larimar_dir
 
     torch.manual_seed(context.seed)

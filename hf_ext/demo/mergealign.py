@@ -51,11 +51,11 @@ def _stage(context: DemoContext) -> StageResult:
     import torch
     import yaml
 
-    from hf_ext.risk import relative_dominance
-    from hf_ext.serialization import save_tensors
     from hf_ext.mergealign.merging import merge
     from hf_ext.mergealign.report import similarity_report
     from hf_ext.mergealign.sweep import sweep_alpha
+    from hf_ext.risk import relative_dominance
+    from hf_ext.serialization import save_tensors
     from hf_ext.testing.mergealign import ToySpec, controlled_task
 
     torch.manual_seed(context.seed)
@@ -163,7 +163,5 @@ def _stage(context: DemoContext) -> StageResult:
 
 
 STAGE = DemoStage(
-    name="mergealign",
-    title="MergeAlign: a domain expert plus an aligned model, merged with mergekit",
-    run=_run
+    name="mergealign", title="MergeAlign: a domain expert plus an aligned model, merged with mergekit", run=_run
 )

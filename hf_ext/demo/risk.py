@@ -56,8 +56,4 @@ def _run(context: DemoContext) -> StageResult:
     )
 
 
-STAGE = DemoStage(
-    name="risk",
-    title="Risk-aware evaluation: stochastic dominance vs the mean",
-    run=_run
-)
+STAGE = DemoStage(name="risk", title="Risk-aware evaluation: stochastic dominance vs the mean", run=_run)

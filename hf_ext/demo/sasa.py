@@ -27,11 +27,11 @@ def _run(context: DemoContext) -> StageResult:
     import torch
 
     from hf_ext.risk import relative_dominance
-    from hf_ext.serialization import save_json
     from hf_ext.sasa.evaluation import evaluate_detox
-    from hf_ext.testing.sasa import PlantedToxicityTask
     from hf_ext.sasa.probe import SASAProbe
     from hf_ext.sasa.processor import SASALogitsProcessor
+    from hf_ext.serialization import save_json
+    from hf_ext.testing.sasa import PlantedToxicityTask
 
     task = PlantedToxicityTask()
     model, tokenizer = task.load()
@@ -149,7 +149,5 @@ def _run(context: DemoContext) -> StageResult:
 
 
 STAGE = DemoStage(
-    name="sasa",
-    title="SASA: a model detoxifies its own sampling (planted contextual toxicity)",
-    run=run
+    name="sasa", title="SASA: a model detoxifies its own sampling (planted contextual toxicity)", run=run
 )

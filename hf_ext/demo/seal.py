@@ -12,10 +12,10 @@ def _run(context: DemoContext) -> StageResult:
     from hf_ext.plotting import figure, save_figure
     from hf_ext.seal.config import SEALConfig
     from hf_ext.seal.data import content_hash
-    from hf_ext.testing.seal import PlantedTask, aligned_model_dir, planted_datasets
-    from hf_ext.seal.ranking import auroc
     from hf_ext.seal.filtering import seal_filter
+    from hf_ext.seal.ranking import auroc
     from hf_ext.seal.trainer import SEALTrainer
+    from hf_ext.testing.seal import PlantedTask, aligned_model_dir, planted_datasets
 
     task = PlantedTask(seed=context.seed)
     context.log("aligning a tiny Llama on the safe set (cached after the first run) ...")

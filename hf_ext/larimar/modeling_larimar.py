@@ -962,16 +962,12 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         if encoder is None:
             if encoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give encoder_pretrained_model_name_or_path (or encoder_model=...).")
-            encoder = AutoModel.from_pretrained(
-                encoder_pretrained_model_name_or_path, **kwargs_encoder
-            )
+            encoder = AutoModel.from_pretrained(encoder_pretrained_model_name_or_path, **kwargs_encoder)
         causal_lm = kwargs_decoder.pop("model", None)
         if causal_lm is None:
             if decoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give decoder_pretrained_model_name_or_path (or decoder_model=...).")
-            causal_lm = AutoModelForCausalLM.from_pretrained(
-                decoder_pretrained_model_name_or_path, **kwargs_decoder
-            )
+            causal_lm = AutoModelForCausalLM.from_pretrained(decoder_pretrained_model_name_or_path, **kwargs_decoder)
         if causal_lm.get_output_embeddings() is None:
             raise ValueError(f"The decoder {type(causal_lm).__name__} has no language-modeling head.")
         if encoder.get_output_embeddings() is not None:

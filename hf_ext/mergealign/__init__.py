@@ -31,7 +31,9 @@ _import_structure = {
 }
 """Submodule -> the public names it defines: the one list of this package's API."""
 
-__all__, __getattr__, __dir__ = lazy_package(__name__, _import_structure, globals(), extra="mergealign", requires=("mergekit",))
+__all__, __getattr__, __dir__ = lazy_package(
+    __name__, _import_structure, globals(), extra="mergealign", requires=("mergekit",)
+)
 
 
 def _register_with_mergekit() -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hf_ext._validation import check_range
+
 from ..generation import greedy_answers
 
 
@@ -110,12 +112,9 @@ class PerplexityEvaluator:
         prompt_field: str = "prompt",
         completion_field: str = "completion",
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} is out of range; expected an integer >= 1.")
-        if max_length < 2:
-            raise ValueError(f"max_length={max_length} is out of range; expected an integer >= 2.")
-        if max_samples is not None and max_samples < 1:
-            raise ValueError(f"max_samples={max_samples} is out of range; expected an integer >= 1 or None.")
+        check_range("batch_size", batch_size, ge=1, integer=True)
+        check_range("max_length", max_length, ge=2, integer=True)
+        check_range("max_samples", max_samples, ge=1, integer=True, optional=True)
         if max_samples is not None:
             dataset = dataset.select(range(min(max_samples, len(dataset))))
         prompts, completions = _column(dataset, prompt_field), _column(dataset, completion_field)
@@ -215,10 +214,8 @@ class GenerationEvaluator:
         max_samples: int | None = None,
         prompt_field: str = "prompt",
     ):
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens} is out of range; expected an integer >= 1.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} is out of range; expected an integer >= 1.")
+        check_range("max_new_tokens", max_new_tokens, ge=1, integer=True)
+        check_range("batch_size", batch_size, ge=1, integer=True)
         if prompt_field not in dataset.column_names:
             raise ValueError(f"The {name} dataset has columns {dataset.column_names}; expected {prompt_field!r}.")
         if max_samples is not None:

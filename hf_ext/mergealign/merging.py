@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_ext._validation import check_range
+
 
 __all__ = ["MergeAlignPlan", "MergeAlignWarning", "load_config", "merge", "validate_config"]
 
@@ -377,8 +379,7 @@ def merge(
     from . import method
     from .report import SimilarityReport
 
-    if not 0 < derived_threshold <= 1:
-        raise ValueError(f"derived_threshold={derived_threshold} is out of range; expected a value in (0, 1].")
+    check_range("derived_threshold", derived_threshold, gt=0, le=1)
     options = _merge_options(options, option_overrides)
     plan = validate_config(config)
     out_path = Path(out_path)
@@ -435,6 +436,4 @@ def model_card(plan: MergeAlignPlan, similarity=None):
 
 def _looks_like_hub_id(reference: str) -> bool:
     path = reference.split("+")[0].split("@")[0]
-    return (
-        not os.path.exists(path) and path.count("/") == 1 and not path.startswith(("/", ".", "~"))
-    )
+    return not os.path.exists(path) and path.count("/") == 1 and not path.startswith(("/", ".", "~"))

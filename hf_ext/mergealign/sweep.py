@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_ext._validation import check_range
+
 from .evaluators import EvaluationResult, as_evaluation_result
 from .pareto import meets_floor, pareto_front, select_candidate
 from .vectors import accumulation_dtype
@@ -54,9 +56,7 @@ class AlphaSweepConfig:
         default=None,
         metadata={"help": "A mergealign YAML configuration to take the base, domain and alignment models from."},
     )
-    base_model: str | None = field(
-        default=None, metadata={"help": "The base model (folder or Hub id)."}
-    )
+    base_model: str | None = field(default=None, metadata={"help": "The base model (folder or Hub id)."})
     domain_model: str | None = field(
         default=None, metadata={"help": "The domain expert (full model, or a PEFT LoRA adapter trained on the base)."}
     )
@@ -133,12 +133,9 @@ class AlphaSweepConfig:
         for scale in self.scales:
             if not (scale >= 0.0 and math.isfinite(scale)):
                 raise ValueError(f"scales={self.scales} holds {scale}, out of range; expected finite values >= 0.")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError(f"max_samples={self.max_samples} is out of range; expected an integer >= 1 or None.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} is out of range; expected an integer >= 1.")
-        if self.max_length < 2:
-            raise ValueError(f"max_length={self.max_length} is out of range; expected an integer >= 2.")
+        check_range("max_samples", self.max_samples, ge=1, integer=True, optional=True)
+        check_range("batch_size", self.batch_size, ge=1, integer=True)
+        check_range("max_length", self.max_length, ge=2, integer=True)
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
             raise ValueError(f"dtype={self.dtype!r} is not supported; expected float32, bfloat16, float16 or auto.")
         if self.safety_floor is not None and not math.isfinite(self.safety_floor):

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hf_ext._validation import check_range
+
 
 __all__ = [
     "VectorStatistics",
@@ -187,8 +189,7 @@ def summarize_statistics(
     alignment vector (`alignment_share >= derived_threshold`), the sign that the domain model was fine-tuned from
     the aligned model rather than from the base.
     """
-    if not 0 < derived_threshold <= 1:
-        raise ValueError(f"derived_threshold={derived_threshold} is out of range; expected a value in (0, 1].")
+    check_range("derived_threshold", derived_threshold, gt=0, le=1)
     total = _sum(per_tensor.values())
     cosines = [s.cosine for s in per_tensor.values() if not math.isnan(s.cosine)]
     summary = {

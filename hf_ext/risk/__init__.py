@@ -30,7 +30,13 @@ from hf_ext._imports import lazy_package
 
 
 _import_structure = {
-    "dominance": ["AbsoluteDominanceResult", "RelativeDominanceResult", "absolute_dominance", "borda_ranking", "relative_dominance"],
+    "dominance": [
+        "AbsoluteDominanceResult",
+        "RelativeDominanceResult",
+        "absolute_dominance",
+        "borda_ranking",
+        "relative_dominance",
+    ],
     "harness": ["Claim", "HarnessComparison", "UnderpoweredComparisonWarning", "compare_harness_logs"],
     "harness_report": ["write_harness_report"],
     "measures": ["gini_tail", "mean_risk", "mean_risk_table", "semideviation"],

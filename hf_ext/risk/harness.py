@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .aggregation import portfolio
 from .dominance import RelativeDominanceResult, borda_ranking, relative_dominance
 from .paired import (
     CORRECTIONS,
@@ -32,7 +33,6 @@ from .paired import (
     minimum_detectable_effect,
     pairwise_mcnemar,
 )
-from .aggregation import portfolio
 from .readers import HarnessLogError, HarnessLogs, PairedScores
 
 

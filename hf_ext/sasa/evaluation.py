@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hf_ext._validation import check_range
+
 
 __all__ = ["Continuations", "DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox", "sample_continuations"]
 
@@ -269,12 +271,9 @@ def evaluate_detox(
         raise ValueError("prompts is empty.")
     if (probe is None) == (processor is None):
         raise ValueError("Pass exactly one of `probe` (a SASAProbe) or `processor` (a SASALogitsProcessor).")
-    if not isinstance(num_continuations, int) or num_continuations < 1:
-        raise ValueError(f"num_continuations={num_continuations!r} is out of range; expected an integer >= 1.")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} is out of range; expected an integer >= 1.")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold={threshold!r} is out of range; expected a float in [0, 1].")
+    check_range("num_continuations", num_continuations, ge=1, integer=True)
+    check_range("max_new_tokens", max_new_tokens, ge=1, integer=True)
+    check_range("threshold", threshold, ge=0, le=1)
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` first.")
     if processor is None:

@@ -23,8 +23,8 @@ from typing import ClassVar
 import torch
 
 from ..hub import HubMixin, make_card
-from .lda import fit_lda, linear_margin, separability
 from .hidden_states import causal_lm_of, decoder_body, hidden_states_at, model_signature, positions_from_mask
+from .lda import fit_lda, linear_margin, separability
 
 
 __all__ = ["SASAProbe", "last_token_hidden_states", "prefix_hidden_states", "word_prefixes"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hf_ext._validation import check_range
+
 
 __all__ = ["BetaChoice", "choose_beta"]
 
@@ -106,10 +108,8 @@ def choose_beta(
         raise ValueError(f"betas={betas!r} must be a non-empty list of finite strengths > 0.")
     if target_reduction is None and max_perplexity_increase is None:
         raise ValueError("Give a target_reduction, a max_perplexity_increase, or both.")
-    if target_reduction is not None and not 0.0 < target_reduction <= 1.0:
-        raise ValueError(f"target_reduction={target_reduction!r} is out of range; expected a float in (0, 1].")
-    if max_perplexity_increase is not None and not max_perplexity_increase >= 0.0:
-        raise ValueError(f"max_perplexity_increase={max_perplexity_increase!r} is out of range; expected >= 0.")
+    check_range("target_reduction", target_reduction, gt=0, le=1, optional=True)
+    check_range("max_perplexity_increase", max_perplexity_increase, ge=0, optional=True)
     judge = judge if judge is not None else ProfanityCheckJudge()
     common = dict(
         num_continuations=num_continuations,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hf_ext._validation import check_range
 from hf_ext.scripts.utils import CommandError, dataclass_parser, launch_or_run, parse_dataclasses, run_command
 
 
@@ -31,7 +32,9 @@ class LarimarScriptArguments:
 
     encoder_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Encoder of a new model (any `AutoModel`); `hf-ext-testing/<name>` builds a tiny one offline."},
+        metadata={
+            "help": "Encoder of a new model (any `AutoModel`); `hf-ext-testing/<name>` builds a tiny one offline."
+        },
     )
     decoder_name_or_path: str | None = field(
         default=None,
@@ -66,17 +69,12 @@ class LarimarScriptArguments:
 
     def __post_init__(self):
         for name in ("latent_size", "memory_size", "num_episodes"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"{name}={value} is out of range; expected an integer >= 1.")
-        if self.episode_size < 2:
-            raise ValueError(f"episode_size={self.episode_size} is out of range; expected an integer >= 2.")
+            check_range(name, getattr(self, name), ge=1, integer=True)
+        check_range("episode_size", self.episode_size, ge=2, integer=True)
         if self.pooling not in ("pooler", "cls", "mean"):
             raise ValueError(f"pooling={self.pooling!r} is not supported; expected 'pooler', 'cls' or 'mean'.")
         for name in ("kl_zero_ratio", "kl_increase_ratio"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name}={value} is out of range; expected a float in [0, 1].")
+            check_range(name, getattr(self, name), ge=0, le=1)
 
 
 def _load_tokenizer(name_or_path: str):

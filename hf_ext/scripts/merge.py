@@ -49,9 +49,7 @@ def run_merge_file(config_file: str, out_path: str, merge_options, report: bool 
     import yaml
 
     import hf_ext.mergealign  # noqa: F401 (registers the method)
-
     from hf_ext.mergealign.merging import merge
-
     from hf_ext.testing import resolve_fixture_ids
 
     with open(config_file, encoding="utf-8") as file:
@@ -88,5 +86,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-

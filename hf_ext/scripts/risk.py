@@ -342,8 +342,8 @@ def _risk_logs(args: argparse.Namespace, named: list[tuple[str | None, str]], or
 
 
 def _risk_table(args: argparse.Namespace, path: str, orders: list[int]) -> int:
-    from hf_ext.risk.outputs import atomic_directory
     from hf_ext.risk.aggregation import portfolio
+    from hf_ext.risk.outputs import atomic_directory
     from hf_ext.risk.report import write_report
 
     if not args.metrics:

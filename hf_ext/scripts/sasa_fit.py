@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hf_ext._validation import check_range
 from hf_ext.scripts.utils import CommandError, dataclass_parser, load_causal_lm, parse_dataclasses, run_command
 
 
@@ -117,34 +118,22 @@ class SASAFitConfig:
                 value = float(self.shrinkage)
             except (TypeError, ValueError):
                 value = None
-            if value is None or not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"shrinkage={self.shrinkage!r} is out of range; expected 'auto' or a float in [0, 1]."
-                )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} is out of range; expected an integer >= 1.")
-        if self.max_length < 1:
-            raise ValueError(f"max_length={self.max_length} is out of range; expected an integer >= 1.")
-        if self.max_texts is not None and self.max_texts < 2:
-            raise ValueError(f"max_texts={self.max_texts} is out of range; expected an integer >= 2 or None.")
+            check_range("shrinkage", value, ge=0, le=1, hint="(or 'auto')")
+        check_range("batch_size", self.batch_size, ge=1, integer=True)
+        check_range("max_length", self.max_length, ge=1, integer=True)
+        check_range("max_texts", self.max_texts, ge=2, integer=True, optional=True)
         if self.layer != "auto":
             try:
                 int(self.layer)
             except ValueError:
                 raise ValueError(f"layer={self.layer!r} is not supported; expected 'auto' or an integer.") from None
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} is out of range; expected a float in (0, 1)."
-            )
+        check_range("validation_fraction", self.validation_fraction, gt=0, lt=1)
         if self.judge not in JUDGES:
             raise ValueError(f"judge={self.judge!r} is not supported; expected one of {list(JUDGES)}.")
-        if not 0.0 < self.judge_threshold <= 1.0:
-            raise ValueError(f"judge_threshold={self.judge_threshold} is out of range; expected a float in (0, 1].")
+        check_range("judge_threshold", self.judge_threshold, gt=0, le=1)
         for name in ("num_continuations", "max_new_tokens", "min_prefix_words"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} is out of range; expected an integer >= 1.")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} is out of range; expected a float > 0.")
+            check_range(name, getattr(self, name), ge=1, integer=True)
+        check_range("temperature", self.temperature, gt=0)
         files = (self.desired_file is not None, self.undesired_file is not None)
         sources = {
             "desired_file / undesired_file": any(files),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hf_ext._validation import check_range
 from hf_ext.scripts.sasa_fit import read_lines
 from hf_ext.scripts.utils import CommandError, dataclass_parser, load_causal_lm, parse_dataclasses, run_command
 
@@ -30,7 +31,9 @@ class SASAGenerateConfig:
     )
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Causal LM the probe was fitted on, required; 'hf-ext-testing/<name>' fixtures build offline."},
+        metadata={
+            "help": "Causal LM the probe was fitted on, required; 'hf-ext-testing/<name>' fixtures build offline."
+        },
     )
     prompts_file: str | None = field(default=None, metadata={"help": "Text file of prompts, one per line."})
     prompt: list[str] = field(
@@ -59,21 +62,16 @@ class SASAGenerateConfig:
     def __post_init__(self):
         if self.model_name_or_path is None:
             raise ValueError("model_name_or_path is required (a Hub id, a folder or a hf-ext-testing/<name> fixture).")
-        if self.beta < 0:
-            raise ValueError(f"beta={self.beta} is out of range; expected a float >= 0.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} is out of range; expected a float in (0, 1].")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} is out of range; expected a float > 0.")
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates={self.max_candidates} is out of range; expected an integer >= 1.")
+        check_range("beta", self.beta, ge=0)
+        check_range("top_p", self.top_p, gt=0, le=1)
+        check_range("temperature", self.temperature, gt=0)
+        check_range("max_candidates", self.max_candidates, ge=1, integer=True)
         from hf_ext.sasa.sampling import NORMALIZATIONS
 
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={self.normalize!r} is not supported; expected one of {list(NORMALIZATIONS)}.")
         for name in ("num_beams", "max_new_tokens", "num_return_sequences", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} is out of range; expected an integer >= 1.")
+            check_range(name, getattr(self, name), ge=1, integer=True)
         if self.num_beams > 1 and self.do_sample:
             raise ValueError(f"num_beams={self.num_beams} needs do_sample=False (beam search).")
         if self.num_return_sequences > self.num_beams and not self.do_sample:
@@ -92,9 +90,9 @@ def generate(config) -> int:
     import torch
     from transformers import LogitsProcessorList
 
-    from hf_ext.serialization import write_text
     from hf_ext.sasa.probe import SASAProbe
     from hf_ext.sasa.processor import SASALogitsProcessor
+    from hf_ext.serialization import write_text
 
     prompts = list(config.prompt) or read_lines(config.prompts_file, "prompts_file")
     model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)

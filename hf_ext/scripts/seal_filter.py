@@ -29,7 +29,9 @@ class SEALFilterArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "The dataset to filter, required: a Hub id, a local folder or a .json/.jsonl/.parquet file."},
+        metadata={
+            "help": "The dataset to filter, required: a Hub id, a local folder or a .json/.jsonl/.parquet file."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration."})
     split: str | None = field(default=None, metadata={"help": "One split to filter (default: every split)."})

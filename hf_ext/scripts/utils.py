@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 __all__ = [
@@ -158,4 +158,3 @@ def load_any_dataset(name: str, config: str | None = None, split: str | None = N
             raise CommandError(f"cannot read {name}: expected a .json, .jsonl, .parquet or .csv file")
         return datasets.load_dataset(builder, data_files=str(path), split=split)
     return datasets.load_dataset(name, config, split=split)
-

@@ -14,8 +14,8 @@ from ..quantization import keep_4bit_trainable
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .config import SEALConfig
 from .data import detect_format, format_fields, hash_batch, tokenize_example
-from .ranking import example_weights, initial_logits, ranker_objective, sequence_losses, upper_level_weight
 from .filtering import SEALScores, seal_filter
+from .ranking import example_weights, initial_logits, ranker_objective, sequence_losses, upper_level_weight
 
 
 __all__ = ["SEALTrainer"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 
 from hf_ext._imports import lazy_package
+from hf_ext._validation import check_range
 
 
 _import_structure = {
@@ -131,8 +132,7 @@ def load_fixture_dataset(
     if name.startswith(PREFIX + "synthetic-"):
         from hf_ext.testing.aot import synthetic_preference_dataset
 
-        if size < 1:
-            raise ValueError(f"size={size} is out of range; expected an integer >= 1.")
+        check_range("size", size, ge=1, integer=True)
         kwargs = {"unpaired": False} if name.endswith("preferences") else {"unpaired": True, "positive_fraction": 0.6}
         return DatasetDict(
             {

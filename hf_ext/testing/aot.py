@@ -19,6 +19,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hf_ext._validation import check_range
+
 
 __all__ = [
     "FACT_TEMPLATES",
@@ -280,8 +282,7 @@ def synthetic_preference_dataset(
         raise ValueError(f"split={split!r} is not supported; expected 'train' or 'test'.")
     if num_examples < 1:
         raise ValueError(f"num_examples={num_examples} must be >= 1.")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction={positive_fraction} is out of range; expected a number in [0, 1].")
+    check_range("positive_fraction", positive_fraction, ge=0, le=1)
     nouns = _NOUNS[: 2 * len(_NOUNS) // 3] if split == "train" else _NOUNS[2 * len(_NOUNS) // 3 :]
     rng = random.Random(f"{seed}-{split}")
     rows = []

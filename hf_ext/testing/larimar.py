@@ -144,13 +144,6 @@ def fact_dataset(num_episodes: int, episode_size: int = 64, seed: int = 0):
     return Dataset.from_list(rows)
 
 
-
-
-
-
-
-
-
 _RECIPE_VERSION = 2  # bump when the recipe, the fact corpus or the model code changes what is trained
 
 
@@ -179,9 +172,9 @@ class TinyLarimarRecipe:
 
 def build_tiny_larimar(recipe: TinyLarimarRecipe | None = None, tokenizer=None):
     """An untrained tiny Larimar and its processor (random BERT-style encoder, GPT-2 or Llama decoder)."""
-    from hf_ext.testing import build_tiny_causal_lm, build_tiny_encoder, build_tokenizer
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
     from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.testing import build_tiny_causal_lm, build_tiny_encoder, build_tokenizer
 
     recipe = recipe or TinyLarimarRecipe()
     tokenizer = tokenizer or build_tokenizer()

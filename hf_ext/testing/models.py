@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from hf_ext.caching import build_once, cache_root, default_cache_dir, hash_recipe
+from hf_ext.caching import build_once, cache_root, hash_recipe
 
 
 __all__ = [

@@ -222,10 +222,10 @@ def _train_aligned(task: PlantedTask, save_directory: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_ext.testing import tiny_model_dir
     from hf_ext.seal.data import tokenize_example
     from hf_ext.seal.ranking import cycling_indices, sequence_losses
     from hf_ext.seal.trainer import SEALDataCollator
+    from hf_ext.testing import tiny_model_dir
 
     base = tiny_model_dir("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(base)

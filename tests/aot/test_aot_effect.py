@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_ext.aot import AOTConfig, AOTTrainer
-from hf_ext.testing.aot import synthetic_preference_dataset
 from hf_ext.aot.evaluation import preference_report, preference_scores
+from hf_ext.testing.aot import synthetic_preference_dataset
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from huggingface_hub import HfApi, ModelCard, RepoUrl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_ext.aot import AOTConfig, AOTTrainer
-from hf_ext.testing.aot import synthetic_preference_dataset
 from hf_ext.aot.evaluation import completion_logps
 from hf_ext.aot.losses import dominance_diagnostics
 from hf_ext.aot.trainer import PLOT_FILE
+from hf_ext.testing.aot import synthetic_preference_dataset
 
 
 BETA = 0.5

@@ -12,9 +12,9 @@ from trl import DPOConfig, DPOTrainer
 from hf_ext._compat import activation_checkpointing_arg
 from hf_ext.aot import AOTConfig, AOTTrainer
 from hf_ext.aot.data import DataCollatorForAOT
-from hf_ext.testing.aot import synthetic_preference_dataset
 from hf_ext.aot.evaluation import completion_logps
 from hf_ext.aot.losses import aot_unpaired_loss
+from hf_ext.testing.aot import synthetic_preference_dataset
 
 
 FAST = {

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_ext.testing import larimar as facts
 from hf_ext.larimar import memory as mem
 from hf_ext.larimar.evaluation import answer, exact_match_recall
 from hf_ext.larimar.processing_larimar import LarimarProcessor
+from hf_ext.testing import larimar as facts
 
 
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from hf_ext.demo import DemoContext
-from hf_ext.testing import larimar as facts
-from examples.larimar.model import RealLarimarRecipe
 from examples.larimar.experiment import REAL_SIZES, RealLarimarStageConfig, answer_log_probs
+from examples.larimar.model import RealLarimarRecipe
+from hf_ext.demo import DemoContext
 from hf_ext.real_models import real_models_available
+from hf_ext.testing import larimar as facts
 
 
 needs_real = pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)")

@@ -7,8 +7,8 @@ import torch
 
 from hf_ext._compat import enable_activation_checkpointing
 from hf_ext.larimar import memory as mem
-from hf_ext.testing.larimar import Fact, evaluation_facts
 from hf_ext.larimar.training import LarimarEpisodeCollator, LarimarKLAnnealingCallback, kl_annealing_scale
+from hf_ext.testing.larimar import Fact, evaluation_facts
 
 
 FACTS = [f.as_dict() for f in evaluation_facts(8, seed=5)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_ext.demo import DemoContext
 from examples.mergealign.task import _HARMFUL_ACTIONS, RealTaskSpec, gives_dose, is_refusal, real_task_data
+from hf_ext.demo import DemoContext
 from hf_ext.real_models import real_models_available
 
 

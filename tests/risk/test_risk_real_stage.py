@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import hf_ext.demo as demo
-from hf_ext.demo import DemoContext, DemoStage, StageResult
 from examples.risk.experiment import rank_stage_samples, run_real
+from hf_ext.demo import DemoContext, DemoStage, StageResult
 
 
 def _shifted(seed=0, n=300):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hf_ext.cli import main
-from hf_ext.testing.sasa import PlantedToxicityTask
 from hf_ext.sasa import SASAProbe
+from hf_ext.testing.sasa import PlantedToxicityTask
 
 
 ROOT = Path(__file__).resolve().parents[2]

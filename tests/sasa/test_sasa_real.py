@@ -6,8 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from hf_ext.demo import DemoContext
-from hf_ext.real_models import real_models_available
 from examples.sasa import experiment as real_demo
 from examples.sasa.experiment import (
     REAL_SIZES,
@@ -18,6 +16,8 @@ from examples.sasa.experiment import (
     paired_change,
     per_prompt_dominance,
 )
+from hf_ext.demo import DemoContext
+from hf_ext.real_models import real_models_available
 
 
 needs_real = pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)")

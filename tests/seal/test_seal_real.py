@@ -14,8 +14,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def short_stage(tmp_path_factory):
-    from hf_ext.demo import DemoContext
     from examples.seal.experiment import run_real
+    from hf_ext.demo import DemoContext
 
     output_dir = tmp_path_factory.mktemp("seal-real")
     return run_real(DemoContext(output_dir=output_dir, real=True), size="short"), output_dir
