@@ -156,8 +156,8 @@ class SimilarityReport:
         return cls.from_dict(load_json(path / REPORT_JSON if path.is_dir() else path))
 
     def plot(self, path: str | os.PathLike) -> Path:
-        """Per-tensor cosine(tau_D, tau_A) and the two vectors' norms, as a PNG (see `hf_ext.mergealign.chart`)."""
-        from .chart import similarity_chart
+        """Per-tensor cosine(tau_D, tau_A) and the two vectors' norms, as a PNG (see `hf_ext.mergealign.plots`)."""
+        from .plots import similarity_chart
 
         stats = list(self.per_tensor.values())
         share = self.summary["alignment_share"]
