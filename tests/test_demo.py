@@ -12,16 +12,15 @@ def test_foundation_stage_writes_report_and_plot(tmp_path, capsys):
     assert "foundation  ok" in out and "QLoRA loss" in out
 
 
-def test_a_failing_stage_fails_the_tour_but_not_the_others(tmp_path, monkeypatch):
+def test_a_failing_stage_fails_the_tour_but_not_the_others(tmp_path):
     def broken(context):
         raise RuntimeError("stage exploded")
 
     stages = [
-        DemoStage("first", "raises", broken, order=1),
-        DemoStage("second", "works", lambda context: StageResult(headline="fine", figures={"x": 1.5}), order=2),
+        DemoStage("first", "raises", broken),
+        DemoStage("second", "works", lambda context: StageResult(headline="fine", figures={"x": 1.5})),
     ]
-    monkeypatch.setattr(demo, "discover_stages", lambda: stages)
-    assert run_demo(tmp_path) == 1
+    assert run_demo(tmp_path, available=stages) == 1
     report = (tmp_path / "report.md").read_text()
     assert "| first | FAILED |" in report and "RuntimeError: stage exploded" in report
     assert "| second | ok |" in report and "| x | 1.5 |" in report

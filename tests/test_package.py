@@ -51,7 +51,7 @@ def test_wheel_ships_templates_data_and_console_script(tmp_path):
     templates = sorted(n for n in names if n.startswith("hf_ext/model_cards/"))
     shipped = sorted(f"hf_ext/model_cards/{p.name}" for p in (ROOT / "model_cards").glob("*.md"))
     assert templates == shipped and "hf_ext/model_cards/default.md" in templates
-    assert not [n for n in names if n.startswith("examples/") or n.endswith(("/demo.py", "real_demo.py"))]
+    assert not [n for n in names if n.startswith("examples/") or "real_demo" in n or "/data/real_" in n]
     assert "hf_ext/data/tiny_corpus.txt" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hf-ext = hf_ext.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

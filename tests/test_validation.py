@@ -40,5 +40,7 @@ def test_optional_allows_none_and_says_so():
 
 
 def test_hint_is_appended():
-    with pytest.raises(ValueError, match=r"^beta=-1 is out of range; expected a number > 0 \(AOT's default: 0\.01\)\.$"):
+    with pytest.raises(
+        ValueError, match=r"^beta=-1 is out of range; expected a number > 0 \(AOT's default: 0\.01\)\.$"
+    ):
         check_range("beta", -1, gt=0, hint="(AOT's default: 0.01)")

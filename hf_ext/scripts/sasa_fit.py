@@ -117,7 +117,9 @@ class SASAFitConfig:
             try:
                 value = float(self.shrinkage)
             except (TypeError, ValueError):
-                value = None
+                raise ValueError(
+                    f"shrinkage={self.shrinkage!r} is out of range; expected 'auto' or a number in [0, 1]."
+                ) from None
             check_range("shrinkage", value, ge=0, le=1, hint="(or 'auto')")
         check_range("batch_size", self.batch_size, ge=1, integer=True)
         check_range("max_length", self.max_length, ge=1, integer=True)

@@ -17,7 +17,7 @@ def test_demo_stage_shows_the_mean_picking_the_risky_model(tmp_path):
     assert (tmp_path / "report.md").exists()
 
 
-@pytest.mark.parametrize("module", ["violation", "dominance", "portfolio"])
+@pytest.mark.parametrize("module", ["violation", "dominance", "aggregation"])
 def test_docstring_examples(module):
     import importlib
 

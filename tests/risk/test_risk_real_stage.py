@@ -48,10 +48,9 @@ def test_alone_it_says_what_it_needs(tmp_path):
     assert result.headline.startswith("no earlier stage reported per-sample scores")
 
 
-def test_the_tour_passes_earlier_results_to_later_stages(tmp_path, monkeypatch):
-    from hf_ext.demo.risk import STAGE as RISK_STAGE
+def test_the_tour_passes_earlier_results_to_later_stages(tmp_path):
+    from examples.risk.experiment import STAGE as RISK_STAGE
 
     method = DemoStage(name="method", title="m", run=lambda context: StageResult(headline="h", samples=_shifted()))
-    monkeypatch.setattr(demo, "discover_stages", lambda: [method, RISK_STAGE])
-    assert demo.run_demo(tmp_path, real=True) == 0
+    assert demo.run_demo(tmp_path, real=True, available=[method, RISK_STAGE]) == 0
     assert "method: tuned ≻ base" in (tmp_path / "report.md").read_text()

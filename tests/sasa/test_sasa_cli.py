@@ -65,31 +65,40 @@ def test_sasa_generate_with_and_without_sasa(fitted_probe_dir, tmp_path, monkeyp
     more = ["--prompt", "n01 t0", "--compare", "false", "--trace_plot", str(tmp_path / "second.png")]
     assert main([*args, "--output_file", str(out), "--beta", "16", *more]) == 0
     steered = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(steered) == 18 and all(r["sasa"] for r in steered)
+    # --prompt replaces the recipe's prompts file: the one prompt, twice (num_return_sequences 2)
+    assert len(steered) == 2 and {r["prompt"] for r in steered} == {"n01 t0"} and all(r["sasa"] for r in steered)
     task = PlantedToxicityTask()
     toxic = task.judge([r["continuation"] for r in steered], [r["prompt"] for r in steered])
     base_toxic = task.judge(base, [r["prompt"] for r in records if not r["sasa"]])
-    assert sum(toxic) <= 1 < 3 <= sum(base_toxic)
+    assert sum(toxic) == 0 and 3 <= sum(base_toxic)
 
 
 def test_bad_configuration_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    assert main(["sasa-fit", "--desired_file", "x.txt", "--undesired_file", "y.txt", "--shrinkage", "lots"]) == 2
+    model = ["--model_name_or_path", "hf-ext-testing/sasa-planted"]
+    assert (
+        main(["sasa-fit", *model, "--desired_file", "x.txt", "--undesired_file", "y.txt", "--shrinkage", "lots"]) == 2
+    )
     assert "shrinkage='lots' is out of range" in capsys.readouterr().err
-    assert main(["sasa-fit", "--desired_file", "x.txt"]) == 2
+    assert main(["sasa-fit", *model, "--desired_file", "x.txt"]) == 2
     assert "desired_file and undesired_file are both required" in capsys.readouterr().err
-    assert main(["sasa-fit", "--desired_file", "missing.txt", "--undesired_file", "y.txt"]) == 2
+    assert main(["sasa-fit", *model, "--desired_file", "missing.txt", "--undesired_file", "y.txt"]) == 2
     assert "desired_file='missing.txt' does not exist" in capsys.readouterr().err
-    assert main(["sasa-generate", "--prompt", "n01", "--top_p", "0"]) == 2
+    assert main(["sasa-generate", *model, "--prompt", "n01", "--top_p", "0"]) == 2
     assert "top_p=0.0 is out of range" in capsys.readouterr().err
-    assert main(["sasa-generate", "--prompt", "n01", "--probe", str(tmp_path)]) == 2
+    assert main(["sasa-generate", *model, "--prompt", "n01", "--probe", str(tmp_path)]) == 2
     assert "is not a SASA probe" in capsys.readouterr().err
-    assert main(["sasa-fit", "--desired_file", "x.txt", "--undesired_file", "y.txt", "--prompts_file", "p.txt"]) == 2
+    assert (
+        main(["sasa-fit", *model, "--desired_file", "x.txt", "--undesired_file", "y.txt", "--prompts_file", "p.txt"])
+        == 2
+    )
     assert "Give exactly one source of texts" in capsys.readouterr().err
-    assert main(["sasa-fit", "--prompts_file", "p.txt", "--layer", "best"]) == 2
+    assert main(["sasa-fit", *model, "--prompts_file", "p.txt", "--layer", "best"]) == 2
     assert "layer='best' is not supported; expected 'auto' or an integer" in capsys.readouterr().err
-    assert main(["sasa-fit", "--prompts_file", "p.txt", "--judge", "gpt"]) == 2
+    assert main(["sasa-fit", *model, "--prompts_file", "p.txt", "--judge", "gpt"]) == 2
     assert "judge='gpt' is not supported" in capsys.readouterr().err
+    assert main(["sasa-fit", "--desired_file", "x.txt", "--undesired_file", "y.txt"]) == 2
+    assert "model_name_or_path is required" in capsys.readouterr().err
 
 
 def test_sasa_fit_from_a_corpus_labelled_by_the_judge(tmp_path, tiny_llama_path, capsys):

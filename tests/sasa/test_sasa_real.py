@@ -112,14 +112,11 @@ def test_bad_size_is_rejected_before_any_model_loads(tmp_path):
         real_demo.run_real(DemoContext(output_dir=tmp_path, real=True), size=RealSASAConfig(num_prompts=999))
 
 
-def test_stage_dispatches_to_the_real_run(tmp_path, monkeypatch):
-    from hf_ext.demo import StageResult
-    from hf_ext.demo.sasa import STAGE
+def test_the_real_experiment_is_listed_for_make_demo_real():
+    from examples.run_real import REAL_STAGES
 
-    calls = []
-    monkeypatch.setattr(real_demo, "run_real", lambda context: calls.append(context) or StageResult("real"))
-    context = DemoContext(output_dir=tmp_path, real=True)
-    assert STAGE.run(context).headline == "real" and calls == [context]
+    (stage,) = [s for s in REAL_STAGES if s.name == "sasa"]
+    assert stage.run is real_demo.run_real
 
 
 @pytest.mark.real

@@ -52,10 +52,15 @@ def test_seal_rank_then_seal_filter_offline(tmp_path, aligned_path, capsys):
 
 
 def test_seal_commands_report_bad_input_in_one_line(tmp_path, capsys):
-    assert main(["seal-filter", "--scores", str(tmp_path / "missing"), "--output_dir", str(tmp_path)]) == 2
+    dataset = ["--dataset_name", "hf-ext-testing/seal-planted-finetune"]
+    assert main(["seal-filter", "--scores", str(tmp_path / "missing"), *dataset, "--output_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hf-ext seal-filter: error: cannot load SEAL scores") and len(err.strip().splitlines()) == 1
-    assert main(["seal-filter", "--keep_ratio", "1.5"]) == 2
+    assert main(["seal-filter", "--scores", "s", *dataset, "--keep_ratio", "1.5"]) == 2
     assert "keep_ratio=1.5 must be in (0, 1]" in capsys.readouterr().err
+    assert main(["seal-filter", *dataset]) == 2
+    assert "scores is required" in capsys.readouterr().err
     assert main(["seal-rank", "--model_name_or_path", "hf-ext-testing/seal-aligned"]) == 2
     assert "--safe_dataset_name is required" in capsys.readouterr().err
+    assert main(["seal-rank", "--safe_dataset_name", "hf-ext-testing/seal-planted-safe"]) == 2
+    assert "--model_name_or_path is required" in capsys.readouterr().err
