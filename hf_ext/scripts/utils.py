@@ -95,6 +95,10 @@ def launch_under_accelerate(module: str, argv: Sequence[str]) -> tuple[list[str]
     if "--accelerate_config" in launch:
         command += ["--config_file", launch["--accelerate_config"]]
     if processes is not None:
+        if int(processes) > 1 and "--accelerate_config" not in launch:
+            # accelerate's flag for a torchrun-style launch of several processes (NCCL on GPUs, gloo on a CPU);
+            # without it, and without a config file, `accelerate launch` starts one process.
+            command.append("--multi_gpu")
         command += ["--num_processes", processes]
     return [*command, "-m", module, *rest], rest
 
