@@ -62,6 +62,32 @@ def test_4bit_candidates_equal_the_written_merge_loaded_in_4bit(tmp_path, triple
         torch.testing.assert_close(candidate.model(inputs).logits, reference(inputs).logits, atol=0, rtol=0)
 
 
+@pytest.mark.cuda
+def test_candidates_merged_on_the_gpu_equal_the_written_merge(tmp_path, triple):
+    """The merge runs where the weights live. Elementwise float32 on the GPU may fuse a multiply-add (one rounding
+    instead of two): at most one float32 unit in the last place from the CPU-written merge."""
+    from transformers import AutoModelForCausalLM
+
+    merge(
+        write_config(tmp_path / "c.yaml", triple, alpha=0.6, scale=1.2),
+        tmp_path / "m",
+        copy_tokenizer=False,
+        quiet=True,
+        report=False,
+    )
+    written = load_file(tmp_path / "m" / "model.safetensors")
+    candidate = CandidateModel(TaskVectors(triple["base"], triple["domain"], triple["aligned"]), device="cuda")
+    candidate.set_weights(0.6, 1.2)
+    state = candidate.model.state_dict()
+    for name, tensor in written.items():
+        assert state[name].device.type == "cuda"
+        torch.testing.assert_close(state[name].cpu(), tensor, atol=1e-30, rtol=2 * torch.finfo(torch.float32).eps)
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "m").to("cuda")
+    inputs = torch.tensor([[1, 17, 300, 42, 9]], device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(candidate.model(inputs).logits, reference(inputs).logits, atol=1e-5, rtol=1e-5)
+
+
 def _distance_evaluators(triple):
     """safety = -||theta - theta_A||, domain = -||theta - theta_D||: along the line of merges (scale 1) these are
     exactly -alpha * c and -(1 - alpha) * c with c = ||theta_D - theta_A||."""
