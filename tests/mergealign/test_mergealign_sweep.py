@@ -238,3 +238,32 @@ def test_batched_generation_matches_one_prompt_at_a_time(triple):
     )
     result = evaluator(model, tokenizer)
     assert result.per_sample.tolist() == [1.0, 1.0, 1.0] and tokenizer.padding_side == "right"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_candidates_are_the_float32_merge_rounded_once(tmp_path, triple, dtype):
+    """A candidate in bf16 / fp16 merges in float32 and rounds once: exactly the float32 written merge cast to
+    `dtype` (tolerance 0), and its logits stay within half-precision rounding of the float32 model's."""
+    from transformers import AutoModelForCausalLM
+
+    merge(
+        write_config(tmp_path / "c.yaml", triple, alpha=0.4, scale=1.1),
+        tmp_path / "m",
+        copy_tokenizer=False,
+        quiet=True,
+        report=False,
+    )
+    written = load_file(tmp_path / "m" / "model.safetensors")
+    candidate = CandidateModel(
+        TaskVectors(triple["base"], triple["domain"], triple["aligned"]), dtype=dtype, device="cpu"
+    )
+    candidate.set_weights(0.4, 1.1)
+    state = candidate.model.state_dict()
+    for name, tensor in written.items():
+        assert state[name].dtype == dtype and torch.equal(state[name], tensor.to(dtype)), name
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    inputs = torch.tensor([[1, 17, 300, 42, 9]])
+    with torch.no_grad():
+        got, expected = candidate.model(inputs).logits.float(), reference(inputs).logits
+    # Logits of a 3-layer model with weights and activations rounded to 8 / 11 bits: within 5% of the logit range.
+    assert 0 < (got - expected).abs().max() <= 0.05 * (expected.max() - expected.min())
