@@ -391,3 +391,21 @@ def test_a_model_in_train_mode_gives_eval_margins_and_draws_no_random_numbers(ti
     assert not torch.allclose(noisy[0], noisy[1])
     expected = _oracle_margins(model.eval(), probe, batch["input_ids"], batch["attention_mask"], ids)
     torch.testing.assert_close(margins.masked_fill(~valid, 0), expected.masked_fill(~valid, 0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_precision_model_margins_match_float32(tiny_llama_path, probe, batch, half):
+    """The same probe on the model in bf16 / fp16 weights: the margins (computed in float32 from the half-precision
+    hidden states) stay within 5% of their spread over the candidates of the float32 model's, so the tilt ranks the
+    candidates the same way up to near-ties. Measured: 1.1% (bf16, 8 significant bits), 0.15% (fp16)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, attn_implementation="sdpa", dtype=half).eval()
+    with torch.no_grad():
+        scores = model(**batch).logits[:, -1].float()
+    ids, valid = candidate_set(scores, top_p=0.9, max_candidates=30)
+    reference = _model(tiny_llama_path)
+    expected = SASALogitsProcessor(reference, probe).candidate_margins(batch["input_ids"], ids)
+    margins = SASALogitsProcessor(model, probe).candidate_margins(batch["input_ids"], ids)
+    assert margins.dtype == torch.float32 and scores.isfinite().all()
+    spread = expected[valid].std()
+    error = (margins - expected).abs()[valid].max()
+    assert 0 < error <= 0.05 * spread, (float(error), float(spread))
