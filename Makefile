@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -n auto
 # The newest releases of the stack, in an environment of their own (`make test-latest`, `make refresh-constraints`).
 LATEST_VENV ?= .venv-latest
 
-.PHONY: install test test-quick test-latest refresh-constraints demo bench lint format real test-real demo-real \
+.PHONY: install test test-gpu test-quick test-latest refresh-constraints demo bench lint format real test-real demo-real \
 	bench-real clean
 
 # $(call install_torch,python,pip options): the CUDA build where a GPU answers, the CPU build otherwise.
@@ -41,6 +41,11 @@ install: $(STAMP)
 # The whole suite, the tests on the real offline models included (they need `real`, installed first).
 test: $(REAL_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The GPU acceptance run: every method in bf16 with 4-bit CUDA kernels and SDPA attention, on one GPU (a few minutes);
+# writes benchmarks/results/gpu.md. On a machine without CUDA it says so and exits 0.
+test-gpu: $(STAMP)
+	$(PY) benchmarks/gpu.py
 
 # Everything but the tests on the real models (minutes less; no model packages installed).
 test-quick: $(STAMP)

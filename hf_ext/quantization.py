@@ -26,6 +26,7 @@ __all__ = [
     "keep_4bit_trainable",
     "load_quantized",
     "prepare_for_kbit_training",
+    "will_be_sharded",
 ]
 
 
@@ -48,6 +49,7 @@ def bnb_config(
     quant_type: str = "nf4",
     double_quant: bool = True,
     device: str | torch.device | None = None,
+    quant_storage: torch.dtype | None = None,
     **kwargs,
 ):
     """A `BitsAndBytesConfig` for `bits` (4 or 8) with defaults that work on both CPU and CUDA.
@@ -63,6 +65,10 @@ def bnb_config(
             Quantize the quantization constants too (4-bit only).
         device (`str` or `torch.device`, *optional*):
             Where the model will run; CUDA when available by default.
+        quant_storage (`torch.dtype`, *optional*):
+            Dtype the packed 4-bit weights are stored in (`bnb_4bit_quant_storage`; bitsandbytes' `uint8` by
+            default). FSDP and DeepSpeed ZeRO-3 flatten and shard a 4-bit model only when it equals the dtype of the
+            other parameters (QLoRA under FSDP / ZeRO-3: the compute dtype).
         kwargs:
             Passed on to `BitsAndBytesConfig`.
     """
@@ -71,6 +77,8 @@ def bnb_config(
     if bits == 4:
         if quant_type not in ("nf4", "fp4"):
             raise ValueError(f"quant_type={quant_type!r} is not supported; expected 'nf4' or 'fp4'.")
+        if quant_storage is not None:
+            kwargs["bnb_4bit_quant_storage"] = quant_storage
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=quant_type,
@@ -79,8 +87,19 @@ def bnb_config(
             **kwargs,
         )
     if bits == 8:
+        if quant_storage is not None:
+            raise ValueError(f"quant_storage={quant_storage} applies to 4-bit weights only; got bits=8.")
         return BitsAndBytesConfig(load_in_8bit=True, **kwargs)
     raise ValueError(f"bits={bits!r} is not supported; expected 4 or 8.")
+
+
+def will_be_sharded() -> bool:
+    """Whether this process is set up to shard models with DeepSpeed ZeRO-3 or FSDP (`accelerate launch` with such a
+    config, or a `TrainingArguments` with a ZeRO-3 `deepspeed` config created before loading)."""
+    from accelerate.utils import str_to_bool
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled() or bool(str_to_bool(os.environ.get("ACCELERATE_USE_FSDP", "false")))
 
 
 def _default_device_map(device: torch.device):
@@ -101,6 +120,8 @@ def load_quantized(
     quant_type: str = "nf4",
     double_quant: bool = True,
     device_map=None,
+    quant_storage: torch.dtype | None = None,
+    sharded: bool | None = None,
     prepare_for_training: bool = False,
     gradient_checkpointing: bool = True,
     **from_pretrained_kwargs,
@@ -117,7 +138,13 @@ def load_quantized(
         compute_dtype, quant_type, double_quant:
             See [`bnb_config`].
         device_map (*optional*):
-            Passed to `from_pretrained`; by default the whole model on this process's GPU, or on the CPU.
+            Passed to `from_pretrained`; by default the whole model on this process's GPU, or on the CPU, and none
+            when the model will be sharded (ZeRO-3 and FSDP place the weights themselves and reject a device map).
+        quant_storage (`torch.dtype`, *optional*):
+            See [`bnb_config`]; by default the compute dtype when the model will be sharded, else `uint8`.
+        sharded (`bool`, *optional*):
+            Whether the model will be sharded by DeepSpeed ZeRO-3 or FSDP (FSDP-QLoRA, ZeRO-3-QLoRA); detected by
+            [`will_be_sharded`] by default.
         prepare_for_training (`bool`, *optional*, defaults to `False`):
             Run [`prepare_for_kbit_training`] so that PEFT adapters can be trained on top (QLoRA).
         gradient_checkpointing (`bool`, *optional*, defaults to `True`):
@@ -129,16 +156,27 @@ def load_quantized(
 
     device = _device_of(device_map)
     model_class = model_class or AutoModelForCausalLM
+    sharded = will_be_sharded() if sharded is None else sharded
+    if sharded and device_map is not None:
+        raise ValueError(f"device_map={device_map!r} cannot be used with sharded=True (ZeRO-3 / FSDP); expected None.")
+    if bits == 4 and sharded and quant_storage is None:
+        quant_storage = compute_dtype or default_compute_dtype(device)
     quantization_config = bnb_config(
-        bits, compute_dtype=compute_dtype, quant_type=quant_type, double_quant=double_quant, device=device
+        bits,
+        compute_dtype=compute_dtype,
+        quant_type=quant_type,
+        double_quant=double_quant,
+        device=device,
+        quant_storage=quant_storage,
     )
     if bits == 4:
         # Non-quantized parts (embeddings, norms, lm_head) in the compute dtype, as QLoRA does.
         from_pretrained_kwargs.setdefault("dtype", quantization_config.bnb_4bit_compute_dtype)
+    if not sharded:
+        from_pretrained_kwargs["device_map"] = device_map if device_map is not None else _default_device_map(device)
     model = model_class.from_pretrained(
         model_name_or_path,
         quantization_config=quantization_config,
-        device_map=device_map if device_map is not None else _default_device_map(device),
         **from_pretrained_kwargs,
     )
     if prepare_for_training:

@@ -33,6 +33,15 @@ class _DeprecationLog(logging.Handler):
             self.messages.append(message)
 
 
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker `cuda`); none is available")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _fail_on_logged_deprecation():
     """The logged counterpart of pyproject's `filterwarnings`: a test during which transformers logs a deprecation

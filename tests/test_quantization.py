@@ -3,7 +3,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from hf_ext.quantization import bnb_config, default_compute_dtype, load_quantized
+from hf_ext.quantization import bnb_config, default_compute_dtype, load_quantized, will_be_sharded
 
 
 def test_cpu_defaults():
@@ -25,7 +25,8 @@ def test_bad_settings_are_named(kwargs, message):
 @pytest.mark.parametrize(("bits", "layer_type"), [(4, bnb.nn.Linear4bit), (8, bnb.nn.Linear8bitLt)])
 def test_qlora_step_trains_adapters_and_keeps_base_quantized(tiny_llama_path, bits, layer_type):
     model = load_quantized(tiny_llama_path, bits=bits, prepare_for_training=True)
-    assert model.device.type == "cpu"
+    # The default placement: this process's GPU when there is one, else the CPU.
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     model = get_peft_model(
         model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
     )
@@ -36,7 +37,7 @@ def test_qlora_step_trains_adapters_and_keeps_base_quantized(tiny_llama_path, bi
     assert trainable and all("lora_" in n for n in trainable)
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(0)).to(model.device)
     model.train()
     model(input_ids=ids, labels=ids).loss.backward()
     optimizer.step()
@@ -66,7 +67,7 @@ def test_adapter_gradients_survive_an_eval_forward(tiny_llama_path):
     model = get_peft_model(
         model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
     )
-    ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(10, 1000, (2, 16), generator=torch.Generator().manual_seed(0)).to(model.device)
     before = _adapter_grads(model, ids)
     model.eval()
     with torch.no_grad():
@@ -77,3 +78,47 @@ def test_adapter_gradients_survive_an_eval_forward(tiny_llama_path):
     for name in before:
         torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-7, msg=name)
     assert packed_after_eval == 0
+
+
+class _RecordingLoader:
+    """A `model_class` for `load_quantized` that records what `from_pretrained` was given."""
+
+    calls: list[dict] = []
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        from transformers import AutoModelForCausalLM
+
+        cls.calls.append(kwargs)
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def test_quant_storage_is_passed_and_8bit_rejects_it():
+    assert bnb_config(4, device="cpu").bnb_4bit_quant_storage == torch.uint8
+    assert bnb_config(4, device="cpu", quant_storage=torch.bfloat16).bnb_4bit_quant_storage == torch.bfloat16
+    with pytest.raises(ValueError, match="quant_storage=torch.bfloat16 applies to 4-bit weights only"):
+        bnb_config(8, quant_storage=torch.bfloat16)
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_sharded_loading_sets_no_device_map_and_stores_4bit_in_the_compute_dtype(
+    tiny_llama_path, monkeypatch, compute_dtype
+):
+    """FSDP-QLoRA / ZeRO-3-QLoRA: no device map (both reject one) and flat-shardable 4-bit storage; same model."""
+    _RecordingLoader.calls.clear()
+    placed = load_quantized(tiny_llama_path, compute_dtype=compute_dtype, model_class=_RecordingLoader)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+    assert will_be_sharded()
+    sharded = load_quantized(tiny_llama_path, compute_dtype=compute_dtype, model_class=_RecordingLoader)
+    assert "device_map" in _RecordingLoader.calls[0] and "device_map" not in _RecordingLoader.calls[1]
+
+    layer, reference = sharded.model.layers[0].self_attn.q_proj, placed.model.layers[0].self_attn.q_proj
+    assert isinstance(layer, bnb.nn.Linear4bit) and reference.weight.dtype == torch.uint8
+    assert layer.weight.dtype == compute_dtype
+    # The same quantized bytes, reinterpreted: the storage dtype changes nothing the model computes.
+    assert torch.equal(layer.weight.data.view(torch.uint8).flatten(), reference.weight.data.flatten())
+    ids = torch.randint(10, 1000, (2, 12), generator=torch.Generator().manual_seed(0)).to(placed.device)
+    with torch.no_grad():
+        assert torch.equal(sharded(ids.to(sharded.device)).logits.cpu(), placed(ids).logits.cpu())
+    with pytest.raises(ValueError, match="device_map='auto' cannot be used with sharded=True"):
+        load_quantized(tiny_llama_path, device_map="auto")

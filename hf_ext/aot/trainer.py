@@ -13,11 +13,12 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list, tqdm
 from datasets import Dataset, IterableDataset, concatenate_datasets
-from datasets.fingerprint import Hasher
+from datasets.fingerprint import Hasher, is_caching_enabled
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, PreTrainedTokenizerBase, ProcessorMixin
 from trl import DPOTrainer
 from trl.data_utils import _tokenize, common_prefix_length, is_conversational
+from trl.models import prepare_deepspeed
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from ..quantization import keep_4bit_trainable
@@ -230,47 +231,78 @@ class AOTTrainer(DPOTrainer):
             ]
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
-        if dataset_format(dataset) == "paired":
-            return super()._precompute_ref_logps(dataset, name, batch_size)
+        # TRL's version (paired data) writes the log-probabilities to `dataset._get_cache_file_path(fingerprint)` on
+        # the main process only; for a dataset held in memory that path is a random file in a per-process temporary
+        # directory, so the other ranks cannot read it. Every rank gathers every log-probability anyway, so an
+        # in-memory dataset gets them as in-memory columns on every rank, and only a dataset backed by cache files
+        # goes through the (then shared, deterministic) cache file.
         if isinstance(dataset, IterableDataset):
             raise ValueError(
                 "precompute_ref_log_probs=True is not supported with an IterableDataset; expected a map-style Dataset."
             )
-        fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "aot-unpaired"))]
+        paired = dataset_format(dataset) == "paired"
+        # Rank-dependent inputs (ZeRO-3 shards the model): rank 0's fingerprint names the cache for every rank.
+        key = (
+            (dataset._fingerprint, self._precompute_model_hash)
+            if paired
+            else (dataset._fingerprint, self._precompute_model_hash, "aot-unpaired")
+        )
+        fingerprint = [Hasher.hash(key)]
         broadcast_object_list(fingerprint, from_process=0)
-        cache_file = dataset._get_cache_file_path(fingerprint[0])
-        if not os.path.exists(cache_file):
-            loader = self.accelerator.prepare(
-                DataLoader(
-                    dataset,
-                    batch_size=batch_size,
-                    collate_fn=self.data_collator,
-                    num_workers=self.args.dataloader_num_workers,
-                    pin_memory=self.args.dataloader_pin_memory,
-                    shuffle=False,
-                )
+        fingerprint = fingerprint[0]
+        cache_file = dataset._get_cache_file_path(fingerprint) if _has_cache_files(dataset) else None
+        if cache_file is not None and os.path.exists(cache_file):
+            return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+
+        columns = self._compute_ref_logps_columns(dataset, name, batch_size, paired)
+        if cache_file is None:
+            return concatenate_datasets(
+                [dataset, Dataset.from_dict({column: values.numpy() for column, values in columns.items()})], axis=1
             )
-            model = self.ref_model if self.ref_model is not None else self.model
-            ref_logps = []
-            for batch in tqdm(
-                iterable=loader,
-                desc=f"Computing reference log probs for {name} dataset",
-                disable=bool(os.environ.get("TQDM_DISABLE", "")),
-            ):
-                ref_logps.append(self.accelerator.gather_for_metrics(self._live_ref_logps(model, batch)).cpu())
-            ref_logps = torch.cat(ref_logps)
-            if self.accelerator.is_main_process:
-                dataset.map(
-                    lambda batch, indices: {"ref_logps": ref_logps[indices]},
-                    with_indices=True,
-                    batched=True,
-                    remove_columns=dataset.column_names,
-                    new_fingerprint=fingerprint[0],
-                    cache_file_name=cache_file,
-                    desc=f"Caching reference log probs for {name} dataset",
-                )
-            self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            dataset.map(
+                lambda batch, indices: {column: values[indices] for column, values in columns.items()},
+                with_indices=True,
+                batched=True,
+                remove_columns=dataset.column_names,
+                new_fingerprint=fingerprint,
+                cache_file_name=cache_file,
+                desc=f"Caching reference log probs for {name} dataset",
+            )
+        self.accelerator.wait_for_everyone()
         return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+
+    def _compute_ref_logps_columns(self, dataset: Dataset, name: str, batch_size: int, paired: bool):
+        """The reference log-probabilities of every example of `dataset`, on every process (gathered)."""
+        loader = self.accelerator.prepare(
+            DataLoader(
+                dataset,
+                batch_size=batch_size,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+                shuffle=False,
+            )
+        )
+        # This runs before `train` prepares the model: under DeepSpeed its parameters are still on the CPU (ZeRO-1/2)
+        # or sharded (ZeRO-3). As TRL does, wrap it once in an inference engine that places and gathers them.
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            if getattr(self, "_precompute_engine", None) is None:
+                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
+        else:
+            model = self.ref_model if self.ref_model is not None else self.model
+        names = ("ref_chosen_logps", "ref_rejected_logps") if paired else ("ref_logps",)
+        values = {column: [] for column in names}
+        for batch in tqdm(
+            iterable=loader,
+            desc=f"Computing reference log probs for {name} dataset",
+            disable=bool(os.environ.get("TQDM_DISABLE", "")),
+        ):
+            logps = self.compute_ref_log_probs(model, batch) if paired else (self._live_ref_logps(model, batch),)
+            for column, value in zip(names, self.accelerator.gather_for_metrics(tuple(logps))):
+                values[column].append(value.float().cpu())
+        return {column: torch.cat(chunks) for column, chunks in values.items()}
 
     # ------------------------------------------------------------------ log-probabilities
 
@@ -529,6 +561,11 @@ class AOTTrainer(DPOTrainer):
 def _dataset_text(datasets) -> str:
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     return ", ".join(f"[{n}](https://huggingface.co/datasets/{n})" for n in names)
+
+
+def _has_cache_files(dataset: Dataset) -> bool:
+    """Whether `dataset` lives in cache files (then `_get_cache_file_path` is the same on every process)."""
+    return is_caching_enabled() and bool(dataset.cache_files)
 
 
 def _columns(dataset) -> list[str]:

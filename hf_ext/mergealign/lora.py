@@ -111,14 +111,17 @@ class LoraAdapter:
         alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), self.config.get("lora_alpha", 8))
         return alpha / math.sqrt(rank) if self.config.get("use_rslora") else alpha / rank
 
-    def delta(self, name: str) -> torch.Tensor | None:
-        """The LoRA update of weight `name` (float32, laid out like the weight), or `None` if it has none.
+    def delta(self, name: str, device: str | torch.device | None = None) -> torch.Tensor | None:
+        """The LoRA update of weight `name` (float32, laid out like the weight, on `device`: the CPU by default), or
+        `None` if it has none.
 
         Computed on each call (a rank-r product), so that a large model's updates are never all held at once."""
         entry = self.factors.get(name)
         if entry is None:
             return None
         a, b = entry["A"], entry["B"]
+        if device is not None:
+            a, b = a.to(device), b.to(device)
         return lora_delta(
             a,
             b,
@@ -129,12 +132,12 @@ class LoraAdapter:
 
     def task_vector(self, name: str, base: torch.Tensor) -> torch.Tensor | None:
         """`theta_adapted - theta_base` for weight `name` (float32), or `None` where the adapter changes nothing."""
-        delta = self.delta(name)
+        delta = self.delta(name, device=base.device)
         saved = self.saved.get(name)
         if saved is None:
             return delta
         dtype = accumulation_dtype(base.dtype)
-        tau = saved.to(dtype) - base.to(dtype)
+        tau = saved.to(base.device).to(dtype) - base.to(dtype)
         return tau if delta is None else tau.add_(delta)
 
     def apply(self, name: str, base: torch.Tensor) -> torch.Tensor:

@@ -206,7 +206,8 @@ class CandidateModel:
         for name in tqdm(
             self.vectors.names, desc=f"alpha={alpha:g}, scale={scale:g}", disable=not progress, leave=False
         ):
-            base, tau_domain, tau_alignment = self.vectors[name]
+            # Merged where the weight lives (the GPU), from the inputs in their stored dtype.
+            base, tau_domain, tau_alignment = self.vectors.get(name, device=self._device_of(name))
             if not base.is_floating_point():
                 continue
             dtype = accumulation_dtype(base.dtype)
@@ -216,7 +217,7 @@ class CandidateModel:
                 zeros = (
                     None
                     if (tau_domain is not None and tau_alignment is not None)
-                    else torch.zeros(base.shape, dtype=dtype)
+                    else torch.zeros(base.shape, dtype=dtype, device=base.device)
                 )
                 merged = combine_vectors(
                     base,
@@ -226,6 +227,10 @@ class CandidateModel:
                     scale,
                 )
             self._assign(name, merged.to(base.dtype))
+
+    def _device_of(self, name: str) -> torch.device:
+        module, attribute = self._targets[name]
+        return getattr(module, attribute).device
 
     def _assign(self, name: str, value: torch.Tensor) -> None:
         module, attribute = self._targets[name]

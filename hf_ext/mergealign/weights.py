@@ -103,7 +103,7 @@ class _Input:
         """`theta - base` in the accumulation dtype, or `None` when this input leaves the tensor unchanged."""
         if self.adapter is not None:
             return self.adapter.task_vector(name, base)
-        tensor = self.weights.get(name)
+        tensor = self.weights.get(name).to(base.device)  # moved in its stored dtype, upcast where `base` lives
         dtype = accumulation_dtype(torch.promote_types(tensor.dtype, base.dtype))
         return tensor.to(dtype) - base.to(dtype)
 
@@ -151,9 +151,21 @@ class TaskVectors:
             yield (name, *self[name])
 
     def __getitem__(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """`(base, tau_domain, tau_alignment)` for one tensor; a task vector is `None` where it is zero (a LoRA
-        adapter that does not touch the tensor). The base keeps its dtype; the vectors are float32."""
+        """`(base, tau_domain, tau_alignment)` for one tensor, on the CPU; a task vector is `None` where it is zero (a
+        LoRA adapter that does not touch the tensor). The base keeps its dtype; the vectors are float32."""
+        return self.get(name)
+
+    def get(
+        self, name: str, device: str | torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`(base, tau_domain, tau_alignment)` of tensor `name`, computed on `device` (default: the CPU).
+
+        The inputs travel in their stored dtype and are upcast on `device`: a sweep on a GPU merges there instead of
+        computing float32 task vectors on the CPU and copying them over. Elementwise float32 arithmetic is the same
+        on every device, so the merge is too."""
         base = self.base.get(name)
+        if device is not None:
+            base = base.to(device)
         return base, self.domain.task_vector(name, base), self.alignment.task_vector(name, base)
 
 

@@ -135,7 +135,7 @@ def fit_lda(
         lam = float(shrinkage)
     dim = cov.shape[0]
     target = torch.trace(cov) / dim
-    shrunk = (1.0 - lam) * cov + lam * target * torch.eye(dim, dtype=cov.dtype)
+    shrunk = (1.0 - lam) * cov + lam * target * torch.eye(dim, dtype=cov.dtype, device=cov.device)
     chol, info = torch.linalg.cholesky_ex(shrunk)
     if info.item() != 0 or target <= 0:
         raise ValueError(

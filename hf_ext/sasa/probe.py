@@ -85,10 +85,10 @@ def last_token_hidden_states(
         rows_of_batch = torch.arange(input_ids.shape[0], device=device)
         if layers is None:
             hidden = hidden_states_at(body, layer, **inputs)
-            rows.append(hidden[rows_of_batch, last].float().cpu())
+            rows.append(_take(hidden, rows_of_batch, last))
         else:
             states = body(**inputs, output_hidden_states=True, return_dict=True).hidden_states
-            rows.append(torch.stack([states[index][rows_of_batch, last].float().cpu() for index in layers]))
+            rows.append(torch.stack([_take(states[index], rows_of_batch, last) for index in layers]))
     return torch.cat(rows, dim=0 if layers is None else 1)
 
 
@@ -164,11 +164,17 @@ def prefix_hidden_states(
         token_index = torch.tensor(token_index, device=device, dtype=torch.long)
         if layers is None:
             hidden = hidden_states_at(body, layer, **inputs)
-            rows.append(hidden[text_rows, token_index].float().cpu())
+            rows.append(_take(hidden, text_rows, token_index))
         else:
             states = body(**inputs, output_hidden_states=True, return_dict=True).hidden_states
-            rows.append(torch.stack([states[index][text_rows, token_index].float().cpu() for index in layers]))
+            rows.append(torch.stack([_take(states[index], text_rows, token_index) for index in layers]))
     return torch.cat(rows, dim=0 if layers is None else 1)
+
+
+def _take(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """`hidden[rows, positions]` in float32 on the CPU; the indices follow `hidden`, which under a multi-device
+    `device_map` lives on its layer's device, not the model's first one."""
+    return hidden[rows.to(hidden.device), positions.to(hidden.device)].float().cpu()
 
 
 def word_prefixes(text: str, min_words: int = 1) -> list[str]:

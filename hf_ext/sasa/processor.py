@@ -26,7 +26,7 @@ import logging
 import math
 import warnings
 import weakref
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -280,15 +280,17 @@ class SASALogitsProcessor(LogitsProcessor):
         return self._candidate_hidden_states(input_ids, candidate_ids)[0]
 
     def _candidate_hidden_states(self, input_ids, candidate_ids):
-        state = self._generate_cache_for(input_ids) if self.use_generate_cache else None
-        source = "generate"
-        if state is None:
-            source = "own"
-            state = self.own_cache.sync(input_ids, self._padding_mask(input_ids))
-        cache, mask, positions = state
-        self.cache_usage[source] += 1
-        rng = torch.random.fork_rng(devices=[]) if self.lm.training else nullcontext()
-        with rng:
+        # The processor's own forwards run in eval mode: a model in train mode (generation inside a training loop)
+        # would otherwise draw dropout masks, which makes the margins noisy (the probe was fitted without dropout)
+        # and advances the random generators the sampler uses, on every device the model lives on.
+        with _eval_mode(self.body):
+            state = self._generate_cache_for(input_ids) if self.use_generate_cache else None
+            source = "generate"
+            if state is None:
+                source = "own"
+                state = self.own_cache.sync(input_ids, self._padding_mask(input_ids))
+            cache, mask, positions = state
+            self.cache_usage[source] += 1
             hidden = candidate_hidden_states(self.body, cache, candidate_ids, mask, positions, self.probe.layer)
         return hidden, source
 
@@ -361,3 +363,16 @@ class SASALogitsProcessor(LogitsProcessor):
             f"SASALogitsProcessor(beta={self.beta}, top_p={self.top_p}, temperature={self.temperature}, "
             f"max_candidates={self.max_candidates}, normalize={self.normalize!r}, probe={self.probe!r})"
         )
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module):
+    """`module` in eval mode for the block; the modules that were training are put back (and only those)."""
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True

@@ -99,29 +99,68 @@ def upper_level_weight(start: float, decay: float, epoch: float) -> float:
 
 
 def sequence_losses(
-    logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor
+    logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example causal-LM losses: the mean, over the example's masked-in target tokens, of the token
     cross-entropy (the next-token shift is done here).
 
+    The cross-entropy is computed in float32 (or wider) a chunk of positions at a time, and its gradient likewise:
+    no float32 copy of the full-vocabulary logits is made (at 16 x 1024 positions x 128k vocabulary that copy is ~8 GB),
+    and the result equals `cross_entropy(logits.float())` to float32 rounding.
+
     Args:
-        logits (`torch.Tensor` of shape `(B, T, V)`): The model's logits.
+        logits (`torch.Tensor` of shape `(B, T, V)`): The model's logits, in any floating dtype.
         input_ids (`torch.Tensor` of shape `(B, T)`): The tokens.
         loss_mask (`torch.Tensor` of shape `(B, T)`): 1 where a token is a target (a completion token), else 0.
+        chunk_size (`int`, *optional*):
+            How many positions to upcast at once; by default as many as fit in 2^24 elements (64 MB in float32).
 
     Returns:
         `(losses, counts)`: the `(B,)` token-mean losses in float32 (0 where an example has no target token) and
         the `(B,)` numbers of target tokens.
     """
-    shift_logits = logits[:, :-1, :].float()
-    targets = input_ids[:, 1:]
-    mask = loss_mask[:, 1:].to(shift_logits.dtype)
-    token_losses = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none"
-    ).view_as(targets)
+    if chunk_size is None:
+        chunk_size = max(1, 2**24 // logits.size(-1))
+    token_losses = _ShiftedTokenCrossEntropy.apply(logits, input_ids[:, 1:], chunk_size)
+    mask = loss_mask[:, 1:].to(token_losses.dtype)
     counts = mask.sum(dim=1)
     losses = (token_losses * mask).sum(dim=1) / counts.clamp(min=1)
     return losses, counts
+
+
+class _ShiftedTokenCrossEntropy(torch.autograd.Function):
+    """`-log_softmax(logits[:, t])[targets[:, t]]` for t < T - 1, upcast a chunk of positions at a time.
+
+    Saves the logits (alive anyway) and one log-sum-exp per position; the backward recomputes the softmax chunk by
+    chunk, so neither pass holds more than one upcast chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+        batch, positions = targets.shape
+        lse = torch.empty(batch, positions, dtype=compute_dtype, device=logits.device)
+        for row in range(batch):
+            for start in range(0, positions, chunk_size):
+                end = min(start + chunk_size, positions)
+                lse[row, start:end] = torch.logsumexp(logits[row, start:end].to(compute_dtype), dim=-1)
+        target_logits = logits[:, :positions].gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(compute_dtype)
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk_size = chunk_size
+        return lse - target_logits
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        logits, targets, lse = ctx.saved_tensors
+        grad_logits = torch.zeros_like(logits)
+        batch, positions = targets.shape
+        for row in range(batch):
+            for start in range(0, positions, ctx.chunk_size):
+                end = min(start + ctx.chunk_size, positions)
+                block = torch.exp(logits[row, start:end].to(lse.dtype) - lse[row, start:end, None])
+                block[torch.arange(end - start, device=block.device), targets[row, start:end]] -= 1
+                grad_logits[row, start:end] = block * grad_output[row, start:end, None]
+        return grad_logits, None, None
 
 
 def cycling_indices(num_examples: int, start: int, count: int, seed: int = 0) -> list[int]:

@@ -128,6 +128,18 @@ class SEALTrainer(Trainer):
                 "model)."
             )
 
+        if args.algorithm == "full":
+            # The auxiliary adapter's forward is not the DDP-wrapped forward: with `find_unused_parameters=True`, DDP
+            # marks that adapter unused (ready) after the wrapped forward, then its gradient arrives in the same
+            # backward and DDP fails ("Expected to mark a variable ready only once"). Every trainable parameter, both
+            # adapters, gets exactly one gradient from the summed loss, so DDP need not look for unused ones.
+            if args.ddp_find_unused_parameters:
+                raise ValueError(
+                    "ddp_find_unused_parameters=True is not supported with algorithm='full' (the auxiliary adapter "
+                    "runs in a second forward that DDP does not see); expected None or False."
+                )
+            args.ddp_find_unused_parameters = False
+
         model_id = model if isinstance(model, str) else None
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))

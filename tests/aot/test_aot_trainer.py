@@ -48,6 +48,11 @@ def other_reference(tiny_llama_path):
     return model.eval()
 
 
+def collate(trainer, rows):
+    """A batch as the trainer's loop gets it: collated, then on the trainer's device (the GPU when there is one)."""
+    return trainer._prepare_inputs(trainer.data_collator(rows))
+
+
 def grads(model):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
@@ -83,8 +88,8 @@ def test_loss_and_gradients_equal_trl_dpo_trainer(tmp_path, tiny_llama_path, oth
         train_dataset=dataset,
     )
     examples = [ours.train_dataset[i] for i in range(12)]
-    batch = ours.data_collator(examples)
-    trl_batch = theirs.data_collator([theirs.train_dataset[i] for i in range(12)])
+    batch = collate(ours, examples)
+    trl_batch = collate(theirs, [theirs.train_dataset[i] for i in range(12)])
     assert all(torch.equal(batch[key], trl_batch[key]) for key in trl_batch)  # same tokens, same layout
 
     ours.model.train()
@@ -112,7 +117,7 @@ def test_unpaired_loss_equals_an_independent_computation(tmp_path, tiny_llama_pa
         args=make_args(tmp_path, aot_variant="unpaired", aot_cost="squared_hinge", beta=0.05, aot_margin=0.2),
         train_dataset=dataset,
     )
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(labels))])
+    batch = collate(trainer, [trainer.train_dataset[i] for i in range(len(labels))])
     assert batch["label"].tolist() == labels
     loss = trainer.compute_loss(trainer.model, batch)
 
@@ -135,7 +140,7 @@ def test_a_batch_with_one_label_only_is_defined(tmp_path, tiny_llama_path, other
         args=make_args(tmp_path, aot_variant="unpaired"),
         train_dataset=unpaired_rows([label] * 4),
     )
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    batch = collate(trainer, [trainer.train_dataset[i] for i in range(4)])
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch)
     assert loss.item() == 0.0
@@ -203,7 +208,7 @@ def test_precomputed_reference_gives_the_same_loss(tmp_path, tiny_llama_path, ot
             )
             columns = {"ref_chosen_logps", "ref_rejected_logps"} if variant == "paired" else {"ref_logps"}
             assert columns <= set(trainer.train_dataset.column_names) if precompute else True
-            batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+            batch = collate(trainer, [trainer.train_dataset[i] for i in range(8)])
             assert columns <= set(batch) if precompute else not columns & set(batch)
             losses.append(trainer.compute_loss(trainer.model, batch).item())
         assert losses[0] == pytest.approx(losses[1], abs=1e-6) and abs(losses[0] - 0.6931) > 1e-3
@@ -223,7 +228,7 @@ def test_peft_uses_the_adapter_disabled_model_as_reference(tmp_path, tiny_llama_
     assert trainer.ref_model is None
     base = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    batch = collate(trainer, [trainer.train_dataset[i] for i in range(8)])
     trainer.model.train()
     assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(
         0.693147, abs=1e-5

@@ -62,6 +62,32 @@ def test_4bit_candidates_equal_the_written_merge_loaded_in_4bit(tmp_path, triple
         torch.testing.assert_close(candidate.model(inputs).logits, reference(inputs).logits, atol=0, rtol=0)
 
 
+@pytest.mark.cuda
+def test_candidates_merged_on_the_gpu_equal_the_written_merge(tmp_path, triple):
+    """The merge runs where the weights live. Elementwise float32 on the GPU may fuse a multiply-add (one rounding
+    instead of two): at most one float32 unit in the last place from the CPU-written merge."""
+    from transformers import AutoModelForCausalLM
+
+    merge(
+        write_config(tmp_path / "c.yaml", triple, alpha=0.6, scale=1.2),
+        tmp_path / "m",
+        copy_tokenizer=False,
+        quiet=True,
+        report=False,
+    )
+    written = load_file(tmp_path / "m" / "model.safetensors")
+    candidate = CandidateModel(TaskVectors(triple["base"], triple["domain"], triple["aligned"]), device="cuda")
+    candidate.set_weights(0.6, 1.2)
+    state = candidate.model.state_dict()
+    for name, tensor in written.items():
+        assert state[name].device.type == "cuda"
+        torch.testing.assert_close(state[name].cpu(), tensor, atol=1e-30, rtol=2 * torch.finfo(torch.float32).eps)
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "m").to("cuda")
+    inputs = torch.tensor([[1, 17, 300, 42, 9]], device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(candidate.model(inputs).logits, reference(inputs).logits, atol=1e-5, rtol=1e-5)
+
+
 def _distance_evaluators(triple):
     """safety = -||theta - theta_A||, domain = -||theta - theta_D||: along the line of merges (scale 1) these are
     exactly -alpha * c and -(1 - alpha) * c with c = ||theta_D - theta_A||."""
@@ -212,3 +238,32 @@ def test_batched_generation_matches_one_prompt_at_a_time(triple):
     )
     result = evaluator(model, tokenizer)
     assert result.per_sample.tolist() == [1.0, 1.0, 1.0] and tokenizer.padding_side == "right"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_candidates_are_the_float32_merge_rounded_once(tmp_path, triple, dtype):
+    """A candidate in bf16 / fp16 merges in float32 and rounds once: exactly the float32 written merge cast to
+    `dtype` (tolerance 0), and its logits stay within half-precision rounding of the float32 model's."""
+    from transformers import AutoModelForCausalLM
+
+    merge(
+        write_config(tmp_path / "c.yaml", triple, alpha=0.4, scale=1.1),
+        tmp_path / "m",
+        copy_tokenizer=False,
+        quiet=True,
+        report=False,
+    )
+    written = load_file(tmp_path / "m" / "model.safetensors")
+    candidate = CandidateModel(
+        TaskVectors(triple["base"], triple["domain"], triple["aligned"]), dtype=dtype, device="cpu"
+    )
+    candidate.set_weights(0.4, 1.1)
+    state = candidate.model.state_dict()
+    for name, tensor in written.items():
+        assert state[name].dtype == dtype and torch.equal(state[name], tensor.to(dtype)), name
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    inputs = torch.tensor([[1, 17, 300, 42, 9]])
+    with torch.no_grad():
+        got, expected = candidate.model(inputs).logits.float(), reference(inputs).logits
+    # Logits of a 3-layer model with weights and activations rounded to 8 / 11 bits: within 5% of the logit range.
+    assert 0 < (got - expected).abs().max() <= 0.05 * (expected.max() - expected.min())

@@ -296,3 +296,24 @@ def test_prefix_states_from_one_forward_equal_each_prefix_alone(llama, tiny_llam
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="Got 1 lists of prefix ends for 2 texts"):
         prefix_hidden_states(llama, tokenizer, texts, ends[:1])
+
+
+@pytest.mark.cuda
+def test_probe_fit_and_margins_on_a_model_split_across_cpu_and_cuda(tiny_llama_path):
+    """`device_map` with the embeddings on the CPU and the decoder layers on the GPU: the hidden states of
+    different layers live on different devices, and so must the indices that read them."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path, padding_side="left")
+    good = ["Thank you, that was kind.", "We walked along the river.", "A cup of tea and a book."]
+    bad = ["You are a stupid idiot.", "I hate you and your face.", "Shut up, loser."]
+    single = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.layers": 0,
+        "model.norm": 0,
+        "lm_head": 0,
+    }
+    split = AutoModelForCausalLM.from_pretrained(tiny_llama_path, device_map=device_map).eval()
+    expected = SASAProbe.fit(single, tokenizer, good, bad, layer=1, show_progress=False)
+    probe = SASAProbe.fit(split, tokenizer, good, bad, layer=1, show_progress=False)
+    torch.testing.assert_close(probe.direction.cpu(), expected.direction.cpu(), atol=1e-4, rtol=1e-4)

@@ -107,3 +107,59 @@ def test_auroc_against_pair_counting():
     assert auroc(pos, neg) == pytest.approx(pairs / (17 * 13))
     assert auroc([2.0, 3.0], [0.0, 1.0]) == 1.0 and auroc([0.0], [1.0]) == 0.0
     assert math.isclose(auroc([1.0], [1.0]), 0.5)
+
+
+def _old_sequence_losses(logits, input_ids, loss_mask):
+    """The previous implementation: a float32 copy of the full-vocabulary logits, then `cross_entropy`."""
+    shift_logits = logits[:, :-1, :].float()
+    targets = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].to(shift_logits.dtype)
+    token_losses = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none"
+    ).view_as(targets)
+    counts = mask.sum(dim=1)
+    return (token_losses * mask).sum(dim=1) / counts.clamp(min=1), counts
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3])
+def test_chunked_sequence_losses_equal_the_float32_copy(dtype, chunk_size):
+    generator = torch.Generator().manual_seed(3)
+    logits = (4 * torch.randn(3, 7, 50, generator=generator)).to(dtype).requires_grad_()
+    ids = torch.randint(0, 50, (3, 7), generator=generator)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
+    weights = torch.tensor([0.5, 2.0, 1.0])
+
+    losses, counts = sequence_losses(logits, ids, mask, chunk_size=chunk_size)
+    (grad,) = torch.autograd.grad((weights * losses).sum(), logits)
+    expected, expected_counts = _old_sequence_losses(logits, ids, mask)
+    (expected_grad,) = torch.autograd.grad((weights * expected).sum(), logits)
+
+    # Both upcast the same `dtype` values and compute in float32: only the summation order differs (~1e-7 relative).
+    assert losses.dtype == torch.float32 and torch.equal(counts, expected_counts)
+    torch.testing.assert_close(losses, expected, atol=1e-6, rtol=1e-6)
+    # Both gradients are float32 values rounded once to `dtype`: equal to one unit in the last place of `dtype`.
+    assert grad.dtype == dtype
+    torch.testing.assert_close(grad.float(), expected_grad.float(), atol=1e-6, rtol=torch.finfo(dtype).eps)
+    assert grad[:, -1].abs().max() == 0  # the last position predicts nothing
+
+
+def test_sequence_losses_gradient_is_exact_in_float64():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 4, 6, dtype=torch.float64, generator=generator).requires_grad_()
+    ids = torch.randint(0, 6, (2, 4), generator=generator)
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 1]])
+    assert torch.autograd.gradcheck(lambda x: sequence_losses(x, ids, mask, chunk_size=2)[0], (logits,))
+
+
+def test_sequence_losses_save_no_upcast_copy_of_the_logits():
+    """What autograd keeps for the backward: the bf16 logits and per-position scalars, no float32 (B, T, V) tensor."""
+    logits = torch.randn(2, 9, 1000).to(torch.bfloat16).requires_grad_()
+    ids = torch.randint(0, 1000, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    for function, upcast_copies in ((sequence_losses, 0), (_old_sequence_losses, 1)):
+        saved: list[torch.Tensor] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, saved=saved: saved.append(t) or t, lambda t: t):
+            function(logits, ids, mask)[0].sum()
+        large = [t for t in saved if t.dtype == torch.float32 and t.numel() >= 2 * 8 * 1000]
+        assert len(large) >= upcast_copies and (upcast_copies or not large), function.__name__

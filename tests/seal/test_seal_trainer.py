@@ -190,6 +190,12 @@ def test_bad_input_fails_before_loading_anything(planted_data, tmp_path):
     full = SEALConfig(str(tmp_path), report_to="none", use_cpu=True, algorithm="full")
     with pytest.raises(ValueError, match="algorithm='full' keeps the auxiliary model as a second LoRA adapter"):
         SEALTrainer(missing_model, args=full, train_dataset=finetune, safe_dataset=safe)
+    # Under DDP the auxiliary adapter's forward is not the wrapped one: looking for unused parameters would fail.
+    from peft import LoraConfig
+
+    full.ddp_find_unused_parameters = True
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters=True is not supported with algorithm='full'"):
+        SEALTrainer(missing_model, args=full, train_dataset=finetune, safe_dataset=safe, peft_config=LoraConfig())
 
 
 def test_config_validation_and_the_sigmoid_adam_warning(tmp_path):
