@@ -54,7 +54,7 @@ def check_sasa(work: Path) -> tuple[bool, str]:
     from transformers import AutoTokenizer
 
     from hf_ext.sasa import SASALogitsProcessor, SASAProbe
-    from hf_ext.sasa.modeling import positions_from_mask
+    from hf_ext.sasa.hidden_states import positions_from_mask
     from hf_ext.testing import tiny_model_dir
 
     path = tiny_model_dir("tiny-llama")
@@ -103,8 +103,8 @@ def check_sasa(work: Path) -> tuple[bool, str]:
 def check_larimar(work: Path) -> tuple[bool, str]:
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from hf_ext.larimar.tiny import tiny_larimar_dir
     from hf_ext.larimar.training import LarimarEpisodeCollator
+    from hf_ext.testing.larimar import tiny_larimar_dir
 
     path = tiny_larimar_dir(progress=False)
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=ATTN).to("cuda")
@@ -142,8 +142,8 @@ def check_aot(work: Path) -> tuple[bool, str]:
     from transformers import AutoTokenizer
 
     from hf_ext.aot import AOTConfig, AOTTrainer
-    from hf_ext.aot.data import synthetic_preference_dataset
     from hf_ext.testing import tiny_model_dir
+    from hf_ext.testing.aot import synthetic_preference_dataset
 
     path = tiny_model_dir("tiny-llama")
     args = AOTConfig(
@@ -182,7 +182,7 @@ def check_aot(work: Path) -> tuple[bool, str]:
 
 def check_seal(work: Path) -> tuple[bool, str]:
     from hf_ext.seal import SEALConfig, SEALTrainer
-    from hf_ext.seal.planted import aligned_model_dir, planted_datasets
+    from hf_ext.testing.seal import aligned_model_dir, planted_datasets
 
     safe, finetune = planted_datasets()
     path = aligned_model_dir()

@@ -102,7 +102,9 @@ def test_launch_options_start_the_command_under_accelerate():
                       "hf_ext.scripts.aot", "--config", "a.yaml"]  # fmt: skip
     assert rest == ["--config", "a.yaml"]
     launch, _ = launch_under_accelerate("hf_ext.scripts.aot", ["--accelerate_config=fsdp.yaml", "--x", "1"])
-    assert launch[3:5] == ["--config_file", "fsdp.yaml"] and launch[-2:] == ["--x", "1"] and "--multi_gpu" not in launch
+    assert (
+        launch[3:5] == ["--config_file", "fsdp.yaml"] and launch[-2:] == ["--x", "1"] and "--multi_gpu" not in launch
+    )
     assert launch_under_accelerate("hf_ext.scripts.aot", ["--num_processes", "1", "--x", "1"]) == (None, ["--x", "1"])
     assert launch_under_accelerate("hf_ext.scripts.aot", ["--x", "1"]) == (None, ["--x", "1"])
     with pytest.raises(CommandError, match="--num_processes='two' is out of range"):

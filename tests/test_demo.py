@@ -1,4 +1,3 @@
-from hf_ext import demo
 from hf_ext.demo import DemoStage, StageResult, run_demo
 
 

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_ext.aot import AOTConfig, AOTTrainer
-from hf_ext.aot.data import synthetic_preference_dataset
+from hf_ext.testing.aot import synthetic_preference_dataset
 
 
 BOUNDS = {torch.bfloat16: (5e-3, 0.04), torch.float16: (1e-3, 0.01)}

@@ -14,8 +14,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from hf_ext.aot import AOTConfig, AOTTrainer
-from hf_ext.aot.data import synthetic_preference_dataset
 from hf_ext.serialization import save_tensors
+from hf_ext.testing.aot import synthetic_preference_dataset
 
 
 GLOBAL_BATCH = 8

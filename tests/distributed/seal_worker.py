@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_ext.seal import SEALConfig, SEALTrainer
-from hf_ext.seal.planted import aligned_model_dir, planted_datasets
 from hf_ext.serialization import save_tensors
+from hf_ext.testing.seal import aligned_model_dir, planted_datasets
 
 
 GLOBAL_BATCH = 8

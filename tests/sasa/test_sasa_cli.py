@@ -70,7 +70,7 @@ def test_sasa_generate_with_and_without_sasa(fitted_probe_dir, tmp_path, monkeyp
     task = PlantedToxicityTask()
     toxic = task.judge([r["continuation"] for r in steered], [r["prompt"] for r in steered])
     base_toxic = task.judge(base, [r["prompt"] for r in records if not r["sasa"]])
-    assert sum(toxic) == 0 and 3 <= sum(base_toxic)
+    assert sum(toxic) == 0 and sum(base_toxic) >= 3
 
 
 def test_bad_configuration_is_a_one_line_error(tmp_path, capsys, monkeypatch):
