@@ -167,9 +167,38 @@ class EpisodicMemoryState:
         )
 
 
+@dataclass
+class LarimarMemoryOutput(ModelOutput):
+    """
+    Output of [`LarimarMemory`].
+
+    Args:
+        memory (`torch.FloatTensor` of shape `(batch_size, memory_size, latent_size)`, *optional*):
+            The posterior memory of each episode (float32 or float64, `config.memory_dtype`).
+        read_latents (`torch.FloatTensor` of shape `(batch_size, num_queries, latent_size)`, *optional*):
+            What the queries read from the memories.
+        read_weights (`torch.FloatTensor` of shape `(batch_size, num_queries, memory_size)`, *optional*):
+            The mean read weights `W̄ = Q M⁺`.
+        read_logvar (`torch.FloatTensor` broadcastable to `read_weights`, *optional*):
+            The log-variance of the read weights (for the KL term of the objective).
+        prior (`torch.FloatTensor` of shape `(memory_size, latent_size)`, *optional*):
+            A detached copy of the prior memory `M0` (when called without episodes).
+    """
+
+    memory: torch.FloatTensor | None = None
+    read_latents: torch.FloatTensor | None = None
+    read_weights: torch.FloatTensor | None = None
+    read_logvar: torch.FloatTensor | None = None
+    prior: torch.FloatTensor | None = None
+
+
 class LarimarMemory(nn.Module):
     """The learned part of the memory: the prior `M0` (`[K, C]`, identity at initialisation) and the parameters
-    of the log-variance of the training-time read weights."""
+    of the log-variance of the training-time read weights.
+
+    Both are only ever read inside [`~LarimarMemory.forward`], so that sharding wrappers that gather a module's
+    parameters around its forward (FSDP, DeepSpeed ZeRO-3) see every use of them.
+    """
 
     def __init__(self, config: LarimarConfig):
         super().__init__()
@@ -183,36 +212,56 @@ class LarimarMemory(nn.Module):
         else:
             self.w_logvar = nn.Parameter(torch.zeros(1))
 
-    def _pinv_kwargs(self) -> dict:
-        return {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
+    def forward(
+        self,
+        episodes: torch.Tensor | None = None,
+        queries: torch.Tensor | None = None,
+        *,
+        noise_std: float = 0.0,
+        sample: bool = False,
+    ) -> LarimarMemoryOutput:
+        r"""
+        Write episodes into memories in one shot against the prior, and read them with queries.
 
-    def write(self, z: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
-        """One-shot write of episodes `z` (`[B, N, C]`) against the prior; returns `[B, K, C]`."""
-        return memory_math.write(
-            z, self.prior, noise_std=noise_std, dtype=self.config.memory_torch_dtype, **self._pinv_kwargs()
+        Args:
+            episodes (`torch.Tensor` of shape `(batch_size, episode_size, latent_size)`, *optional*):
+                The encodings to write, one memory per episode. Without them, only a copy of the prior is returned
+                (what `write_memory` and `read_long_context` start from).
+            queries (`torch.Tensor` of shape `(batch_size, num_queries, latent_size)`, *optional*):
+                The encodings to read the memories with.
+            noise_std (`float`, *optional*, defaults to 0):
+                Standard deviation of the write noise.
+            sample (`bool`, *optional*, defaults to `False`):
+                Sample the read weights around their mean (the training-time read of the paper).
+        """
+        if episodes is None:
+            return LarimarMemoryOutput(prior=self.prior.detach().clone())
+        pinv_kwargs = {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
+        dtype = self.config.memory_torch_dtype
+        # One pseudo-inverse of the prior for all the episodes of this forward.
+        memory = memory_math.write(episodes, self.prior, noise_std=noise_std, dtype=dtype, **pinv_kwargs)
+        if queries is None:
+            return LarimarMemoryOutput(memory=memory)
+        w_logvar = self._read_logvar(memory)
+        read_latents, read_weights = memory_math.read(
+            queries,
+            memory,
+            w_logvar=w_logvar if sample else None,
+            iterations=self.config.read_iterations,
+            dtype=dtype,
+            return_addresses=True,
+            **pinv_kwargs,
+        )
+        return LarimarMemoryOutput(
+            memory=memory, read_latents=read_latents, read_weights=read_weights, read_logvar=w_logvar
         )
 
-    def read_logvar(self, memory: torch.Tensor) -> torch.Tensor:
+    def _read_logvar(self, memory: torch.Tensor) -> torch.Tensor:
         """Log-variance of the read weights for memories `[B, K, C]`, broadcastable to `[B, N, K]`."""
         if isinstance(self.w_logvar, nn.Linear):
             flat = memory.reshape(memory.shape[0], -1).to(self.w_logvar.weight.dtype)
             return self.w_logvar(flat).unsqueeze(1)
         return self.w_logvar.view(1, 1, -1)
-
-    def read(self, q: torch.Tensor, memory: torch.Tensor, sample: bool = False):
-        """Read memories `[B, K, C]` with queries `[B, N, C]`; returns the read-out, the mean weights and their
-        log-variance."""
-        w_logvar = self.read_logvar(memory)
-        z, w_mean = memory_math.read(
-            q,
-            memory,
-            w_logvar=w_logvar if sample else None,
-            iterations=self.config.read_iterations,
-            dtype=self.config.memory_torch_dtype,
-            return_addresses=True,
-            **self._pinv_kwargs(),
-        )
-        return z, w_mean, w_logvar
 
 
 def _decoder_geometry(config) -> tuple[int, int, int]:
@@ -329,12 +378,15 @@ class LarimarPreTrainedModel(PreTrainedModel):
 
     def _new_state(self) -> EpisodicMemoryState:
         config = self.config
-        dtype = config.memory_torch_dtype
+        # Always float64, whatever `memory_dtype`: the recursive least-squares state accumulates every write and
+        # forget, and its precision matrix `λI + WᵀW` has a condition number ~1/λ (1e8 for λ = 1e-8), beyond float32.
+        # One K x K solve per write costs little even where float64 is slow.
+        dtype = torch.float64
         model = self._larimar()
         memory, precision = memory_math.ridge_memory(
             1, config.memory_size, config.latent_size, config.memory_ridge, dtype=dtype, device=self.device
         )
-        reference = model.memory.prior.detach().to(dtype).clone()
+        reference = model.memory().prior.to(dtype)
         latents = torch.zeros(0, config.latent_size, dtype=torch.float32, device=self.device)
         return EpisodicMemoryState(memory[0], precision[0], reference, latents, config.memory_ridge)
 
@@ -477,7 +529,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         found = memory_math.hierarchical_read(
             chunks[None],
             q[None],
-            model.memory.prior.detach().float(),
+            model.memory().prior.float(),
             episode_size,
             write_fn=lambda z, m0: memory_math.write(z, m0, dtype=self.config.memory_torch_dtype),
             read_fn=lambda q_, m: memory_math.read(q_, m, dtype=self.config.memory_torch_dtype),
@@ -1093,16 +1145,19 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         model = self.model
         z = model.encode(encoder_input_ids, encoder_attention_mask)
         z_episodes = z.view(episodes, episode_size, -1)
-        noise = config.write_noise_std if self.training else 0.0
-        memory = model.memory.write(z_episodes, noise_std=noise)
-        sample = self.training and not config.deterministic_read
         queries = z_episodes
         if query_input_ids is not None:
             q = model.encode(query_input_ids, query_attention_mask).view(episodes, episode_size, -1)
             queries = torch.cat([z_episodes, q], 1)  # one pseudo-inverse of the memory for both reads
-        read_out, w_mean, w_logvar = model.memory.read(queries, memory, sample=sample)
-        z_read, w_mean = read_out[:, :episode_size], w_mean[:, :episode_size]
-        kl = memory_math.w_kl(w_mean, w_logvar.to(w_mean.dtype)).mean()
+        read = model.memory(
+            z_episodes,
+            queries,
+            noise_std=config.write_noise_std if self.training else 0.0,
+            sample=self.training and not config.deterministic_read,
+        )
+        read_out = read.read_latents
+        z_read, w_mean = read_out[:, :episode_size], read.read_weights[:, :episode_size]
+        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype)).mean()
 
         streams = {"reconstruction": z_read.reshape(items, -1), "autoencoder": z, "no_memory": torch.zeros_like(z)}
         if query_input_ids is not None:
