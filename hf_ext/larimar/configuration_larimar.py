@@ -39,7 +39,9 @@ class LarimarConfig(PreTrainedConfig):
             Number K of memory slots.
         pooling (`str`, *optional*, defaults to `"pooler"`):
             How the encoder's output becomes one vector: `"pooler"` (its pooled output, as the paper; falls back
-            to `"cls"` for encoders without a pooler), `"cls"` (the first token) or `"mean"` (masked mean).
+            to `"cls"` for encoders without a pooler), `"cls"` (the first token) or `"mean"` (masked mean). With
+            `"cls"` and `"mean"` the encoder's pooler is dropped (or frozen, for encoders that always build one), so
+            that no trainable parameter goes without a gradient (an error under DDP).
         pinv_method (`str`, *optional*, defaults to `"exact"`):
             Pseudo-inverse of the memory operations: `"exact"` (an SVD in `memory_dtype` with a cut-off suited to
             the precision of the encodings) or `"ben_israel"` (the official fixed-step iteration, which diverges for

@@ -9,6 +9,7 @@ Llama-family models among them), with `generate`, left padding, beam search and 
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 import weakref
@@ -297,6 +298,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
     _keep_in_fp32_modules = ["latent_projection", "prefix_projection", "embedding_projection", "memory"]
     # The loss is averaged inside `forward`; let `Trainer` scale it for gradient accumulation.
     accepts_loss_kwargs = False
+    # The encoder's pooler is dropped unless `pooling="pooler"` (see `_drop_unused_pooler`).
+    _keys_to_ignore_on_load_unexpected = [r"encoder\.pooler\."]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -695,6 +698,19 @@ def _find_memory_file(name_or_path, kwargs) -> str | None:
         return None
 
 
+def _drop_unused_pooler(encoder: nn.Module) -> None:
+    """With `pooling="cls"` or `"mean"` the encoder's pooler is never run: its parameters would get no gradient, an
+    error under DDP ("Expected to have finished reduction ...") and wasted optimizer state otherwise. Encoders that
+    build it optionally (`add_pooling_layer`, as BERT) lose it; others keep it, frozen."""
+    pooler = getattr(encoder, "pooler", None)
+    if not isinstance(pooler, nn.Module):
+        return
+    if "add_pooling_layer" in inspect.signature(type(encoder).__init__).parameters:
+        encoder.pooler = None
+    else:
+        pooler.requires_grad_(False)
+
+
 def _to_device(tensor, device):
     return tensor.to(device) if tensor is not None else None
 
@@ -715,6 +731,8 @@ class LarimarModel(LarimarPreTrainedModel):
         self.decoder = decoder if decoder is not None else AutoModel.from_config(config.decoder)
         _check_submodel("encoder", self.encoder, config.encoder)
         _check_submodel("decoder", self.decoder, config.decoder)
+        if config.pooling != "pooler":
+            _drop_unused_pooler(self.encoder)
         # The sub-models share the composite config's sub-configs, so that later changes stay in sync.
         self.config.encoder._attn_implementation = self.encoder.config._attn_implementation
         self.config.decoder._attn_implementation = self.decoder.config._attn_implementation
