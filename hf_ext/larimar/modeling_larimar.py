@@ -136,7 +136,9 @@ class LarimarPrefixCache(Cache):
 @dataclass
 class EpisodicMemoryState:
     """What `write_memory` / `forget_memory` maintain: the sequential (ridge) memory, its precision matrix, the
-    reference memory its keys come from, and the latents currently stored (for scope detection)."""
+    reference memory its keys come from, the latents currently stored (for scope detection and to forget exactly what
+    was written) and the encoder tokens of each (to find an item again whatever the padding, batch or dtype of a
+    later encoding; `None` for items restored from a file that has no tokens)."""
 
     memory: torch.Tensor  # [K, C]
     precision: torch.Tensor  # [K, K]
@@ -144,6 +146,11 @@ class EpisodicMemoryState:
     latents: torch.Tensor  # [S, C]
     ridge: float
     reference_pinv: torch.Tensor | None = field(default=None, repr=False)  # cached M_ref⁺, [C, K]
+    tokens: list[tuple[int, ...] | None] = field(default_factory=list, repr=False)  # [S]
+
+    def __post_init__(self):
+        if not self.tokens:
+            self.tokens = [None] * self.size
 
     @property
     def size(self) -> int:
@@ -164,8 +171,31 @@ class EpisodicMemoryState:
             self.reference.to(device),
             self.latents.to(device),
             self.ridge,
-            self.reference_pinv.to(device) if self.reference_pinv is not None else None,
+            reference_pinv=self.reference_pinv.to(device) if self.reference_pinv is not None else None,
+            tokens=list(self.tokens),
         )
+
+    def find(self, latents: torch.Tensor, tokens: list[tuple[int, ...]], rtol: float) -> list[int | None]:
+        """The stored item each of the given items is, each stored item matched at most once: the one with the same
+        encoder tokens, else (for items stored without tokens) the nearest latent within a relative distance of
+        `rtol`; `None` where there is none."""
+        taken, found = set(), []
+        stored = self.latents.to(latents.device, torch.float32)
+        for latent, item_tokens in zip(latents.float(), tokens):
+            index = next(
+                (i for i, t in enumerate(self.tokens) if i not in taken and t is not None and t == item_tokens), None
+            )
+            if index is None:
+                candidates = [i for i, t in enumerate(self.tokens) if i not in taken and t is None]
+                if candidates:
+                    distance = (stored[candidates] - latent).norm(dim=-1) / stored[candidates].norm(dim=-1)
+                    best = int(distance.argmin())
+                    if distance[best] <= rtol:
+                        index = candidates[best]
+            if index is not None:
+                taken.add(index)
+            found.append(index)
+        return found
 
 
 @dataclass
@@ -375,6 +405,16 @@ class LarimarPreTrainedModel(PreTrainedModel):
             model.train(was_training)
         return z.float()
 
+    def _encode_items(self, texts, processor, encoder_input_ids, encoder_attention_mask):
+        """Latents of the items to write or forget, and each item's encoder tokens (padding removed)."""
+        encoder_input_ids, encoder_attention_mask = self._encoder_inputs(
+            texts, processor, encoder_input_ids, encoder_attention_mask
+        )
+        z = self.encode_texts(encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask)
+        mask = encoder_attention_mask if encoder_attention_mask is not None else torch.ones_like(encoder_input_ids)
+        tokens = [tuple(row[keep.bool()].tolist()) for row, keep in zip(encoder_input_ids.cpu(), mask.cpu())]
+        return z, tokens
+
     def reset_memory(self) -> None:
         """Forget everything written: the memory becomes empty and every query reads a zero latent."""
         self._larimar()._memory_state = None
@@ -407,9 +447,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         Returns:
             `int`: the number of items the memory holds.
         """
-        z = self.encode_texts(
-            texts, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-        )
+        z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
         model = self._larimar()
         state = model._memory_state or self._new_state()
         state = state.to(self.device)
@@ -419,6 +457,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         )
         state.memory, state.precision = memory[0], precision[0]
         state.latents = torch.cat([state.latents, z], 0)
+        state.tokens = state.tokens + tokens
         model._memory_state = state
         if state.size > self.memory_capacity:
             warnings.warn(
@@ -433,39 +472,42 @@ class LarimarPreTrainedModel(PreTrainedModel):
     def forget_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
         """Forget texts written earlier with [`write_memory`] (a recursive least-squares step with weight -1).
 
-        Texts that were never written are skipped with a warning. Returns the number of items the memory holds.
+        Each text is found among the stored items by its encoder tokens, so the padding, batch and dtype it is
+        encoded with now do not matter, and the latent stored when it was written is removed, which undoes that
+        write exactly. (Items restored from a memory file without tokens are matched by their nearest latent.)
+        Texts that are not in the memory are named in a warning and skipped. Returns the number of items the memory
+        holds.
         """
-        z = self.encode_texts(
-            texts, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-        )
+        z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
         model = self._larimar()
         state = model._memory_state
         if state is None or state.size == 0:
             warnings.warn("The Larimar memory is empty: there is nothing to forget.", stacklevel=2)
             return 0
         state = state.to(self.device)
-        remaining = state.latents
-        found = []
-        for i, latent in enumerate(z):
-            match = torch.isclose(remaining, latent, rtol=1e-4, atol=1e-5).all(-1).nonzero()
-            if len(match) == 0:
-                continue
-            found.append(i)
-            keep = torch.ones(remaining.shape[0], dtype=torch.bool, device=remaining.device)
-            keep[match[0, 0]] = False
-            remaining = remaining[keep]
-        if len(found) < z.shape[0]:
+        found = state.find(z, tokens, rtol=_latent_match_rtol(self._larimar().encoder))
+        missing = [i for i, index in enumerate(found) if index is None]
+        if missing:
+            if texts is None:
+                names = [f"encoder_input_ids[{i}]" for i in missing]
+            else:
+                items = [texts] if isinstance(texts, str) else list(texts)
+                names = [repr(items[i]) for i in missing]
             warnings.warn(
-                f"{z.shape[0] - len(found)} of the {z.shape[0]} texts to forget were not in the memory; skipped them.",
+                f"{len(missing)} of the {len(found)} items to forget are not in the memory and were skipped: "
+                f"{', '.join(names)}.",
                 stacklevel=2,
             )
-        if found:
-            z_found = z[found][None]
-            keys = state.keys(z_found)
+        indices = [index for index in found if index is not None]
+        if indices:
+            z_found = state.latents[indices][None]  # exactly what was written
             memory, precision = memory_math.sequential_write(
-                z_found, keys, state.memory[None], state.precision[None], alpha=-1.0
+                z_found, state.keys(z_found), state.memory[None], state.precision[None], alpha=-1.0
             )
-            state.memory, state.precision, state.latents = memory[0], precision[0], remaining
+            keep = [i for i in range(state.size) if i not in set(indices)]
+            state.memory, state.precision = memory[0], precision[0]
+            state.latents = state.latents[keep]
+            state.tokens = [state.tokens[i] for i in keep]
         model._memory_state = state
         return state.size
 
@@ -626,6 +668,9 @@ class LarimarPreTrainedModel(PreTrainedModel):
             return
         from ..serialization import save_tensors
 
+        # Each item's encoder tokens (for forget_memory), concatenated; length -1 marks an item stored without them.
+        lengths = [len(t) if t is not None else -1 for t in state.tokens]
+        flat = [token for t in state.tokens if t is not None for token in t]
         save_tensors(
             target,
             {
@@ -633,6 +678,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 "precision": state.precision,
                 "reference": state.reference,
                 "latents": state.latents,
+                "item_lengths": torch.tensor(lengths, dtype=torch.long),
+                "item_tokens": torch.tensor(flat, dtype=torch.long),
             },
             metadata={
                 "format": MEMORY_FORMAT,
@@ -668,6 +715,12 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 f"The memory in {path} was written by a model with {found}, but this model has {expected}: "
                 "it belongs to another configuration."
             )
+        tokens = []
+        if "item_lengths" in tensors:  # files written before hf-ext stored tokens have none
+            flat, start = tensors["item_tokens"].tolist(), 0
+            for length in tensors["item_lengths"].tolist():
+                tokens.append(tuple(flat[start : start + length]) if length >= 0 else None)
+                start += max(length, 0)
         device = self.device
         self._larimar()._memory_state = EpisodicMemoryState(
             tensors["memory"].to(device),
@@ -675,6 +728,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
             tensors["reference"].to(device),
             tensors["latents"].to(device),
             float(metadata.get("ridge", self.config.memory_ridge)),
+            tokens=tokens,
         )
 
 
@@ -709,6 +763,13 @@ def _drop_unused_pooler(encoder: nn.Module) -> None:
         encoder.pooler = None
     else:
         pooler.requires_grad_(False)
+
+
+def _latent_match_rtol(encoder: nn.Module) -> float:
+    """How far (relative distance) a new encoding of a stored text may be from the stored latent: rounding in the
+    encoder's dtype, amplified through its layers, with another padding or batch composition."""
+    dtype = next(encoder.parameters()).dtype
+    return 1e-3 if dtype in (torch.float32, torch.float64) else 0.1
 
 
 def _to_device(tensor, device):
