@@ -1313,6 +1313,21 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         )
 
 
+    def _prepare_cache_for_generation(
+        self, generation_config, model_kwargs, generation_mode, batch_size: int, max_cache_length: int
+    ):
+        # The memory slot takes the first position of the cache: a cache of fixed size (static, or for
+        # `torch.compile`) needs one more position than the tokens.
+        return super()._prepare_cache_for_generation(
+            generation_config, model_kwargs, generation_mode, batch_size, max_cache_length + 1
+        )
+
+    def create_masks_for_generate(self, attention_mask=None, **kwargs):
+        """Keep the tokens' 2D padding mask with a compilable (static) cache: [`LarimarModel.decode`] adds the
+        memory slot to it, and the decoder builds its own 4D mask from the result, sized to its cache."""
+        return attention_mask
+
+
 def _check_submodel(name: str, module: nn.Module, config) -> None:
     hidden = getattr(module.config, "hidden_size", None)
     if hidden != config.hidden_size:
