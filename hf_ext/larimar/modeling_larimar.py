@@ -326,6 +326,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
     # Larimar's own layers stay in float32 (and unquantized) whatever the dtype or quantization of the encoder and
     # the decoder: the memory math is sensitive to rounding.
     _keep_in_fp32_modules = ["latent_projection", "prefix_projection", "embedding_projection", "memory"]
+    # (`_keep_in_fp32_modules` alone only applies to float16; the strict list applies to bfloat16 as well.)
+    _keep_in_fp32_modules_strict = _keep_in_fp32_modules
     # The loss is averaged inside `forward`; let `Trainer` scale it for gradient accumulation.
     accepts_loss_kwargs = False
     # The encoder's pooler is dropped unless `pooling="pooler"` (see `_drop_unused_pooler`).
