@@ -1314,7 +1314,6 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
         )
 
-
     def _prepare_cache_for_generation(
         self, generation_config, model_kwargs, generation_mode, batch_size: int, max_cache_length: int
     ):
