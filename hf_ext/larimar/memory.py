@@ -26,15 +26,20 @@ fact's key can be computed again to forget it; `M_i` is always the ridge solutio
 whatever the order of writes and forgets. A memory in this form is read with reference keys too:
 `Z_read = (Q M_ref⁺) M`.
 
-All functions compute in float32, or float64 when an input is float64 (never in half precision, whatever the model
-dtype), and return tensors of that dtype. Pseudo-inverses are exact (an SVD in float64) with a cut-off of
-`max(m, n) * eps` of the *input* dtype relative to the largest singular value, so that the spurious singular values a
-float32 matrix carries are dropped rather than inverted. The iterative Ben-Israel-Cohen approximation of the official
-implementation is available as `pinv_method="ben_israel"`.
+All functions compute in float32, or float64 when an input is float64 or `dtype=torch.float64` is asked for, with
+autocast turned off (never in half precision, whatever the model dtype or an enclosing `torch.autocast`), and return
+tensors of that dtype. Pseudo-inverses are exact (an SVD in the compute dtype) with a cut-off of `max(m, n) * eps`
+relative to the largest singular value, where `eps` is that of the precision the entries carry but never coarser than
+float32's: a float32 matrix computed in float64 keeps float32's cut-off, so that its spurious singular values are
+dropped rather than inverted, and a bfloat16 / float16 matrix gets float32's (their own `eps` times `max(m, n)` exceeds
+1 for a few hundred rows and would drop every singular value). The iterative Ben-Israel-Cohen approximation of the
+official implementation is available as `pinv_method="ben_israel"`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable
 
@@ -46,6 +51,7 @@ __all__ = [
     "addresses",
     "ben_israel_pinv",
     "compute_dtype",
+    "default_rtol",
     "hierarchical_read",
     "pinv",
     "read",
@@ -63,6 +69,23 @@ PINV_METHODS = ("exact", "ben_israel")
 fixed-step iteration, which diverges when encodings are large)."""
 
 
+def _autocast_off(function):
+    """Run `function` with autocast disabled on the CPU and on the devices of its tensor arguments, so that memory
+    math stays in the dtype it chose even inside `torch.autocast(...)` (e.g. `Trainer(bf16=True)`)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        device_types = {"cpu"}
+        device_types.update(a.device.type for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        with contextlib.ExitStack() as stack:
+            for device_type in sorted(device_types):
+                if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def compute_dtype(*tensors: torch.Tensor, dtype: torch.dtype | None = None) -> torch.dtype:
     """The dtype memory math runs in: `dtype` when given, else float64 if any input is float64, else float32."""
     if dtype is not None:
@@ -74,11 +97,15 @@ def compute_dtype(*tensors: torch.Tensor, dtype: torch.dtype | None = None) -> t
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _default_rtol(a: torch.Tensor, input_dtype: torch.dtype) -> float:
-    eps = torch.finfo(input_dtype if input_dtype.is_floating_point else torch.float32).eps
-    return max(a.shape[-2], a.shape[-1]) * eps
+def default_rtol(shape: tuple[int, ...] | torch.Size, input_dtype: torch.dtype) -> float:
+    """The default pseudo-inverse cut-off `max(m, n) * eps` for `[..., m, n]` matrices whose entries carry
+    `input_dtype`'s precision; `eps` is float64's for float64 entries and float32's for everything else (half
+    precision entries are computed in float32, and `max(m, n) * eps(bfloat16)` exceeds 1 from 129 rows on)."""
+    precision = torch.float64 if input_dtype == torch.float64 else torch.float32
+    return max(shape[-2], shape[-1]) * torch.finfo(precision).eps
 
 
+@_autocast_off
 def pinv(
     a: torch.Tensor,
     *,
@@ -88,16 +115,16 @@ def pinv(
     init_scale: float = 5e-4,
     input_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Moore-Penrose pseudo-inverse of the last two dimensions of `a`, in `a`'s dtype.
+    """Moore-Penrose pseudo-inverse of the last two dimensions of `a`, in `a`'s dtype (computed in float32 at least).
 
     Args:
         a (`torch.Tensor` of shape `[..., m, n]`):
             The matrices.
         rtol (`float`, *optional*):
-            Singular values below `rtol * σ_max` are treated as zero. Defaults to `max(m, n) * eps(input_dtype)`.
+            Singular values below `rtol * σ_max` are treated as zero. Defaults to [`default_rtol`] of `input_dtype`.
         method (`str`, *optional*, defaults to `"exact"`):
-            `"exact"`: an SVD computed in float64 (stable and differentiable while the rank does not change);
-            `"ben_israel"`: [`ben_israel_pinv`] with `steps` and `init_scale`.
+            `"exact"`: an SVD in `a`'s dtype, or float32 for half precision (stable, and differentiable while the
+            rank does not change); `"ben_israel"`: [`ben_israel_pinv`] with `steps` and `init_scale`.
         steps (`int`, *optional*, defaults to 15), init_scale (`float`, *optional*, defaults to 5e-4):
             Only for `"ben_israel"`.
         input_dtype (`torch.dtype`, *optional*):
@@ -109,8 +136,9 @@ def pinv(
     if method != "exact":
         raise ValueError(f"pinv method={method!r} is not supported; expected one of {PINV_METHODS}.")
     if rtol is None:
-        rtol = _default_rtol(a, input_dtype or a.dtype)
-    return torch.linalg.pinv(a.to(torch.float64), rtol=rtol).to(a.dtype)
+        rtol = default_rtol(a.shape, input_dtype or a.dtype)
+    compute = a if a.dtype in (torch.float32, torch.float64) else a.float()
+    return torch.linalg.pinv(compute, rtol=rtol).to(a.dtype)
 
 
 def ben_israel_pinv(a: torch.Tensor, steps: int = 15, init_scale: float = 5e-4) -> torch.Tensor:
@@ -149,6 +177,7 @@ def _batched_memory(memory: torch.Tensor, batch_size: int, name: str) -> torch.T
     return memory.expand(batch_size, -1, -1)
 
 
+@_autocast_off
 def write(
     z: torch.Tensor,
     prior: torch.Tensor,
@@ -159,6 +188,7 @@ def write(
     pinv_steps: int = 15,
     rtol: float | None = None,
     dtype: torch.dtype | None = None,
+    prior_pinv: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Write an episode into memory in one shot: `W0 = Z M0⁺`, `M = W0⁺ Z`.
 
@@ -175,6 +205,9 @@ def write(
             See [`pinv`].
         dtype (`torch.dtype`, *optional*):
             Compute dtype (float32 or float64); see [`compute_dtype`].
+        prior_pinv (`torch.Tensor` of shape `[C, K]` or `[B, C, K]`, *optional*):
+            `M0⁺`, when already computed (e.g. once for several writes against the same prior). Otherwise it is
+            computed here, once for all episodes when the prior is shared (`[K, C]`).
 
     Returns:
         `torch.Tensor` of shape `[B, K, C]`: the posterior memory.
@@ -184,17 +217,21 @@ def write(
         raise ValueError("Cannot write an empty episode (z has 0 items).")
     if prior.shape[-1] != z.shape[-1]:
         raise ValueError(f"z has latent size {z.shape[-1]} but the prior memory has shape {tuple(prior.shape)}.")
-    z_dtype, prior_dtype = z.dtype, prior.dtype
+    z_dtype = z.dtype
     dtype = compute_dtype(z, prior, dtype=dtype)
     z = z.to(dtype)
-    prior = _batched_memory(prior.to(dtype), z.shape[0], "prior")
+    kwargs = {"method": pinv_method, "steps": pinv_steps, "rtol": rtol}
+    if prior_pinv is None:
+        _batched_memory(prior, z.shape[0], "prior")  # checks the shape
+        # A shared prior ([K, C] or [1, K, C]) is inverted once and broadcast over the episodes.
+        prior_pinv = pinv(prior.to(dtype), input_dtype=prior.dtype, **kwargs)
     if noise_std > 0:
         z = z + noise_std * torch.randn(z.shape, generator=generator, device=z.device, dtype=dtype)
-    kwargs = {"method": pinv_method, "steps": pinv_steps, "rtol": rtol}
-    w0 = z @ pinv(prior, input_dtype=prior_dtype, **kwargs)
+    w0 = z @ prior_pinv.to(dtype)
     return pinv(w0, input_dtype=z_dtype, **kwargs) @ z
 
 
+@_autocast_off
 def addresses(
     q: torch.Tensor,
     memory: torch.Tensor,
@@ -213,6 +250,7 @@ def addresses(
     return q.to(dtype) @ m_pinv
 
 
+@_autocast_off
 def read(
     q: torch.Tensor,
     memory: torch.Tensor,
@@ -268,6 +306,7 @@ def read(
     return (z, w_mean) if return_addresses else z
 
 
+@_autocast_off
 def w_kl(w_mean: torch.Tensor, w_logvar: torch.Tensor | float) -> torch.Tensor:
     """KL divergence of the read weights from the standard normal prior, summed over slots:
     `½ Σ_k (exp(logvar) + W̄² - 1 - logvar)`; shape `w_mean.shape[:-1]`."""
@@ -275,6 +314,7 @@ def w_kl(w_mean: torch.Tensor, w_logvar: torch.Tensor | float) -> torch.Tensor:
     return 0.5 * (torch.exp(w_logvar) + w_mean.square() - 1 - w_logvar).sum(-1)
 
 
+@_autocast_off
 def reference_keys(
     z: torch.Tensor, reference: torch.Tensor, *, rtol: float | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
@@ -289,6 +329,7 @@ def reference_keys(
     return z.to(dtype) @ pinv(reference, rtol=rtol, input_dtype=reference_dtype)
 
 
+@_autocast_off
 def read_with_keys(keys: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
     """`Z_read = W M` for keys `W` (`[B, N', K]`), e.g. from [`reference_keys`], and a memory (`[B, K, C]`)."""
     if keys.ndim != 3 or keys.shape[-1] != memory.shape[-2]:
@@ -320,6 +361,7 @@ def ridge_memory(
     return memory, precision
 
 
+@_autocast_off
 def sequential_write(
     z: torch.Tensor,
     keys: torch.Tensor,
@@ -357,6 +399,7 @@ def sequential_write(
     return memory, precision
 
 
+@_autocast_off
 def scope_mask(queries: torch.Tensor, stored: torch.Tensor, threshold: float) -> torch.Tensor:
     """Which queries are in scope: their smallest cosine distance to a stored encoding is at most `threshold`.
 
@@ -379,6 +422,7 @@ def scope_mask(queries: torch.Tensor, stored: torch.Tensor, threshold: float) ->
     return distance <= threshold
 
 
+@_autocast_off
 def hierarchical_read(
     chunks: torch.Tensor,
     queries: torch.Tensor,

@@ -9,6 +9,7 @@ Llama-family models among them), with `generate`, left padding, beam search and 
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 import weakref
@@ -135,7 +136,9 @@ class LarimarPrefixCache(Cache):
 @dataclass
 class EpisodicMemoryState:
     """What `write_memory` / `forget_memory` maintain: the sequential (ridge) memory, its precision matrix, the
-    reference memory its keys come from, and the latents currently stored (for scope detection)."""
+    reference memory its keys come from, the latents currently stored (for scope detection and to forget exactly what
+    was written) and the encoder tokens of each (to find an item again whatever the padding, batch or dtype of a
+    later encoding; `None` for items restored from a file that has no tokens)."""
 
     memory: torch.Tensor  # [K, C]
     precision: torch.Tensor  # [K, K]
@@ -143,6 +146,11 @@ class EpisodicMemoryState:
     latents: torch.Tensor  # [S, C]
     ridge: float
     reference_pinv: torch.Tensor | None = field(default=None, repr=False)  # cached M_ref⁺, [C, K]
+    tokens: list[tuple[int, ...] | None] = field(default_factory=list, repr=False)  # [S]
+
+    def __post_init__(self):
+        if not self.tokens:
+            self.tokens = [None] * self.size
 
     @property
     def size(self) -> int:
@@ -163,13 +171,65 @@ class EpisodicMemoryState:
             self.reference.to(device),
             self.latents.to(device),
             self.ridge,
-            self.reference_pinv.to(device) if self.reference_pinv is not None else None,
+            reference_pinv=self.reference_pinv.to(device) if self.reference_pinv is not None else None,
+            tokens=list(self.tokens),
         )
+
+    def find(self, latents: torch.Tensor, tokens: list[tuple[int, ...]], rtol: float) -> list[int | None]:
+        """The stored item each of the given items is, each stored item matched at most once: the one with the same
+        encoder tokens, else (for items stored without tokens) the nearest latent within a relative distance of
+        `rtol`; `None` where there is none."""
+        taken, found = set(), []
+        stored = self.latents.to(latents.device, torch.float32)
+        for latent, item_tokens in zip(latents.float(), tokens):
+            index = next(
+                (i for i, t in enumerate(self.tokens) if i not in taken and t is not None and t == item_tokens), None
+            )
+            if index is None:
+                candidates = [i for i, t in enumerate(self.tokens) if i not in taken and t is None]
+                if candidates:
+                    distance = (stored[candidates] - latent).norm(dim=-1) / stored[candidates].norm(dim=-1)
+                    best = int(distance.argmin())
+                    if distance[best] <= rtol:
+                        index = candidates[best]
+            if index is not None:
+                taken.add(index)
+            found.append(index)
+        return found
+
+
+@dataclass
+class LarimarMemoryOutput(ModelOutput):
+    """
+    Output of [`LarimarMemory`].
+
+    Args:
+        memory (`torch.FloatTensor` of shape `(batch_size, memory_size, latent_size)`, *optional*):
+            The posterior memory of each episode (float32 or float64, `config.memory_dtype`).
+        read_latents (`torch.FloatTensor` of shape `(batch_size, num_queries, latent_size)`, *optional*):
+            What the queries read from the memories.
+        read_weights (`torch.FloatTensor` of shape `(batch_size, num_queries, memory_size)`, *optional*):
+            The mean read weights `W̄ = Q M⁺`.
+        read_logvar (`torch.FloatTensor` broadcastable to `read_weights`, *optional*):
+            The log-variance of the read weights (for the KL term of the objective).
+        prior (`torch.FloatTensor` of shape `(memory_size, latent_size)`, *optional*):
+            A detached copy of the prior memory `M0` (when called without episodes).
+    """
+
+    memory: torch.FloatTensor | None = None
+    read_latents: torch.FloatTensor | None = None
+    read_weights: torch.FloatTensor | None = None
+    read_logvar: torch.FloatTensor | None = None
+    prior: torch.FloatTensor | None = None
 
 
 class LarimarMemory(nn.Module):
     """The learned part of the memory: the prior `M0` (`[K, C]`, identity at initialisation) and the parameters
-    of the log-variance of the training-time read weights."""
+    of the log-variance of the training-time read weights.
+
+    Both are only ever read inside [`~LarimarMemory.forward`], so that sharding wrappers that gather a module's
+    parameters around its forward (FSDP, DeepSpeed ZeRO-3) see every use of them.
+    """
 
     def __init__(self, config: LarimarConfig):
         super().__init__()
@@ -183,36 +243,56 @@ class LarimarMemory(nn.Module):
         else:
             self.w_logvar = nn.Parameter(torch.zeros(1))
 
-    def _pinv_kwargs(self) -> dict:
-        return {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
+    def forward(
+        self,
+        episodes: torch.Tensor | None = None,
+        queries: torch.Tensor | None = None,
+        *,
+        noise_std: float = 0.0,
+        sample: bool = False,
+    ) -> LarimarMemoryOutput:
+        r"""
+        Write episodes into memories in one shot against the prior, and read them with queries.
 
-    def write(self, z: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
-        """One-shot write of episodes `z` (`[B, N, C]`) against the prior; returns `[B, K, C]`."""
-        return memory_math.write(
-            z, self.prior, noise_std=noise_std, dtype=self.config.memory_torch_dtype, **self._pinv_kwargs()
+        Args:
+            episodes (`torch.Tensor` of shape `(batch_size, episode_size, latent_size)`, *optional*):
+                The encodings to write, one memory per episode. Without them, only a copy of the prior is returned
+                (what `write_memory` and `read_long_context` start from).
+            queries (`torch.Tensor` of shape `(batch_size, num_queries, latent_size)`, *optional*):
+                The encodings to read the memories with.
+            noise_std (`float`, *optional*, defaults to 0):
+                Standard deviation of the write noise.
+            sample (`bool`, *optional*, defaults to `False`):
+                Sample the read weights around their mean (the training-time read of the paper).
+        """
+        if episodes is None:
+            return LarimarMemoryOutput(prior=self.prior.detach().clone())
+        pinv_kwargs = {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
+        dtype = self.config.memory_torch_dtype
+        # One pseudo-inverse of the prior for all the episodes of this forward.
+        memory = memory_math.write(episodes, self.prior, noise_std=noise_std, dtype=dtype, **pinv_kwargs)
+        if queries is None:
+            return LarimarMemoryOutput(memory=memory)
+        w_logvar = self._read_logvar(memory)
+        read_latents, read_weights = memory_math.read(
+            queries,
+            memory,
+            w_logvar=w_logvar if sample else None,
+            iterations=self.config.read_iterations,
+            dtype=dtype,
+            return_addresses=True,
+            **pinv_kwargs,
+        )
+        return LarimarMemoryOutput(
+            memory=memory, read_latents=read_latents, read_weights=read_weights, read_logvar=w_logvar
         )
 
-    def read_logvar(self, memory: torch.Tensor) -> torch.Tensor:
+    def _read_logvar(self, memory: torch.Tensor) -> torch.Tensor:
         """Log-variance of the read weights for memories `[B, K, C]`, broadcastable to `[B, N, K]`."""
         if isinstance(self.w_logvar, nn.Linear):
             flat = memory.reshape(memory.shape[0], -1).to(self.w_logvar.weight.dtype)
             return self.w_logvar(flat).unsqueeze(1)
         return self.w_logvar.view(1, 1, -1)
-
-    def read(self, q: torch.Tensor, memory: torch.Tensor, sample: bool = False):
-        """Read memories `[B, K, C]` with queries `[B, N, C]`; returns the read-out, the mean weights and their
-        log-variance."""
-        w_logvar = self.read_logvar(memory)
-        z, w_mean = memory_math.read(
-            q,
-            memory,
-            w_logvar=w_logvar if sample else None,
-            iterations=self.config.read_iterations,
-            dtype=self.config.memory_torch_dtype,
-            return_addresses=True,
-            **self._pinv_kwargs(),
-        )
-        return z, w_mean, w_logvar
 
 
 def _decoder_geometry(config) -> tuple[int, int, int]:
@@ -246,8 +326,12 @@ class LarimarPreTrainedModel(PreTrainedModel):
     # Larimar's own layers stay in float32 (and unquantized) whatever the dtype or quantization of the encoder and
     # the decoder: the memory math is sensitive to rounding.
     _keep_in_fp32_modules = ["latent_projection", "prefix_projection", "embedding_projection", "memory"]
+    # (`_keep_in_fp32_modules` alone only applies to float16; the strict list applies to bfloat16 as well.)
+    _keep_in_fp32_modules_strict = _keep_in_fp32_modules
     # The loss is averaged inside `forward`; let `Trainer` scale it for gradient accumulation.
     accepts_loss_kwargs = False
+    # The encoder's pooler is dropped unless `pooling="pooler"` (see `_drop_unused_pooler`).
+    _keys_to_ignore_on_load_unexpected = [r"encoder\.pooler\."]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -323,18 +407,31 @@ class LarimarPreTrainedModel(PreTrainedModel):
             model.train(was_training)
         return z.float()
 
+    def _encode_items(self, texts, processor, encoder_input_ids, encoder_attention_mask):
+        """Latents of the items to write or forget, and each item's encoder tokens (padding removed)."""
+        encoder_input_ids, encoder_attention_mask = self._encoder_inputs(
+            texts, processor, encoder_input_ids, encoder_attention_mask
+        )
+        z = self.encode_texts(encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask)
+        mask = encoder_attention_mask if encoder_attention_mask is not None else torch.ones_like(encoder_input_ids)
+        tokens = [tuple(row[keep.bool()].tolist()) for row, keep in zip(encoder_input_ids.cpu(), mask.cpu())]
+        return z, tokens
+
     def reset_memory(self) -> None:
         """Forget everything written: the memory becomes empty and every query reads a zero latent."""
         self._larimar()._memory_state = None
 
     def _new_state(self) -> EpisodicMemoryState:
         config = self.config
-        dtype = config.memory_torch_dtype
+        # Always float64, whatever `memory_dtype`: the recursive least-squares state accumulates every write and
+        # forget, and its precision matrix `λI + WᵀW` has a condition number ~1/λ (1e8 for λ = 1e-8), beyond float32.
+        # One K x K solve per write costs little even where float64 is slow.
+        dtype = torch.float64
         model = self._larimar()
         memory, precision = memory_math.ridge_memory(
             1, config.memory_size, config.latent_size, config.memory_ridge, dtype=dtype, device=self.device
         )
-        reference = model.memory.prior.detach().to(dtype).clone()
+        reference = model.memory().prior.to(dtype)
         latents = torch.zeros(0, config.latent_size, dtype=torch.float32, device=self.device)
         return EpisodicMemoryState(memory[0], precision[0], reference, latents, config.memory_ridge)
 
@@ -352,9 +449,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         Returns:
             `int`: the number of items the memory holds.
         """
-        z = self.encode_texts(
-            texts, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-        )
+        z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
         model = self._larimar()
         state = model._memory_state or self._new_state()
         state = state.to(self.device)
@@ -364,6 +459,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         )
         state.memory, state.precision = memory[0], precision[0]
         state.latents = torch.cat([state.latents, z], 0)
+        state.tokens = state.tokens + tokens
         model._memory_state = state
         if state.size > self.memory_capacity:
             warnings.warn(
@@ -378,39 +474,42 @@ class LarimarPreTrainedModel(PreTrainedModel):
     def forget_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
         """Forget texts written earlier with [`write_memory`] (a recursive least-squares step with weight -1).
 
-        Texts that were never written are skipped with a warning. Returns the number of items the memory holds.
+        Each text is found among the stored items by its encoder tokens, so the padding, batch and dtype it is
+        encoded with now do not matter, and the latent stored when it was written is removed, which undoes that
+        write exactly. (Items restored from a memory file without tokens are matched by their nearest latent.)
+        Texts that are not in the memory are named in a warning and skipped. Returns the number of items the memory
+        holds.
         """
-        z = self.encode_texts(
-            texts, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-        )
+        z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
         model = self._larimar()
         state = model._memory_state
         if state is None or state.size == 0:
             warnings.warn("The Larimar memory is empty: there is nothing to forget.", stacklevel=2)
             return 0
         state = state.to(self.device)
-        remaining = state.latents
-        found = []
-        for i, latent in enumerate(z):
-            match = torch.isclose(remaining, latent, rtol=1e-4, atol=1e-5).all(-1).nonzero()
-            if len(match) == 0:
-                continue
-            found.append(i)
-            keep = torch.ones(remaining.shape[0], dtype=torch.bool, device=remaining.device)
-            keep[match[0, 0]] = False
-            remaining = remaining[keep]
-        if len(found) < z.shape[0]:
+        found = state.find(z, tokens, rtol=_latent_match_rtol(self._larimar().encoder))
+        missing = [i for i, index in enumerate(found) if index is None]
+        if missing:
+            if texts is None:
+                names = [f"encoder_input_ids[{i}]" for i in missing]
+            else:
+                items = [texts] if isinstance(texts, str) else list(texts)
+                names = [repr(items[i]) for i in missing]
             warnings.warn(
-                f"{z.shape[0] - len(found)} of the {z.shape[0]} texts to forget were not in the memory; skipped them.",
+                f"{len(missing)} of the {len(found)} items to forget are not in the memory and were skipped: "
+                f"{', '.join(names)}.",
                 stacklevel=2,
             )
-        if found:
-            z_found = z[found][None]
-            keys = state.keys(z_found)
+        indices = [index for index in found if index is not None]
+        if indices:
+            z_found = state.latents[indices][None]  # exactly what was written
             memory, precision = memory_math.sequential_write(
-                z_found, keys, state.memory[None], state.precision[None], alpha=-1.0
+                z_found, state.keys(z_found), state.memory[None], state.precision[None], alpha=-1.0
             )
-            state.memory, state.precision, state.latents = memory[0], precision[0], remaining
+            keep = [i for i in range(state.size) if i not in set(indices)]
+            state.memory, state.precision = memory[0], precision[0]
+            state.latents = state.latents[keep]
+            state.tokens = [state.tokens[i] for i in keep]
         model._memory_state = state
         return state.size
 
@@ -477,7 +576,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         found = memory_math.hierarchical_read(
             chunks[None],
             q[None],
-            model.memory.prior.detach().float(),
+            model.memory().prior.float(),
             episode_size,
             write_fn=lambda z, m0: memory_math.write(z, m0, dtype=self.config.memory_torch_dtype),
             read_fn=lambda q_, m: memory_math.read(q_, m, dtype=self.config.memory_torch_dtype),
@@ -571,6 +670,9 @@ class LarimarPreTrainedModel(PreTrainedModel):
             return
         from ..serialization import save_tensors
 
+        # Each item's encoder tokens (for forget_memory), concatenated; length -1 marks an item stored without them.
+        lengths = [len(t) if t is not None else -1 for t in state.tokens]
+        flat = [token for t in state.tokens if t is not None for token in t]
         save_tensors(
             target,
             {
@@ -578,6 +680,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 "precision": state.precision,
                 "reference": state.reference,
                 "latents": state.latents,
+                "item_lengths": torch.tensor(lengths, dtype=torch.long),
+                "item_tokens": torch.tensor(flat, dtype=torch.long),
             },
             metadata={
                 "format": MEMORY_FORMAT,
@@ -613,6 +717,12 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 f"The memory in {path} was written by a model with {found}, but this model has {expected}: "
                 "it belongs to another configuration."
             )
+        tokens = []
+        if "item_lengths" in tensors:  # files written before hf-ext stored tokens have none
+            flat, start = tensors["item_tokens"].tolist(), 0
+            for length in tensors["item_lengths"].tolist():
+                tokens.append(tuple(flat[start : start + length]) if length >= 0 else None)
+                start += max(length, 0)
         device = self.device
         self._larimar()._memory_state = EpisodicMemoryState(
             tensors["memory"].to(device),
@@ -620,6 +730,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
             tensors["reference"].to(device),
             tensors["latents"].to(device),
             float(metadata.get("ridge", self.config.memory_ridge)),
+            tokens=tokens,
         )
 
 
@@ -643,6 +754,26 @@ def _find_memory_file(name_or_path, kwargs) -> str | None:
         return None
 
 
+def _drop_unused_pooler(encoder: nn.Module) -> None:
+    """With `pooling="cls"` or `"mean"` the encoder's pooler is never run: its parameters would get no gradient, an
+    error under DDP ("Expected to have finished reduction ...") and wasted optimizer state otherwise. Encoders that
+    build it optionally (`add_pooling_layer`, as BERT) lose it; others keep it, frozen."""
+    pooler = getattr(encoder, "pooler", None)
+    if not isinstance(pooler, nn.Module):
+        return
+    if "add_pooling_layer" in inspect.signature(type(encoder).__init__).parameters:
+        encoder.pooler = None
+    else:
+        pooler.requires_grad_(False)
+
+
+def _latent_match_rtol(encoder: nn.Module) -> float:
+    """How far (relative distance) a new encoding of a stored text may be from the stored latent: rounding in the
+    encoder's dtype, amplified through its layers, with another padding or batch composition."""
+    dtype = next(encoder.parameters()).dtype
+    return 1e-3 if dtype in (torch.float32, torch.float64) else 0.1
+
+
 def _to_device(tensor, device):
     return tensor.to(device) if tensor is not None else None
 
@@ -663,6 +794,8 @@ class LarimarModel(LarimarPreTrainedModel):
         self.decoder = decoder if decoder is not None else AutoModel.from_config(config.decoder)
         _check_submodel("encoder", self.encoder, config.encoder)
         _check_submodel("decoder", self.decoder, config.decoder)
+        if config.pooling != "pooler":
+            _drop_unused_pooler(self.encoder)
         # The sub-models share the composite config's sub-configs, so that later changes stay in sync.
         self.config.encoder._attn_implementation = self.encoder.config._attn_implementation
         self.config.decoder._attn_implementation = self.decoder.config._attn_implementation
@@ -1087,16 +1220,19 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         model = self.model
         z = model.encode(encoder_input_ids, encoder_attention_mask)
         z_episodes = z.view(episodes, episode_size, -1)
-        noise = config.write_noise_std if self.training else 0.0
-        memory = model.memory.write(z_episodes, noise_std=noise)
-        sample = self.training and not config.deterministic_read
         queries = z_episodes
         if query_input_ids is not None:
             q = model.encode(query_input_ids, query_attention_mask).view(episodes, episode_size, -1)
             queries = torch.cat([z_episodes, q], 1)  # one pseudo-inverse of the memory for both reads
-        read_out, w_mean, w_logvar = model.memory.read(queries, memory, sample=sample)
-        z_read, w_mean = read_out[:, :episode_size], w_mean[:, :episode_size]
-        kl = memory_math.w_kl(w_mean, w_logvar.to(w_mean.dtype)).mean()
+        read = model.memory(
+            z_episodes,
+            queries,
+            noise_std=config.write_noise_std if self.training else 0.0,
+            sample=self.training and not config.deterministic_read,
+        )
+        read_out = read.read_latents
+        z_read, w_mean = read_out[:, :episode_size], read.read_weights[:, :episode_size]
+        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype)).mean()
 
         streams = {"reconstruction": z_read.reshape(items, -1), "autoencoder": z, "no_memory": torch.zeros_like(z)}
         if query_input_ids is not None:
@@ -1171,6 +1307,20 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
         )
+
+    def _prepare_cache_for_generation(
+        self, generation_config, model_kwargs, generation_mode, batch_size: int, max_cache_length: int
+    ):
+        # The memory slot takes the first position of the cache: a cache of fixed size (static, or for
+        # `torch.compile`) needs one more position than the tokens.
+        return super()._prepare_cache_for_generation(
+            generation_config, model_kwargs, generation_mode, batch_size, max_cache_length + 1
+        )
+
+    def create_masks_for_generate(self, attention_mask=None, **kwargs):
+        """Keep the tokens' 2D padding mask with a compilable (static) cache: [`LarimarModel.decode`] adds the
+        memory slot to it, and the decoder builds its own 4D mask from the result, sized to its cache."""
+        return attention_mask
 
 
 def _check_submodel(name: str, module: nn.Module, config) -> None:

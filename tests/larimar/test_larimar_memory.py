@@ -170,6 +170,63 @@ def test_half_precision_inputs_compute_in_float32():
         mem.compute_dtype(z, dtype=torch.float16)
 
 
+# Half precision: the unit roundoff of bfloat16 / float16 (half their machine epsilon) bounds the relative error of
+# rounding the inputs; the memory math itself runs in float32 (~1e-6), so a read from half-precision inputs is within
+# that of float32's read of the unrounded inputs (read(write(z)) = z is linear in the rounding error of z).
+HALF_UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("autocast", [False, True], ids=["weights", "weights+autocast"])
+def test_half_precision_episode_writes_the_float32_memory(half, autocast):
+    # K = 512 slots, as in the paper: max(m, n) * eps(bfloat16) = 4 > 1 would drop every singular value.
+    g = torch.Generator().manual_seed(12)
+    z32 = torch.randn(2, 16, 256, generator=g)
+    q32 = z32 + 0.3 * torch.randn(2, 16, 256, generator=g)
+    prior32 = torch.eye(512, 256) + 0.05 * torch.randn(512, 256, generator=g)
+    z, q, prior = z32.to(half), q32.to(half), prior32.to(half)
+    with torch.autocast("cpu", dtype=half, enabled=autocast):
+        memory = mem.write(z, prior)
+        z_read = mem.read(z, memory)
+        q_read = mem.read(q, memory)
+    assert memory.dtype == z_read.dtype == torch.float32
+    assert memory.norm() > 0.5 * mem.write(z32, prior32).norm()
+    tolerance = HALF_UNIT_ROUNDOFF[half] + 1e-4
+    assert _rel(z_read, mem.read(z32, mem.write(z32, prior32))) < tolerance
+    # Reading with other queries is the projection onto the written rows, in half precision as in float32.
+    assert _rel(q_read, _projection(q32, z32)) < 4 * tolerance
+    # The enclosing autocast changes nothing: the memory math turns it off.
+    torch.testing.assert_close(memory, mem.write(z, prior), rtol=0, atol=0)
+
+
+def test_default_cutoff_never_exceeds_float32_precision():
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        assert mem.default_rtol((512, 768), dtype) == 768 * torch.finfo(torch.float32).eps
+    assert mem.default_rtol((512, 768), torch.float64) == 768 * torch.finfo(torch.float64).eps
+
+
+def test_a_shared_prior_is_inverted_once():
+    g = torch.Generator().manual_seed(13)
+    z = torch.randn(6, 8, 40, generator=g)
+    prior = torch.randn(64, 40, generator=g)
+    calls = []
+    original = torch.linalg.pinv
+
+    def counting_pinv(a, *args, **kwargs):
+        calls.append(tuple(a.shape))
+        return original(a, *args, **kwargs)
+
+    torch.linalg.pinv = counting_pinv
+    try:
+        memory = mem.write(z, prior)
+    finally:
+        torch.linalg.pinv = original
+    assert calls == [(64, 40), (6, 8, 64)]  # the prior once, then the six episodes' addresses
+    # The same memory as inverting the prior of every episode separately, or passing M0⁺ in.
+    torch.testing.assert_close(memory, mem.write(z, prior.expand(6, -1, -1)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(memory, mem.write(z, prior, prior_pinv=torch.linalg.pinv(prior)), rtol=0, atol=0)
+
+
 # Sequential writing and forgetting ------------------------------------------------------------------------------
 
 

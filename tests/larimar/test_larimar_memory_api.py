@@ -51,13 +51,58 @@ def test_forget_equals_never_having_written(larimar_factory, tiny_processor):
     assert _rel(model.memory_state.memory, fresh.memory_state.memory) < 1e-5
     forgotten = model.read_memory(FACTS[:2], processor=tiny_processor)
     assert _rel(forgotten, model.encode_texts(FACTS[:2], tiny_processor)) > 0.05
-    with pytest.warns(UserWarning, match="1 of the 1 texts to forget were not in the memory"):
+    with pytest.warns(UserWarning, match="1 of the 1 items to forget are not in the memory and were skipped: 'Never"):
         assert model.forget_memory(["Never written."], processor=tiny_processor) == 4
     model.reset_memory()
     assert model.memory_state is None
     assert torch.count_nonzero(model.read_memory(FACTS, processor=tiny_processor)) == 0
     with pytest.warns(UserWarning, match="memory is empty"):
         model.forget_memory(FACTS[:1], processor=tiny_processor)
+
+
+def _ridge_solution(state, ridge):
+    """argmin_M ||K M - Z||² + ridge ||M||² over the stored latents Z and their reference keys K, solved directly."""
+    latents = state.latents.double()
+    keys = latents @ torch.linalg.pinv(state.reference.double())
+    gram = keys.T @ keys + ridge * torch.eye(keys.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(gram, keys.T @ latents)
+
+
+@pytest.mark.parametrize("precision", ["bf16-autocast-write", "bf16-weights"])
+def test_forget_finds_items_whatever_their_encoding(precision, larimar_factory, tiny_processor):
+    model = larimar_factory("llama", latent_size=48, scope_threshold=None, memory_ridge=0.1)
+    if precision == "bf16-weights":
+        model.to(torch.bfloat16)
+    # Written as one batch of 6 (under bf16 autocast: e.g. from a Trainer with bf16=True) ...
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-autocast-write"):
+        model.write_memory(FACTS, processor=tiny_processor)
+    written = model.memory_state.latents.clone()
+    # ... and forgotten in another batch, in another order, with other padding (and without autocast).
+    forget = [FACTS[1], "Never written.", FACTS[0]]
+    if precision == "bf16-autocast-write":
+        again = model.encode_texts(forget, tiny_processor)[[2, 0]]
+        assert not torch.isclose(again, written[:2], rtol=1e-4, atol=1e-5).all()  # the old matching missed them
+    with pytest.warns(UserWarning, match=r"1 of the 3 items to forget are not in the memory .*: 'Never written.'"):
+        assert model.forget_memory(forget, processor=tiny_processor) == 4
+    state = model.memory_state
+    assert torch.equal(state.latents, written[2:])  # exactly the latents written for the others remain
+    assert _rel(state.memory, _ridge_solution(state, 0.1)) < 1e-5
+    # Forgetting is not repeated: both are gone now.
+    with pytest.warns(UserWarning, match=r"2 of the 2 items .*'The capital of France is Paris.'"):
+        assert model.forget_memory(FACTS[:2], processor=tiny_processor) == 4
+
+
+def test_items_without_tokens_are_matched_by_their_nearest_latent(larimar_factory, tiny_processor):
+    # As restored from a memory file written before the tokens were stored.
+    model = larimar_factory("gpt2", latent_size=48, scope_threshold=None, memory_ridge=0.1)
+    model.write_memory(FACTS, processor=tiny_processor)
+    model.memory_state.tokens = [None] * 6
+    written = model.memory_state.latents.clone()
+    assert model.forget_memory([FACTS[3], FACTS[0]], processor=tiny_processor) == 4
+    assert torch.equal(model.memory_state.latents, written[[1, 2, 4, 5]])
+    assert _rel(model.memory_state.memory, _ridge_solution(model.memory_state, 0.1)) < 1e-5
+    with pytest.warns(UserWarning, match="'Never written.'"):
+        model.forget_memory(["Never written."], processor=tiny_processor)
 
 
 def test_out_of_scope_queries_read_zero(larimar_factory, tiny_processor):
@@ -87,6 +132,7 @@ def test_memory_is_saved_and_restored(larimar_factory, tiny_processor, tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     for name in ("memory", "precision", "reference", "latents"):
         assert torch.equal(getattr(loaded.memory_state, name), getattr(model.memory_state, name)), name
+    assert loaded.memory_state.tokens == model.memory_state.tokens and None not in loaded.memory_state.tokens
     torch.testing.assert_close(
         loaded.read_memory(FACTS[:2], processor=tiny_processor), model.read_memory(FACTS[:2], processor=tiny_processor)
     )

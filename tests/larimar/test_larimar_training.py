@@ -133,6 +133,26 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(family, larima
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
+def test_every_trainable_parameter_gets_a_gradient(pooling, larimar_factory, tiny_processor, tmp_path):
+    # A trainable parameter without a gradient is an error under DDP (the default find_unused_parameters=False).
+    model = larimar_factory("gpt2", pooling=pooling).train()
+    model(**_batch(tiny_processor)).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    has_pooler = any(".pooler." in n for n, _ in model.named_parameters())
+    assert has_pooler == (pooling == "pooler")
+    if pooling == "pooler":
+        # A checkpoint with the pooler loads into a mean-pooling model: every other weight is restored.
+        model.save_pretrained(tmp_path)
+        reloaded = type(model).from_pretrained(tmp_path, pooling="mean")
+        saved = {n: p for n, p in model.state_dict().items() if ".pooler." not in n}
+        restored = reloaded.state_dict()
+        assert restored.keys() == saved.keys()
+        for name, value in saved.items():
+            assert torch.equal(restored[name], value), name
+
+
 def test_lora_on_the_decoder(larimar_factory, tiny_processor):
     from peft import LoraConfig, get_peft_model
 
