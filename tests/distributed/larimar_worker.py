@@ -23,7 +23,7 @@ LEARNING_RATE = 0.05
 def episodes(processor):
     """Two episodes of facts whose answers have the same number of target tokens in every item, so that each
     rank's mean loss over its tokens averages to the mean over all tokens (what one process computes)."""
-    from hf_ext.larimar.facts import evaluation_facts
+    from hf_ext.testing.larimar import evaluation_facts
 
     facts = evaluation_facts(64, seed=3)
     counts = [int((processor.episode([f.text])["labels"] != -100).sum()) for f in facts]

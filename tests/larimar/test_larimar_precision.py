@@ -10,8 +10,8 @@ memory math itself runs in float32 (before issue 15 a bf16 episode wrote a memor
 import pytest
 import torch
 
-from hf_ext.larimar.facts import evaluation_facts
 from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+from hf_ext.testing.larimar import evaluation_facts
 
 
 FACTS = [f.as_dict() for f in evaluation_facts(8, seed=5)]
