@@ -44,6 +44,21 @@ def _adapter_gradients(model) -> tuple[int, int]:
     return good, len(grads)
 
 
+def _train_then_backward_once(trainer, batch_size: int = 8):
+    """Train; then one more loss on the first rows, backward: `(logged losses, that loss, adapter tensors with a
+    non-zero gradient, adapter tensors)`."""
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    rows = [trainer.train_dataset[i] for i in range(batch_size)]
+    batch = trainer._prepare_inputs(trainer.data_collator(rows))
+    trainer.model.train()
+    trainer.model.zero_grad(set_to_none=True)
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return (losses, loss, *_adapter_gradients(trainer.model))
+
+
 def _4bit(path, **kwargs):
     from hf_ext.quantization import load_quantized
 
@@ -165,15 +180,7 @@ def check_aot(work: Path) -> tuple[bool, str]:
         processing_class=AutoTokenizer.from_pretrained(path),
         peft_config=_lora(task_type="CAUSAL_LM"),
     )
-    trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
-    trainer.model.train()
-    trainer.model.zero_grad(set_to_none=True)
-    with trainer.compute_loss_context_manager():
-        loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    good, total = _adapter_gradients(trainer.model)
+    losses, loss, good, total = _train_then_backward_once(trainer)
     ok = losses and all(torch.isfinite(torch.tensor(losses))) and torch.isfinite(loss) and good == total > 0
     return bool(
         ok
@@ -207,15 +214,7 @@ def check_seal(work: Path) -> tuple[bool, str]:
             safe_dataset=safe,
             peft_config=_lora(task_type="CAUSAL_LM"),
         )
-        trainer.train()
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
-        trainer.model.train()
-        trainer.model.zero_grad(set_to_none=True)
-        with trainer.compute_loss_context_manager():
-            loss = trainer.compute_loss(trainer.model, batch)
-        loss.backward()
-        good, total = _adapter_gradients(trainer.model)
+        losses, _, good, total = _train_then_backward_once(trainer)
         ok &= bool(losses) and bool(torch.isfinite(torch.tensor(losses)).all()) and good == total > 0
         ok &= bool(torch.isfinite(trainer.ranker_logits).all())
         results.append(

@@ -57,9 +57,6 @@ def lazy_package(
             importing the package raises [`MissingExtraError`] naming the extra to install.
     """
     names = {name: module for module, module_names in import_structure.items() for name in module_names}
-    duplicates = sorted({n for n in names if sum(n in v for v in import_structure.values()) > 1})
-    if duplicates:
-        raise RuntimeError(f"{package}: public names listed under two submodules: {duplicates}")
     public = sorted(names)
     missing = [module for module in requires if not _importable(module)]
     if missing:

@@ -15,10 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hf_ext._validation import check_range
-from hf_ext.scripts.utils import CommandError, dataclass_parser, load_causal_lm, parse_dataclasses, run_command
+from hf_ext.scripts.utils import (
+    CommandError,
+    dataclass_parser,
+    load_causal_lm,
+    parse_dataclasses,
+    read_lines,
+    run_command,
+)
 
 
-__all__ = ["HELP", "SASAFitConfig", "fit", "main", "make_parser", "read_lines"]
+__all__ = ["HELP", "SASAFitConfig", "fit", "main", "make_parser"]
 
 NAME = "sasa-fit"
 HELP = "fit a SASA probe on desired / undesired texts"
@@ -163,19 +170,6 @@ class SASAFitConfig:
     @property
     def shrinkage_value(self) -> float | str:
         return "auto" if self.shrinkage == "auto" else float(self.shrinkage)
-
-
-def read_lines(path: str, what: str) -> list[str]:
-    from pathlib import Path
-
-    file = Path(path)
-    if not file.is_file():
-        raise CommandError(f"{what}={path!r} does not exist.")
-    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        raise CommandError(f"{what}={path!r} has no non-empty line.")
-    return lines
 
 
 def _labelled_texts(config) -> tuple[list[str], list[str]]:

@@ -12,8 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hf_ext._validation import check_range
-from hf_ext.scripts.sasa_fit import read_lines
-from hf_ext.scripts.utils import CommandError, dataclass_parser, load_causal_lm, parse_dataclasses, run_command
+from hf_ext.scripts.utils import (
+    CommandError,
+    dataclass_parser,
+    load_causal_lm,
+    parse_dataclasses,
+    read_lines,
+    run_command,
+)
 
 
 __all__ = ["HELP", "SASAGenerateConfig", "generate", "main", "make_parser"]

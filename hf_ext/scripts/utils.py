@@ -22,6 +22,7 @@ __all__ = [
     "load_any_dataset",
     "load_causal_lm",
     "parse_dataclasses",
+    "read_lines",
     "run_command",
 ]
 
@@ -142,9 +143,9 @@ def load_any_dataset(name: str, config: str | None = None, split: str | None = N
     """A dataset by fixture id (built offline), local folder (`save_to_disk`), local data file, or Hub id."""
     import datasets
 
-    from hf_ext.testing import PREFIX, load_fixture_dataset
+    from hf_ext.testing import TESTING_PREFIX, load_fixture_dataset
 
-    if name.startswith(PREFIX):
+    if name.startswith(TESTING_PREFIX):
         try:
             dataset = load_fixture_dataset(name)
         except ValueError as error:
@@ -162,3 +163,16 @@ def load_any_dataset(name: str, config: str | None = None, split: str | None = N
             raise CommandError(f"cannot read {name}: expected a .json, .jsonl, .parquet or .csv file")
         return datasets.load_dataset(builder, data_files=str(path), split=split)
     return datasets.load_dataset(name, config, split=split)
+
+
+def read_lines(path: str, what: str) -> list[str]:
+    """The non-empty lines of a text file a command was given as option `what` (stripped); a missing or empty file is
+    a [`CommandError`]."""
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{what}={path!r} does not exist.")
+    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise CommandError(f"{what}={path!r} has no non-empty line.")
+    return lines

@@ -25,6 +25,7 @@ import os
 
 from hf_ext._imports import lazy_package
 from hf_ext._validation import check_range
+from hf_ext.testing.models import TESTING_PREFIX
 
 
 _import_structure = {
@@ -53,8 +54,6 @@ __all__ = [
     "resolve_model_name_or_path",
 ]
 
-PREFIX = "hf-ext-testing/"
-
 
 def _task_models() -> dict[str, object]:
     """Fixture model name -> a function building it (on first use) and returning its folder."""
@@ -73,7 +72,7 @@ def fixture_model_names() -> list[str]:
     """Every model fixture id [`resolve_model_name_or_path`] knows, sorted."""
     from hf_ext.testing.models import TINY_MODELS
 
-    return sorted(PREFIX + name for name in [*TINY_MODELS, *_task_models()])
+    return sorted(TESTING_PREFIX + name for name in [*TINY_MODELS, *_task_models()])
 
 
 def resolve_model_name_or_path(name_or_path: str | os.PathLike) -> str:
@@ -85,9 +84,9 @@ def resolve_model_name_or_path(name_or_path: str | os.PathLike) -> str:
     from hf_ext.testing.models import TINY_MODELS, tiny_model_dir
 
     name_or_path = str(name_or_path)
-    if not name_or_path.startswith(PREFIX):
+    if not name_or_path.startswith(TESTING_PREFIX):
         return name_or_path
-    name = name_or_path[len(PREFIX) :]
+    name = name_or_path[len(TESTING_PREFIX) :]
     if name in TINY_MODELS:
         return str(tiny_model_dir(name))
     builders = _task_models()
@@ -125,11 +124,11 @@ def load_fixture_dataset(
 
     if name not in FIXTURE_DATASETS:
         raise ValueError(f"Unknown fixture dataset {name!r}; expected one of {list(FIXTURE_DATASETS)}.")
-    if name == PREFIX + "larimar-facts":
+    if name == TESTING_PREFIX + "larimar-facts":
         from hf_ext.testing.larimar import fact_dataset
 
         return DatasetDict({"train": fact_dataset(size, episode_size, seed=seed)})
-    if name.startswith(PREFIX + "synthetic-"):
+    if name.startswith(TESTING_PREFIX + "synthetic-"):
         from hf_ext.testing.aot import synthetic_preference_dataset
 
         check_range("size", size, ge=1, integer=True)
@@ -153,6 +152,6 @@ def resolve_fixture_ids(config):
         return {key: resolve_fixture_ids(value) for key, value in config.items()}
     if isinstance(config, list):
         return [resolve_fixture_ids(value) for value in config]
-    if isinstance(config, str) and PREFIX in config:
+    if isinstance(config, str) and TESTING_PREFIX in config:
         return "+".join(resolve_model_name_or_path(part) for part in config.split("+"))
     return config

@@ -1,14 +1,10 @@
 """Global sort under DDP: two CPU processes on gloo give the loss and gradients of one process on the whole batch."""
 
-import importlib.util
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_launch import load_worker, run_two_processes
 
 from hf_ext.serialization import load_tensors
 
@@ -16,41 +12,12 @@ from hf_ext.serialization import load_tensors
 WORKER = Path(__file__).with_name("aot_ddp_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker_module():
-    spec = importlib.util.spec_from_file_location("aot_ddp_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_on_the_concatenated_batch(tmp_path, tiny_llama_path):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",  # torchrun: `accelerate launch --cpu` starts a single process without MPI
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(WORKER),
-        str(tiny_llama_path),
-        str(tmp_path / "ddp"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    run_two_processes(WORKER, tiny_llama_path, tmp_path / "ddp", timeout=300)
 
-    worker = _worker_module()
+    worker = load_worker(WORKER)
     for variant in ("paired", "unpaired"):
         worker.run(tiny_llama_path, tmp_path / "single", variant, world_size=1, sorts=(True,))
         single = load_tensors(tmp_path / "single" / f"{variant}-global-rank0.safetensors")

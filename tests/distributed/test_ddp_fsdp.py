@@ -12,14 +12,11 @@ share, a missing reduction or a rank using other reference log-probabilities mak
 in tests/aot/test_aot_distributed.py, by the precomputed == live check and by the adapter check below).
 """
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_launch import run_two_processes
 
 from hf_ext.serialization import load_tensors
 
@@ -28,29 +25,8 @@ HERE = Path(__file__).parent
 ATOL, RTOL = 1e-6, 1e-5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def torchrun(script, *args):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(HERE / script),
-        *map(str, args),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    run_two_processes(HERE / script, *args)
 
 
 def assert_gradients_equal(got, expected, context):

@@ -1,38 +1,19 @@
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_launch import run_two_processes
 
 
 HERE = Path(__file__).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_process_ddp_matches_a_single_process_run(aligned_path, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(HERE / "seal_ddp_worker.py"),
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_two_processes(HERE / "seal_ddp_worker.py", tmp_path, timeout=300, pythonpath=HERE)
 
     sys.path.insert(0, str(HERE))
     try:
