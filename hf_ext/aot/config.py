@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from trl import DPOConfig
+
+from hf_ext._validation import check_range
 
 from .._compat import adopt_activation_checkpointing
 from .losses import COSTS
@@ -145,23 +146,12 @@ class AOTConfig(DPOConfig):
             )
         if self.aot_cost not in COSTS:
             raise ValueError(f"aot_cost={self.aot_cost!r} is not supported; expected one of {list(COSTS)}.")
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
-            raise ValueError(
-                f"beta={self.beta!r} is out of range; expected a finite number > 0 (AOT's default: 0.01)."
-            )
-        if not math.isfinite(self.aot_margin):
-            raise ValueError(f"aot_margin={self.aot_margin!r} is out of range; expected a finite number.")
-        if self.aot_soft_sort_temperature is not None and not (
-            math.isfinite(self.aot_soft_sort_temperature) and self.aot_soft_sort_temperature > 0
-        ):
-            raise ValueError(
-                f"aot_soft_sort_temperature={self.aot_soft_sort_temperature!r} is out of range; expected None (hard "
-                "sort) or a finite number > 0."
-            )
-        if not 0.0 <= self.label_smoothing <= 0.5:
-            raise ValueError(
-                f"label_smoothing={self.label_smoothing!r} is out of range; expected a number in [0, 0.5]."
-            )
+        check_range("beta", self.beta, gt=0, hint="(AOT's default: 0.01)")
+        check_range("aot_margin", self.aot_margin)
+        check_range(
+            "aot_soft_sort_temperature", self.aot_soft_sort_temperature, gt=0, optional=True, hint="(None: hard sort)"
+        )
+        check_range("label_smoothing", self.label_smoothing, ge=0, le=0.5)
         if self.label_smoothing != 0.0 and self.aot_cost != "logistic":
             raise ValueError(
                 f"label_smoothing={self.label_smoothing!r} only applies to aot_cost='logistic', not "

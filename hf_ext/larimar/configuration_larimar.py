@@ -6,6 +6,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from hf_ext._validation import check_range
+
 
 __all__ = ["LarimarConfig"]
 
@@ -124,22 +126,17 @@ class LarimarConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        _check_positive_int("latent_size", self.latent_size)
-        _check_positive_int("memory_size", self.memory_size)
-        _check_positive_int("pinv_steps", self.pinv_steps)
-        _check_positive_int("read_iterations", self.read_iterations)
+        check_range("latent_size", self.latent_size, ge=1, integer=True)
+        check_range("memory_size", self.memory_size, ge=1, integer=True)
+        check_range("pinv_steps", self.pinv_steps, ge=1, integer=True)
+        check_range("read_iterations", self.read_iterations, ge=1, integer=True)
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("pinv_method", self.pinv_method, PINV_METHODS)
         _check_choice("memory_dtype", self.memory_dtype, MEMORY_DTYPES)
         _check_choice("w_logvar_mode", self.w_logvar_mode, W_LOGVAR_MODES)
-        if self.episode_size < 2:
-            raise ValueError(f"episode_size={self.episode_size} is out of range; expected an integer >= 2.")
-        if self.scope_threshold is not None and not 0 <= self.scope_threshold <= 2:
-            raise ValueError(
-                f"scope_threshold={self.scope_threshold} is out of range; expected a cosine distance in [0, 2] or None."
-            )
-        if not self.memory_ridge > 0:
-            raise ValueError(f"memory_ridge={self.memory_ridge} is out of range; expected a float > 0.")
+        check_range("episode_size", self.episode_size, ge=2, integer=True)
+        check_range("scope_threshold", self.scope_threshold, ge=0, le=2, optional=True, hint="(a cosine distance)")
+        check_range("memory_ridge", self.memory_ridge, gt=0)
         for name in (
             "write_noise_std",
             "kl_beta",
@@ -148,9 +145,7 @@ class LarimarConfig(PreTrainedConfig):
             "no_memory_weight",
             "query_weight",
         ):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"{name}={value} is out of range; expected a float >= 0.")
+            check_range(name, getattr(self, name), ge=0)
         if not hasattr(self.encoder, "hidden_size"):
             raise ValueError(f"The encoder config ({type(self.encoder).__name__}) has no hidden_size.")
         if getattr(self.decoder, "is_encoder_decoder", False):
@@ -163,11 +158,6 @@ class LarimarConfig(PreTrainedConfig):
         import torch
 
         return getattr(torch, self.memory_dtype)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} is out of range; expected an integer >= 1.")
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hf_ext._validation import check_range
+
 
 __all__ = [
     "LDAFit",
@@ -121,8 +123,8 @@ def fit_lda(
     if isinstance(shrinkage, str):
         if shrinkage != "auto":
             raise ValueError(f"shrinkage={shrinkage!r} is not supported; expected 'auto' or a float in [0, 1].")
-    elif not 0.0 <= float(shrinkage) <= 1.0:
-        raise ValueError(f"shrinkage={shrinkage!r} is out of range; expected 'auto' or a float in [0, 1].")
+    else:
+        check_range("shrinkage", shrinkage, ge=0, le=1, hint="(or 'auto')")
 
     mean_d, mean_u = xd.mean(0), xu.mean(0)
     diff = mean_d - mean_u

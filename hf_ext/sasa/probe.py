@@ -22,6 +22,8 @@ from typing import ClassVar
 
 import torch
 
+from hf_ext._validation import check_range
+
 from ..hub import HubMixin, make_card
 from .hidden_states import causal_lm_of, decoder_body, hidden_states_at, model_signature, positions_from_mask
 from .lda import fit_lda, linear_margin, separability
@@ -361,10 +363,8 @@ class SASAProbe(HubMixin):
         """
         if not callable(judge):
             raise ValueError(f"judge must be a callable judge(texts, prompts) -> scores, got {type(judge).__name__}.")
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold={threshold!r} is out of range; expected a float in (0, 1].")
-        if not isinstance(min_prefix_words, int) or min_prefix_words < 1:
-            raise ValueError(f"min_prefix_words={min_prefix_words!r} is out of range; expected an integer >= 1.")
+        check_range("threshold", threshold, gt=0, le=1)
+        check_range("min_prefix_words", min_prefix_words, ge=1, integer=True)
         if texts is None and prompts is None:
             raise ValueError("Give texts (a corpus), prompts (to sample the model's own continuations), or both.")
         sampled_by_the_model = texts is None
@@ -465,12 +465,8 @@ class SASAProbe(HubMixin):
         num_desired = num_texts - num_undesired
         if num_texts < 3:
             raise ValueError("Need at least three labelled texts in total to estimate a covariance.")
-        if not isinstance(options["batch_size"], int) or options["batch_size"] < 1:
-            raise ValueError(f"batch_size={options['batch_size']!r} is out of range; expected an integer >= 1.")
-        if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(
-                f"validation_fraction={validation_fraction!r} is out of range; expected a float in (0, 1)."
-            )
+        check_range("batch_size", options["batch_size"], ge=1, integer=True)
+        check_range("validation_fraction", validation_fraction, gt=0, lt=1)
         signature = model_signature(model)
         num_layers = signature["num_hidden_layers"]
         if isinstance(layer, str) and layer != "auto":
@@ -714,8 +710,11 @@ def _held_out_split(undesired: list[bool], groups: list, fraction: float, seed: 
 
 
 def _check_layer(layer, num_hidden_layers: int) -> None:
-    if not isinstance(layer, int) or not -(num_hidden_layers + 1) <= layer <= num_hidden_layers:
-        raise ValueError(
-            f"layer={layer!r} is out of range; expected an integer in [{-(num_hidden_layers + 1)}, {num_hidden_layers}] "
-            f"(an index into the {num_hidden_layers + 1} hidden states of the model)."
-        )
+    check_range(
+        "layer",
+        layer,
+        ge=-(num_hidden_layers + 1),
+        le=num_hidden_layers,
+        integer=True,
+        hint=f"(an index into the {num_hidden_layers + 1} hidden states of the model)",
+    )

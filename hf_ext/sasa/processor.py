@@ -23,7 +23,6 @@ leading pad tokens of `input_ids` (left padding, as `generate` pads).
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 import weakref
 from contextlib import contextmanager
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor
+
+from hf_ext._validation import check_range
 
 from .._compat import model_output_cache
 from .forward import PrefixCache, candidate_hidden_states, is_rollback_cache
@@ -144,20 +145,13 @@ class SASALogitsProcessor(LogitsProcessor):
         use_generate_cache: bool = True,
         record_trace: bool = False,
     ):
-        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta < 0:
-            raise ValueError(f"beta={beta!r} is out of range; expected a finite float >= 0.")
-        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-            raise ValueError(f"top_p={top_p!r} is out of range; expected a float in (0, 1].")
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature={temperature!r} is out of range; expected a float > 0.")
-        if max_candidates is not None and (
-            not isinstance(max_candidates, int) or isinstance(max_candidates, bool) or max_candidates < 1
-        ):
-            raise ValueError(f"max_candidates={max_candidates!r} is out of range; expected an integer >= 1 or None.")
+        check_range("beta", beta, ge=0)
+        check_range("top_p", top_p, gt=0, le=1)
+        check_range("temperature", temperature, gt=0)
+        check_range("max_candidates", max_candidates, ge=1, integer=True, optional=True)
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={normalize!r} is not supported; expected one of {list(NORMALIZATIONS)}.")
-        if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
-            raise ValueError(f"min_tokens_to_keep={min_tokens_to_keep!r} is out of range; expected an integer >= 1.")
+        check_range("min_tokens_to_keep", min_tokens_to_keep, ge=1, integer=True)
         if not isinstance(probe, SASAProbe):
             raise ValueError(f"probe must be a SASAProbe, got {type(probe).__name__}.")
 

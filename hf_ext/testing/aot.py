@@ -156,8 +156,7 @@ def split_facts(
     """`(train, held_out)`: a seeded split of [`facts`] with `held_out` facts held out, spread over the categories
     in proportion to their sizes. Train and held-out facts share no subject within a category."""
     pool = facts(categories)
-    if not 0 < held_out < len(pool):
-        raise ValueError(f"held_out={held_out!r} is out of range; expected 1 to {len(pool) - 1}.")
+    check_range("held_out", held_out, ge=1, le=len(pool) - 1, integer=True)
     rng = random.Random(seed)
     shuffled = rng.sample(pool, len(pool))
     by_category: dict[str, list[Fact]] = {}

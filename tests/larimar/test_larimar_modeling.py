@@ -25,10 +25,14 @@ from hf_ext.larimar.modeling_larimar import LarimarForCausalLM, LarimarModel
         ("memory_dtype", "float16", "memory_dtype='float16' is not supported"),
         ("w_logvar_mode", "matrix", "w_logvar_mode='matrix' is not supported"),
         ("pooling", "max", "pooling='max' is not supported"),
-        ("scope_threshold", 2.5, "scope_threshold=2.5 is out of range; expected a cosine distance in \\[0, 2\\]"),
-        ("memory_ridge", 0.0, "memory_ridge=0.0 is out of range; expected a float > 0"),
+        (
+            "scope_threshold",
+            2.5,
+            "scope_threshold=2.5 is out of range; expected a number in \\[0, 2\\] or None \\(a cosine distance\\)",
+        ),
+        ("memory_ridge", 0.0, "memory_ridge=0.0 is out of range; expected a number > 0"),
         ("episode_size", 1, "episode_size=1 is out of range; expected an integer >= 2"),
-        ("kl_beta", -1.0, "kl_beta=-1.0 is out of range; expected a float >= 0"),
+        ("kl_beta", -1.0, "kl_beta=-1.0 is out of range; expected a number >= 0"),
         ("query_weight", -0.5, "query_weight=-0.5 is out of range"),
     ],
 )

@@ -332,9 +332,9 @@ def test_peft_model(tiny_llama_path, probe, batch):
 
 def test_bad_input_fails_at_construction(llama, probe, tiny_llama_path, tiny_bert_path):
     for kwargs, message in [
-        ({"beta": -1.0}, r"beta=-1.0 is out of range; expected a finite float >= 0"),
+        ({"beta": -1.0}, r"beta=-1.0 is out of range; expected a number >= 0"),
         ({"beta": float("nan")}, r"beta=nan is out of range"),
-        ({"top_p": 0.0}, r"top_p=0.0 is out of range; expected a float in \(0, 1\]"),
+        ({"top_p": 0.0}, r"top_p=0.0 is out of range; expected a number in \(0, 1\]"),
         ({"top_p": 1.5}, r"top_p=1.5 is out of range"),
         ({"temperature": 0}, r"temperature=0 is out of range"),
         ({"max_candidates": 0}, r"max_candidates=0 is out of range"),
