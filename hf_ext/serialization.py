@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
-__all__ = ["atomic_path", "load_json", "load_tensors", "save_json", "save_tensors", "write_text"]
+__all__ = [
+    "OutputExistsError",
+    "atomic_directory",
+    "atomic_path",
+    "check_output_directory",
+    "load_json",
+    "load_tensors",
+    "save_json",
+    "save_tensors",
+    "write_text",
+]
 
 
 @contextmanager
@@ -30,6 +41,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder of a run already holds files and replacing them was not asked for."""
+
+
+def check_output_directory(
+    path: str | os.PathLike, *, overwrite: bool = False, option: str = "overwrite=True"
+) -> Path:
+    """Check, before any work, that `path` can receive a run's output: absent, an empty folder, or (with `overwrite`)
+    a folder whose whole content the run will replace. An existing file, or a non-empty folder without `overwrite`,
+    is an error naming the path, a few of its files and `option` (the flag that allows replacing it)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"The output folder {path} is an existing file; expected a folder (or a new name).")
+    if path.is_dir() and not overwrite:
+        entries = sorted(p.name for p in path.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise OutputExistsError(
+                f"The output folder {path} already holds {len(entries)} entries ({shown}); a new run would leave "
+                f"them beside its own files. Choose a new folder, or pass {option} to replace the folder's content."
+            )
+    return path
+
+
+@contextmanager
+def atomic_directory(
+    path: str | os.PathLike, *, overwrite: bool = False, option: str = "overwrite=True"
+) -> Iterator[Path]:
+    """Yield a fresh staging folder next to `path`; when the block succeeds, it becomes `path` in one rename.
+
+    All or nothing: a block that raises leaves `path` as it was, and no file of an earlier run survives beside the
+    new ones (the previous folder is replaced as a whole, which needs `overwrite` when it is not empty; see
+    [`check_output_directory`], called first so the error comes before any work).
+    """
+    path = check_output_directory(path, overwrite=overwrite, option=option)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staging
+        previous = None
+        if path.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, previous / path.name)
+        os.replace(staging, path)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
