@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 
-__all__ = ["DECODER_LORA_TARGETS", "answer", "exact_match_recall", "lora_edit"]
+__all__ = [
+    "DECODER_LORA_TARGETS",
+    "answer",
+    "evaluate_counterfact",
+    "exact_match_recall",
+    "lora_edit",
+    "target_scores",
+]
 
 
 @torch.no_grad()
@@ -114,3 +121,150 @@ def lora_edit(
         "reached": recall >= target_recall,
         "recall_curve": curve,
     }
+
+
+@torch.no_grad()
+def target_scores(
+    model,
+    processor,
+    prompts: list[str],
+    targets: list[str],
+    *,
+    read_memory: bool = True,
+    batch_size: int = 32,
+) -> tuple[list[float], list[bool]]:
+    """Per (prompt, target): the log-probability of the target's tokens after the prompt (teacher-forced, the
+    decoder's BOS first) and whether each of them is the arg-max next token (the greedy answer starts with the
+    target).
+
+    `model` is a [`LarimarForCausalLM`] conditioned on what the prompt reads from its episodic memory (scope detection
+    included; a zero latent when `read_memory=False` or the memory is empty), or any plain causal LM.
+    """
+    from .modeling_larimar import LarimarForCausalLM
+
+    if len(prompts) != len(targets):
+        raise ValueError(f"Got {len(prompts)} prompts but {len(targets)} targets; give one target per prompt.")
+    if not prompts:
+        raise ValueError("prompts is empty.")
+    log_probs, exact = [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk_prompts = prompts[start : start + batch_size]
+        chunk_targets = targets[start : start + batch_size]
+        full = processor._decoder_ids([f"{p} {t}" for p, t in zip(chunk_prompts, chunk_targets)], False, None)
+        heads = processor._decoder_ids(chunk_prompts, False, None)
+        for ids, head, prompt in zip(full, heads, chunk_prompts):
+            if ids[: len(head)] != head or len(ids) == len(head):
+                raise ValueError(
+                    f"The tokens of the prompt {prompt!r} are not a prefix of the prompt followed by its target."
+                )
+        input_ids, attention_mask = processor._pad(full, "right")
+        kwargs = {}
+        if isinstance(model, LarimarForCausalLM):
+            if read_memory:
+                latent = model.read_memory(chunk_prompts, processor=processor)
+            else:
+                latent = torch.zeros(len(chunk_prompts), model.config.latent_size, device=model.device)
+            kwargs["memory_latent"] = latent.to(model.device)
+        logits = model(
+            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), **kwargs
+        ).logits.float()
+        scores = logits.log_softmax(-1)
+        for row, (ids, head) in enumerate(zip(full, heads)):
+            positions = torch.arange(len(head), len(ids))
+            target_ids = torch.tensor(ids[len(head) :])
+            log_probs.append(float(scores[row, positions - 1, target_ids].sum()))
+            exact.append(bool((logits[row, positions - 1].argmax(-1).cpu() == target_ids).all()))
+    return log_probs, exact
+
+
+def _fraction(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def evaluate_counterfact(model, processor, records, *, write: bool = True, max_new_tokens: int = 4) -> dict:
+    """CounterFact-style scores of one-shot memory edits: efficacy, generalisation and locality.
+
+    `records` are [`~hf_ext.testing.larimar_natural.CounterFactRecord`]s (or any objects with `rewrite_prompt`,
+    `rewrite_text`, `target_true`, `target_new`, `paraphrase_prompts` and `neighbourhood_prompts`). The model's
+    current state is the *unedited* model; with `write=True` (the default) every rewrite is then written into its
+    episodic memory in one call (`write_memory`) and the memory is left that way; with `write=False` the caller has
+    written them already and only the unedited-model measurements of locality are skipped.
+
+    Each score is given two ways, as in the CounterFact literature:
+
+    - `*_exact`: the greedy answer starts with the new object (every target token is the arg-max, teacher-forced);
+    - `*_score`: ROME's "P(target_new) > P(target_true)" for rewrite and paraphrase prompts.
+
+    Locality (neighbourhood prompts: the same relation about other subjects) is measured against the unedited
+    model: `neighbourhood_exact` is the fraction of neighbourhood prompts whose greedy continuation
+    (`max_new_tokens` tokens) is unchanged by the edit, `neighbourhood_score` the fraction where
+    P(target_true) > P(target_new) holds after the edit exactly when it held before (CounterFact's neighbourhood
+    score compares the two targets; with invented subjects the unedited model's preference is the reference).
+    The `*_before` entries are the same measures on the unedited model.
+
+    Returns a dict of those fractions and `num_records`, `num_paraphrases`, `num_neighbourhood` and `per_record`
+    (one dict per record: the greedy answers and log-probabilities).
+    """
+    from .modeling_larimar import LarimarForCausalLM
+
+    records = list(records)
+    if not records:
+        raise ValueError("records is empty.")
+    if write and not isinstance(model, LarimarForCausalLM):
+        raise TypeError(f"write=True needs a LarimarForCausalLM to write the edits into; got {type(model).__name__}.")
+    groups = {
+        "rewrite": [(i, r.rewrite_prompt) for i, r in enumerate(records)],
+        "paraphrase": [(i, p) for i, r in enumerate(records) for p in r.paraphrase_prompts],
+        "neighbourhood": [(i, p) for i, r in enumerate(records) for p in r.neighbourhood_prompts],
+    }
+
+    def measure() -> dict:
+        result = {}
+        for name, items in groups.items():
+            if not items:
+                continue
+            prompts = [p for _, p in items]
+            new, exact = target_scores(model, processor, prompts, [records[i].target_new for i, _ in items])
+            true, _ = target_scores(model, processor, prompts, [records[i].target_true for i, _ in items])
+            result[name] = {"new": new, "true": true, "exact": exact}
+            if name == "neighbourhood":
+                result[name]["answers"] = answer(model, processor, prompts, max_new_tokens=max_new_tokens)
+        return result
+
+    before = measure() if write else None
+    if write:
+        model.write_memory([r.rewrite_text for r in records], processor=processor)
+    after = measure()
+
+    figures = {"num_records": len(records)}
+    for name in ("rewrite", "paraphrase"):
+        if name not in after:
+            continue
+        figures[f"{name}_exact"] = _fraction(after[name]["exact"])
+        figures[f"{name}_score"] = _fraction(n > t for n, t in zip(after[name]["new"], after[name]["true"]))
+        if before is not None:
+            figures[f"{name}_exact_before"] = _fraction(before[name]["exact"])
+            figures[f"{name}_score_before"] = _fraction(
+                n > t for n, t in zip(before[name]["new"], before[name]["true"])
+            )
+    figures["num_paraphrases"] = len(groups["paraphrase"])
+    figures["num_neighbourhood"] = len(groups["neighbourhood"])
+    if "neighbourhood" in after and before is not None:
+        a, b = after["neighbourhood"], before["neighbourhood"]
+        figures["neighbourhood_exact"] = _fraction(x == y for x, y in zip(a["answers"], b["answers"]))
+        figures["neighbourhood_score"] = _fraction(
+            (tn > nn) == (tb > nb) for tn, nn, tb, nb in zip(a["true"], a["new"], b["true"], b["new"])
+        )
+        figures["neighbourhood_new_exact"] = _fraction(a["exact"])
+        figures["neighbourhood_new_exact_before"] = _fraction(b["exact"])
+    per_record = []
+    for index, record in enumerate(records):
+        entry = {"rewrite_prompt": record.rewrite_prompt, "target_true": record.target_true}
+        entry["target_new"] = record.target_new
+        entry["rewrite_log_prob_new"] = after["rewrite"]["new"][index]
+        entry["rewrite_log_prob_true"] = after["rewrite"]["true"][index]
+        entry["rewrite_exact"] = after["rewrite"]["exact"][index]
+        per_record.append(entry)
+    figures["per_record"] = per_record
+    return figures

@@ -101,6 +101,7 @@ FIXTURE_DATASETS = (
     "hf-ext-testing/seal-planted-safe",
     "hf-ext-testing/seal-planted-finetune",
     "hf-ext-testing/larimar-facts",
+    "hf-ext-testing/larimar-natural-facts",
 )
 """The dataset fixture ids [`load_fixture_dataset`] builds."""
 
@@ -117,7 +118,7 @@ def load_fixture_dataset(
     """The `datasets.DatasetDict` of a dataset fixture id (one of [`FIXTURE_DATASETS`]).
 
     The preference sets (AOT's synthetic task) get `size` training rows and a held-out split with disjoint nouns;
-    the SEAL planted sets are one `train` split; the Larimar fact corpus is `size` episodes of `episode_size` facts
+    the SEAL planted sets are one `train` split; the Larimar fact corpora (template and natural) are `size` episodes of `episode_size` facts
     (one `train` split, in episode order).
     """
     from datasets import DatasetDict
@@ -128,6 +129,10 @@ def load_fixture_dataset(
         from hf_ext.testing.larimar import fact_dataset
 
         return DatasetDict({"train": fact_dataset(size, episode_size, seed=seed)})
+    if name == TESTING_PREFIX + "larimar-natural-facts":
+        from hf_ext.testing.larimar_natural import natural_fact_dataset
+
+        return DatasetDict({"train": natural_fact_dataset(size, episode_size, seed=seed)})
     if name.startswith(TESTING_PREFIX + "synthetic-"):
         from hf_ext.testing.aot import synthetic_preference_dataset
 

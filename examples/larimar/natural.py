@@ -1,0 +1,112 @@
+"""Measuring a real Larimar on natural facts and on ordinary text (issue 16's protocol).
+
+- CounterFact-style edits ([`hf_ext.larimar.evaluation.evaluate_counterfact`]) on the natural fact set
+  ([`hf_ext.testing.larimar_natural.counterfact_records`]): 32 rewrites written in one shot;
+- "the decoder stays itself": with an empty memory, the share of greedy answers to the general-knowledge prompts
+  shipped in `data/general_prompts.txt` that equal plain SmolLM2's, and the perplexity of the held-out text in
+  `data/heldout_text.txt` against SmolLM2's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+__all__ = ["general_prompts", "greedy_agreement", "heldout_text", "measure_natural", "perplexity"]
+
+DATA = Path(__file__).parent / "data"
+
+
+def general_prompts() -> list[str]:
+    """The general-knowledge prompts ("The capital of France is") the decoder must keep answering as SmolLM2 does."""
+    return [line for line in (DATA / "general_prompts.txt").read_text(encoding="utf-8").splitlines() if line]
+
+
+def heldout_text() -> list[str]:
+    """Held-out natural sentences (never in any training) for the perplexity check."""
+    return [line for line in (DATA / "heldout_text.txt").read_text(encoding="utf-8").splitlines() if line]
+
+
+@torch.no_grad()
+def _greedy(model, processor, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuations (decoder BOS + prompt, left-padded) of a Larimar (zero latent) or a plain causal LM."""
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+
+    tokenizer = processor.decoder_tokenizer
+    input_ids, attention_mask = processor._pad(processor._decoder_ids(prompts, False, None), "left")
+    kwargs = {}
+    if isinstance(model, LarimarForCausalLM):
+        kwargs["memory_latent"] = torch.zeros(len(prompts), model.config.latent_size)
+    generated = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **kwargs,
+    )
+    return [t.strip() for t in tokenizer.batch_decode(generated[:, input_ids.shape[1] :], skip_special_tokens=True)]
+
+
+def greedy_agreement(model, plain, processor, prompts: list[str], max_new_tokens: int = 8) -> dict:
+    """Share of `prompts` whose greedy continuation (`max_new_tokens` tokens) by the Larimar with an empty memory
+    equals the plain decoder's; with both lists of answers."""
+    ours = _greedy(model, processor, prompts, max_new_tokens)
+    theirs = _greedy(plain, processor, prompts, max_new_tokens)
+    return {"agreement": sum(a == b for a, b in zip(ours, theirs)) / len(prompts), "larimar": ours, "plain": theirs}
+
+
+@torch.no_grad()
+def perplexity(model, processor, texts: list[str]) -> float:
+    """Token-level perplexity of `texts` (each after the decoder's BOS, no EOS) under a Larimar with an empty memory
+    (zero latent) or a plain causal LM."""
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+
+    total, count = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([processor._decoder_ids([text], False, None)[0]])
+        kwargs = {}
+        if isinstance(model, LarimarForCausalLM):
+            kwargs["memory_latent"] = torch.zeros(1, model.config.latent_size)
+        logits = model(input_ids=ids, **kwargs).logits.float()
+        nll = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum")
+        total += float(nll)
+        count += ids.shape[1] - 1
+    return math.exp(total / count)
+
+
+def measure_natural(
+    model_dir, *, num_facts: int = 32, fact_seed: int = 1234, scope_threshold: float | None = None
+) -> dict:
+    """Every figure of the protocol for the Larimar saved in `model_dir` (against the SmolLM2 it was built from)."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_ext.larimar.evaluation import evaluate_counterfact
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.real_models import real_causal_lm_dir
+    from hf_ext.testing.larimar_natural import counterfact_records
+
+    model = LarimarForCausalLM.from_pretrained(model_dir).eval()
+    if scope_threshold is not None:
+        model.config.scope_threshold = scope_threshold
+    processor = LarimarProcessor.from_pretrained(model_dir)
+    plain = AutoModelForCausalLM.from_pretrained(real_causal_lm_dir()).eval()
+    model.reset_memory()
+    agreement = greedy_agreement(model, plain, processor, general_prompts())
+    texts = heldout_text()
+    ppl_larimar, ppl_plain = perplexity(model, processor, texts), perplexity(plain, processor, texts)
+    counterfact = evaluate_counterfact(model, processor, counterfact_records(num_facts, seed=fact_seed))
+    model.reset_memory()
+    return {
+        "counterfact": counterfact,
+        "agreement": agreement["agreement"],
+        "agreement_answers": agreement,
+        "perplexity": ppl_larimar,
+        "perplexity_plain": ppl_plain,
+        "perplexity_ratio": ppl_larimar / ppl_plain,
+    }
