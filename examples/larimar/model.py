@@ -50,6 +50,9 @@ from hf_ext.caching import hash_recipe
 __all__ = ["RealLarimarRecipe", "build_real_larimar", "real_larimar_dir", "train_real_larimar"]
 
 _RECIPE_VERSION = 1  # bump when the recipe, the fact corpus or the model code changes what is trained
+CORPORA = ("template", "natural")
+"""Training corpora: the synthetic template of [`hf_ext.testing.larimar`] or the natural facts of
+[`hf_ext.testing.larimar_natural`]."""
 LORA_TARGETS = r".*decoder.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
@@ -68,6 +71,8 @@ class RealLarimarRecipe:
     answer_only: bool = True
     scope_threshold: float | None = None
     seed: int = 0
+    corpus: str = "template"
+    decoder_lora: bool = True
 
     def __post_init__(self):
         for name in ("latent_size", "memory_size", "steps", "lora_rank"):
@@ -78,13 +83,20 @@ class RealLarimarRecipe:
             raise ValueError(f"episode_size={self.episode_size!r} is out of range; expected an integer >= 2.")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps!r} is out of range; expected an integer >= 0.")
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus={self.corpus!r} is not supported; expected one of {list(CORPORA)}.")
         for name in ("learning_rate", "lora_learning_rate"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name}={value!r} is out of range; expected a float > 0.")
 
     def fingerprint(self) -> str:
-        return hash_recipe({"version": _RECIPE_VERSION, **asdict(self)})
+        fields = asdict(self)
+        # Options added after the first cached models: left out at their defaults, so those keep their folders.
+        for name, default in (("corpus", "template"), ("decoder_lora", True)):
+            if fields[name] == default:
+                del fields[name]
+        return hash_recipe({"version": _RECIPE_VERSION, **fields})
 
 
 def build_real_larimar(recipe: RealLarimarRecipe | None = None):
@@ -134,12 +146,16 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
 
     from hf_ext.larimar.training import warmup_linear_decay
     from hf_ext.testing.larimar import training_episode
+    from hf_ext.testing.larimar_natural import natural_training_episode
 
     recipe = recipe or RealLarimarRecipe()
     model.requires_grad_(False)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=recipe.lora_rank, lora_alpha=2 * recipe.lora_rank, target_modules=LORA_TARGETS)
-    )
+    if recipe.decoder_lora:
+        peft_model = get_peft_model(
+            model, LoraConfig(r=recipe.lora_rank, lora_alpha=2 * recipe.lora_rank, target_modules=LORA_TARGETS)
+        )
+    else:  # only the memory path trains: with an empty memory (z = 0) the decoder is the pretrained one
+        peft_model = model
     larimar = model.model
     new_parts = [
         *larimar.latent_projection.parameters(),
@@ -150,10 +166,10 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     for parameter in new_parts:
         parameter.requires_grad_(True)
     lora = [p for name, p in peft_model.named_parameters() if p.requires_grad and "lora_" in name]
-    optimizer = torch.optim.AdamW(
-        [{"params": new_parts, "lr": recipe.learning_rate}, {"params": lora, "lr": recipe.lora_learning_rate}],
-        weight_decay=0.0,
-    )
+    groups = [{"params": new_parts, "lr": recipe.learning_rate}]
+    if lora:
+        groups.append({"params": lora, "lr": recipe.lora_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     parameters = new_parts + lora
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -167,7 +183,10 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         for _ in tqdm(range(recipe.steps), desc="training the real Larimar", disable=not progress):
-            episode = training_episode(rng, recipe.episode_size)
+            if recipe.corpus == "natural":
+                episode = natural_training_episode(rng, recipe.episode_size)
+            else:
+                episode = training_episode(rng, recipe.episode_size)
             batch = processor.episode([f.text for f in episode], [f.prompt for f in episode])
             if recipe.answer_only:
                 # Decode only the answer (the object and EOS): the prompt is what the user types.
@@ -182,7 +201,8 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
             scheduler.step()
             losses.append(round(output.loss.item(), 5))
             query_losses.append(round(output.query_loss.item(), 5))
-    model = peft_model.merge_and_unload()
+    if recipe.decoder_lora:
+        model = peft_model.merge_and_unload()
     model.requires_grad_(False)
     log = {
         "losses": losses,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 
-__all__ = ["general_prompts", "greedy_agreement", "heldout_text", "measure_natural", "perplexity"]
+__all__ = ["general_prompts", "greedy_agreement", "heldout_text", "measure_model", "measure_natural", "perplexity"]
 
 DATA = Path(__file__).parent / "data"
 
@@ -83,18 +83,27 @@ def measure_natural(
     model_dir, *, num_facts: int = 32, fact_seed: int = 1234, scope_threshold: float | None = None
 ) -> dict:
     """Every figure of the protocol for the Larimar saved in `model_dir` (against the SmolLM2 it was built from)."""
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+
+    model = LarimarForCausalLM.from_pretrained(model_dir).eval()
+    processor = LarimarProcessor.from_pretrained(model_dir)
+    return measure_model(model, processor, num_facts=num_facts, fact_seed=fact_seed, scope_threshold=scope_threshold)
+
+
+def measure_model(
+    model, processor, *, num_facts: int = 32, fact_seed: int = 1234, scope_threshold: float | None = None
+) -> dict:
+    """[`measure_natural`] for a loaded Larimar (its memory is reset; `scope_threshold`, when given, replaces the
+    model's for this measurement)."""
     from transformers import AutoModelForCausalLM
 
     from hf_ext.larimar.evaluation import evaluate_counterfact
-    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
-    from hf_ext.larimar.processing_larimar import LarimarProcessor
     from hf_ext.real_models import real_causal_lm_dir
     from hf_ext.testing.larimar_natural import counterfact_records
 
-    model = LarimarForCausalLM.from_pretrained(model_dir).eval()
     if scope_threshold is not None:
         model.config.scope_threshold = scope_threshold
-    processor = LarimarProcessor.from_pretrained(model_dir)
     plain = AutoModelForCausalLM.from_pretrained(real_causal_lm_dir()).eval()
     model.reset_memory()
     agreement = greedy_agreement(model, plain, processor, general_prompts())

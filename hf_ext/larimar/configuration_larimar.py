@@ -78,6 +78,11 @@ class LarimarConfig(PreTrainedConfig):
             memory's projections and scope detection. Not in the official model.
         latent_as_embedding (`bool`, *optional*, defaults to `True`):
             Also add a projection of the latent to every token embedding of the decoder.
+        mask_empty_slot (`bool`, *optional*, defaults to `False`):
+            Hide the memory slot from attention for a zero latent (empty memory, out-of-scope query). A zero slot is
+            a zero key and value that still takes a share of every attention softmax, so without this flag "no
+            memory" is not the plain decoder; with it (and the latent embedding, which is linear without bias, at
+            zero) a zero latent gives the decoder's own output. Not in the official model.
         episode_size (`int`, *optional*, defaults to 16):
             Items per memory in a hierarchical (long-context) read, and the default training episode size.
         kl_beta (`float`, *optional*, defaults to 0.5):
@@ -117,6 +122,7 @@ class LarimarConfig(PreTrainedConfig):
     memory_ridge: float = 1e-3
     center_latents: bool = False
     latent_as_embedding: bool = True
+    mask_empty_slot: bool = False
     episode_size: int = 16
     kl_beta: float = 0.5
     reconstruction_weight: float = 1.0

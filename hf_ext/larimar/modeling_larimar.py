@@ -988,9 +988,13 @@ class LarimarModel(LarimarPreTrainedModel):
                 f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({batch}, {cached - 1 + length}) "
                 "(earlier tokens + new tokens; the memory slot is added inside)."
             )
-        full_mask = torch.cat([attention_mask.new_ones(batch, 1), attention_mask], dim=-1)
+        slot = attention_mask.new_ones(batch, 1)
+        if self.config.mask_empty_slot:
+            slot = (memory_latent != 0).any(-1, keepdim=True).to(attention_mask.dtype)
+        full_mask = torch.cat([slot, attention_mask], dim=-1)
         if position_ids is None:
-            position_ids = (full_mask.long().cumsum(-1) - 1)[:, -length:]
+            # (clamped: left padding before a masked empty slot would otherwise get position -1)
+            position_ids = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
         else:
             position_ids = position_ids + 1
         outputs = self.decoder(
