@@ -48,6 +48,20 @@ class LarimarScriptArguments:
     center_latents: bool = field(default=True, metadata={"help": "Centre the pooled encoder output (new model)."})
     pooling: str = field(default="mean", metadata={"help": "Encoder pooling of a new model: pooler, cls or mean."})
     freeze_encoder: bool = field(default=False, metadata={"help": "Train everything but the encoder."})
+    freeze_decoder: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the decoder (and its head) frozen and train only the memory path; a new model's projections "
+            "into the decoder then start at zero, so training starts from the pretrained decoder."
+        },
+    )
+    mask_empty_slot: bool = field(
+        default=False,
+        metadata={"help": "New model: a zero latent (empty memory, out of scope) hides the memory slot."},
+    )
+    scope_threshold: float | None = field(
+        default=0.5, metadata={"help": "New model: cosine distance beyond which a query reads nothing (None: off)."}
+    )
     dataset_name: str | None = field(
         default=None,
         metadata={
@@ -125,13 +139,25 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
             center_latents=script_args.center_latents,
             pooling=script_args.pooling,
             episode_size=script_args.episode_size,
+            mask_empty_slot=script_args.mask_empty_slot,
+            scope_threshold=script_args.scope_threshold,
         )
+        if script_args.freeze_decoder:
+            import torch
+
+            with torch.no_grad():  # z = 0 conditions nothing: training starts from the pretrained decoder
+                model.model.prefix_projection.weight.zero_()
+                if model.model.embedding_projection is not None:
+                    model.model.embedding_projection.weight.zero_()
         processor = LarimarProcessor(
             _load_tokenizer(script_args.encoder_name_or_path), _load_tokenizer(script_args.decoder_name_or_path)
         )
     processor.check_model(model)
     if script_args.freeze_encoder:
         model.model.encoder.requires_grad_(False)
+    if script_args.freeze_decoder:
+        model.model.decoder.requires_grad_(False)
+        model.lm_head.requires_grad_(False)
 
     from hf_ext.testing import FIXTURE_DATASETS, load_fixture_dataset
 

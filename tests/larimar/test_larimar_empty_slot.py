@@ -34,3 +34,36 @@ def test_zero_latent_is_the_plain_decoder_only_with_the_slot_masked(
         with torch.no_grad():
             moved = model(input_ids=input_ids, memory_latent=torch.ones_like(zero)).logits
         assert not torch.allclose(moved, theirs, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_natural_recipe_trains_only_the_memory_path(tmp_path, tiny_bert_path, tiny_llama_path):
+    from transformers import AutoModelForCausalLM
+
+    from hf_ext.cli import main
+
+    output = tmp_path / "out"
+    overrides = {
+        "--encoder_name_or_path": "hf-ext-testing/tiny-bert",
+        "--decoder_name_or_path": "hf-ext-testing/tiny-llama",
+        "--latent_size": "32",
+        "--memory_size": "32",
+        "--episode_size": "4",
+        "--per_device_train_batch_size": "4",
+        "--num_episodes": "3",
+        "--max_steps": "3",
+        "--output_dir": str(output),
+    }
+    argv = ["larimar-train", "--config", "trainers/larimar-natural.yaml"]
+    assert main(argv + [item for pair in overrides.items() for item in pair]) == 0
+    model = AutoModelForCausalLM.from_pretrained(output).eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
+    assert model.config.mask_empty_slot and model.config.scope_threshold is None
+    for name, parameter in plain.model.named_parameters():  # the decoder is untouched
+        assert torch.equal(model.model.decoder.get_parameter(name), parameter), name
+    assert model.model.prefix_projection.weight.abs().sum() > 0  # the memory path trained
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(input_ids=ids, memory_latent=torch.zeros(1, 32)).logits, plain(input_ids=ids).logits
+        )
