@@ -9,7 +9,7 @@ from examples.larimar.model import RealLarimarRecipe
 from hf_ext.demo import DemoContext, DemoStage, StageResult
 
 
-__all__ = ["REAL_SIZES", "RealLarimarStageConfig", "answer_log_probs", "run_real"]
+__all__ = ["NATURAL_STAGE", "REAL_SIZES", "RealLarimarStageConfig", "answer_log_probs", "run_real", "run_real_natural"]
 
 WRITTEN, EMPTY, PLAIN = "Larimar, facts written", "Larimar, empty memory", "SmolLM2-135M-Instruct"
 
@@ -290,3 +290,66 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
 
 
 STAGE = DemoStage(name="larimar", title="Larimar: MiniLM + SmolLM2 memory edits (real offline models)", run=run_real)
+
+
+def run_real_natural(
+    context: DemoContext, recipe: RealLarimarRecipe | None = None, num_facts: int = 32
+) -> StageResult:
+    """The natural-facts stage: CounterFact-style edits written in one shot and "the decoder stays itself"
+    ([`examples.larimar.natural.measure_model`]) for the Larimar of `recipe` (`NATURAL_RECIPE` by default)."""
+    import json
+
+    import torch
+
+    from examples.larimar.model import NATURAL_RECIPE, real_larimar_dir
+    from examples.larimar.natural import measure_model
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.serialization import save_json
+
+    recipe = recipe or NATURAL_RECIPE
+    torch.manual_seed(context.seed)
+    path = real_larimar_dir(recipe)  # trained once (minutes of CPU), then cached
+    training_log = json.loads((path / "training_log.json").read_text(encoding="utf-8"))
+    model = LarimarForCausalLM.from_pretrained(path).eval()
+    processor = LarimarProcessor.from_pretrained(path)
+    result = measure_model(model, processor, num_facts=num_facts)
+    cf = result["counterfact"]
+    figures = {
+        "facts written at once (subjects and new objects never in training)": cf["num_records"],
+        "rewrite, exact match": round(cf["rewrite_exact"], 3),
+        "rewrite, P(new) > P(old)": round(cf["rewrite_score"], 3),
+        "paraphrase, exact match": round(cf["paraphrase_exact"], 3),
+        "paraphrase, P(new) > P(old)": round(cf["paraphrase_score"], 3),
+        "locality: neighbourhood answers unchanged": round(cf["neighbourhood_exact"], 3),
+        "locality: neighbourhood P(old) > P(new) unchanged": round(cf["neighbourhood_score"], 3),
+        "empty memory: greedy answers equal to SmolLM2's": round(result["agreement"], 3),
+        "empty memory: perplexity / SmolLM2's": round(result["perplexity_ratio"], 3),
+        "training (first run only, s CPU)": training_log["cpu_seconds"],
+    }
+    for name, value in figures.items():
+        context.log(f"{name}: {value}")
+    save_json(
+        context.output_dir / "larimar_natural.json",
+        {"recipe": asdict(recipe), "figures": figures, "measurements": result, "training_log": training_log},
+    )
+    return StageResult(
+        headline=(
+            f"{cf['num_records']} natural counterfactual facts written at once: rewrite {cf['rewrite_exact']:.0%}, "
+            f"paraphrase {cf['paraphrase_exact']:.0%}, locality {cf['neighbourhood_exact']:.0%}; empty memory agrees "
+            f"with SmolLM2 on {result['agreement']:.0%} of greedy answers"
+        ),
+        figures=figures,
+        details=(
+            "A Larimar of all-MiniLM-L6-v2 and SmolLM2-135M-Instruct whose memory path alone was trained on natural "
+            "facts (hf_ext.testing.larimar_natural), measured with hf_ext.larimar.evaluation.evaluate_counterfact "
+            "on edits whose subjects and new objects never occur in training."
+        ),
+    )
+
+
+NATURAL_STAGE = DemoStage(
+    name="larimar-natural",
+    title="Larimar: natural counterfactual facts (MiniLM + SmolLM2, memory path only)",
+    run=run_real_natural,
+)

@@ -47,7 +47,7 @@ import torch
 from hf_ext.caching import hash_recipe
 
 
-__all__ = ["RealLarimarRecipe", "build_real_larimar", "real_larimar_dir", "train_real_larimar"]
+__all__ = ["NATURAL_RECIPE", "RealLarimarRecipe", "build_real_larimar", "real_larimar_dir", "train_real_larimar"]
 
 _RECIPE_VERSION = 1  # bump when the recipe, the fact corpus or the model code changes what is trained
 CORPORA = ("template", "natural")
@@ -99,6 +99,13 @@ class RealLarimarRecipe:
         return hash_recipe({"version": _RECIPE_VERSION, **fields})
 
 
+NATURAL_RECIPE = RealLarimarRecipe(
+    corpus="natural", decoder_lora=False, steps=100, episode_size=32, learning_rate=3e-3, scope_threshold=None
+)
+"""The natural-facts recipe (issue 16): the memory path alone, trained on
+[`hf_ext.testing.larimar_natural`]'s facts; SmolLM2 stays itself (see examples/larimar/README.md)."""
+
+
 def build_real_larimar(recipe: RealLarimarRecipe | None = None):
     """An untrained Larimar (MiniLM encoder, SmolLM2 decoder) and its processor.
 
@@ -127,6 +134,8 @@ def build_real_larimar(recipe: RealLarimarRecipe | None = None):
             autoencoder_weight=0.0,
             no_memory_weight=0.0,
             scope_threshold=recipe.scope_threshold,
+            # With the decoder left as it is, an empty memory (or an out-of-scope query) gives exactly the decoder.
+            mask_empty_slot=not recipe.decoder_lora,
         )
     with torch.no_grad():
         # Start from the pretrained decoder's behaviour: an all-zero memory slot and unchanged token embeddings.

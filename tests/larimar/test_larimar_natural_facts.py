@@ -92,3 +92,15 @@ def test_fixture_dataset():
     assert dataset.column_names == ["text", "prompt", "answer"]
     assert len(dataset) == 24
     assert dataset["text"] == natural.natural_fact_dataset(3, 8, seed=1)["text"]
+
+
+def test_natural_recipe_options():
+    from examples.larimar.model import NATURAL_RECIPE, RealLarimarRecipe
+
+    with pytest.raises(ValueError, match="corpus='wiki' is not supported"):
+        RealLarimarRecipe(corpus="wiki")
+    # The options left at their defaults keep the fingerprints (and cache folders) of the recipes cached before.
+    assert RealLarimarRecipe().fingerprint() == RealLarimarRecipe(corpus="template", decoder_lora=True).fingerprint()
+    assert RealLarimarRecipe().fingerprint() == "bfc313ec3fba"
+    assert NATURAL_RECIPE.fingerprint() not in {RealLarimarRecipe().fingerprint()}
+    assert NATURAL_RECIPE.corpus == "natural" and not NATURAL_RECIPE.decoder_lora
