@@ -605,6 +605,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
             "pooling",
             "center_latents",
             "latent_as_embedding",
+            "mask_empty_slot",
             "pinv_method",
             "memory_dtype",
             "memory_ridge",
