@@ -101,3 +101,33 @@ def test_bad_inputs(larimar_factory, tiny_processor, tiny_gpt2_path):
         )
     with pytest.raises(ValueError, match="one target per prompt"):
         target_scores(model, tiny_processor, ["a", "b"], ["c"])
+
+
+def test_an_empty_memory_with_the_slot_masked_is_the_decoder(larimar_factory, tiny_processor, tiny_llama_path):
+    # examples.larimar.natural's "the decoder stays itself" measures: exact agreement and the same perplexity, and a
+    # perplexity equal to a hand-computed one.
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    from examples.larimar.natural import greedy_agreement, perplexity
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
+    model = larimar_factory("llama", mask_empty_slot=True)
+    model.model.prefix_projection.weight.data.zero_()
+    model.model.embedding_projection.weight.data.zero_()
+    prompts = ["the old harbour", "a short walk to the market was", "she wrote"]
+    agreement = greedy_agreement(model, plain, tiny_processor, prompts, max_new_tokens=5)
+    assert agreement["agreement"] == 1.0 and agreement["larimar"] == agreement["plain"]
+    texts = ["the river was quiet in the evening", "they repaired the wooden bridge"]
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = tiny_processor._decoder_ids([text], False, None)[0]
+        for position in range(1, len(ids)):
+            with torch.no_grad():
+                logits = plain(input_ids=torch.tensor([ids[:position]])).logits[0, -1].double()
+            nll -= float(logits.log_softmax(-1)[ids[position]])
+            count += 1
+    expected = math.exp(nll / count)
+    assert perplexity(plain, tiny_processor, texts) == pytest.approx(expected, rel=1e-4)
+    assert perplexity(model, tiny_processor, texts) == pytest.approx(expected, rel=1e-4)
