@@ -119,3 +119,27 @@ def measure_model(
         "perplexity_plain": ppl_plain,
         "perplexity_ratio": ppl_larimar / ppl_plain,
     }
+
+
+def main(argv=None) -> int:
+    """`python -m examples.larimar.natural [--output FILE] [--scope-threshold X]`: every figure for `NATURAL_RECIPE`
+    (trained once and cached), as JSON."""
+    import argparse
+    import json
+
+    from examples.larimar.model import NATURAL_RECIPE, real_larimar_dir
+
+    parser = argparse.ArgumentParser(description="Measure the natural-facts Larimar (issue 16's protocol).")
+    parser.add_argument("--output", default="larimar_natural.json")
+    parser.add_argument("--scope-threshold", type=float, default=None)
+    args = parser.parse_args(argv)
+    result = measure_natural(real_larimar_dir(NATURAL_RECIPE), scope_threshold=args.scope_threshold)
+    Path(args.output).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    summary = {k: v for k, v in result["counterfact"].items() if k != "per_record"}
+    summary.update({k: result[k] for k in ("agreement", "perplexity", "perplexity_plain", "perplexity_ratio")})
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
