@@ -21,7 +21,6 @@ from hf_ext.scripts.utils import (
     dataclass_parser,
     load_any_dataset,
     parse_dataclasses,
-    resolve_name_or_path,
     run_command,
 )
 
@@ -75,10 +74,9 @@ def seal_filter(filter_args: SEALFilterArguments) -> int:
     from hf_ext.serialization import atomic_directory
 
     check_output(filter_args.output_dir, filter_args.overwrite_output_dir)
-    scores_path = resolve_name_or_path(filter_args.scores, "scores")
-    try:
-        scores = SEALScores.from_pretrained(scores_path)
-    except (OSError, ValueError) as error:  # not a scores folder, an unknown repo, no network: one line
+    try:  # a local folder first, then a Hub dataset repo (see `hf_ext.hub.resolve_folder`)
+        scores = SEALScores.from_pretrained(filter_args.scores)
+    except (OSError, ValueError) as error:  # a missing folder, not a scores folder, an unknown repo: one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CommandError(f"cannot load SEAL scores from scores={filter_args.scores!r}: {first_line}") from None
     dataset = load_any_dataset(filter_args.dataset_name, filter_args.dataset_config, filter_args.split)
