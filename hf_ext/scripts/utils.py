@@ -179,12 +179,12 @@ def resolve_name_or_path(name_or_path: str, what: str) -> str:
 
 
 def load_error(name: str, path: str, what: str, error: BaseException, repo_type: str = "model") -> CommandError:
-    from hf_ext.paths import hubload_error
+    from hf_ext.paths import hub_load_error
 
     if Path(path).exists():
         said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return CommandError(f"{what}={name!r}: cannot load the local {repo_type} {path}: {said}")
-    return CommandError(str(hubload_error(name, what, error, repo_type)))
+    return CommandError(str(hub_load_error(name, what, error, repo_type)))
 
 
 def load_causal_lm(name_or_path: str, load_in_4bit: bool = False, what: str = "model_name_or_path"):
