@@ -106,8 +106,10 @@ def generate(config) -> int:
     model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
     try:
         probe = SASAProbe.from_pretrained(probe_path, model=model)
-    except OSError as error:  # not on the Hub, or not a probe folder
-        raise CommandError(str(error) if "probe=" in str(error) else f"probe={config.probe!r}: {error}") from None
+    except OSError as error:  # not on the Hub
+        raise CommandError(f"probe={config.probe!r}: {error}") from None
+    except ValueError as error:  # not a probe folder, or fitted on another model
+        raise CommandError(str(error)) from None
     try:
         sasa = SASALogitsProcessor(
             model,
