@@ -266,7 +266,8 @@ class HubMixin:
         if save_directory.exists() and not save_directory.is_dir():
             raise NotADirectoryError(f"save_directory={str(save_directory)!r} is an existing file; expected a folder.")
         save_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.", suffix=".partial", dir=save_directory.parent))
+        parent, name = save_directory.parent, save_directory.name
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
         try:
             self._save_files(staging)
             save_card(self.model_card(), staging)

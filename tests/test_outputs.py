@@ -42,14 +42,17 @@ def _command_argv(name, tmp_path, out):
             "--dataset_name", "hf-ext-testing/larimar-facts", "--per_device_train_batch_size", "16",
         ],
         "seal-rank": [
-            "--model_name_or_path", "nobody/model", "--dataset_name", "nobody/data", "--safe_dataset_name", "nobody/safe",
+            "--model_name_or_path", "nobody/model", "--dataset_name", "nobody/data",
+            "--safe_dataset_name", "nobody/safe",
         ],
-        "sasa-fit": ["--model_name_or_path", "nobody/model", "--desired_file", str(texts), "--undesired_file", str(texts)],
+        "sasa-fit": ["--model_name_or_path", "nobody/model", "--desired_file", str(texts),
+                     "--undesired_file", str(texts)],
         "seal-filter": ["--scores", "nobody/scores", "--dataset_name", "nobody/data"],
         "mergealign-sweep": [*models, "--safety_dataset", "nobody/safety", "--domain_dataset", "nobody/domain-data"],
         "merge": [str(config)],
         "risk": [str(table), "--metrics", "r"],
-    }[name] + {"merge": [str(out)], "risk": ["--output-dir", str(out)]}.get(name, ["--output_dir", str(out)])  # fmt: skip
+    }[name] + {"merge": [str(out)], "risk": ["--output-dir", str(out)]}.get(
+        name, ["--output_dir", str(out)])  # fmt: skip
 
 
 # command -> (its option that replaces a non-empty folder, or the message of its own policy)

@@ -57,8 +57,8 @@ def _dataclass_types() -> tuple:
         dataset_name: str | None = field(
             default=None,
             metadata={
-                "help": "The preference dataset, required: a local folder or .json / .jsonl / .parquet / .csv file, or "
-                "a Hub id; 'hf-ext-testing/synthetic-preferences' (paired) and 'hf-ext-testing/synthetic-unpaired' "
+                "help": "The preference dataset, required: a local folder or .json / .jsonl / .parquet / .csv file, "
+                "or a Hub id; 'hf-ext-testing/synthetic-preferences' (paired) and 'hf-ext-testing/synthetic-unpaired' "
                 "(prompt / completion / label) are built offline."
             },
         )

@@ -42,7 +42,8 @@ class SEALFilterArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "The dataset to filter, required: a local folder or .json / .jsonl / .parquet / .csv file, or a Hub id."
+            "help": "The dataset to filter, required: a local folder or .json / .jsonl / .parquet / .csv file, or a "
+            "Hub id."
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration."})

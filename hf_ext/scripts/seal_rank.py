@@ -53,7 +53,8 @@ class SEALRankArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "The fine-tuning set to rank, required: a local folder or .json / .jsonl / .parquet / .csv file, or a Hub id."
+            "help": "The fine-tuning set to rank, required: a local folder or .json / .jsonl / .parquet / .csv file, "
+            "or a Hub id."
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "The fine-tuning set's configuration."})

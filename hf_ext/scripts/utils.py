@@ -253,8 +253,9 @@ def load_any_dataset(
         if path.is_file():
             builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
+                kinds = " / ".join(DATA_FILE_BUILDERS)
                 raise CommandError(f"{what}={name!r}: cannot read a {path.suffix or 'suffix-less'} file; expected a "
-                                   f"{' / '.join(DATA_FILE_BUILDERS)} file, a folder or a Hub dataset id.")  # fmt: skip
+                                   f"{kinds} file, a folder or a Hub dataset id.")  # fmt: skip
             dataset = datasets.load_dataset(builder, data_files=str(path), streaming=streaming)
         else:  # a Hub id (or a folder of data files): only the split asked for is downloaded
             return datasets.load_dataset(resolved, config, split=split, streaming=streaming)
