@@ -186,9 +186,19 @@ def _plain_file(tmp_path):
     return lambda: load_tensors(file), file
 
 
-@pytest.mark.parametrize("make", [_plain_file, _scores_folder, _checkpoint, _adapter])
+def _model_for_a_command(tmp_path):
+    import shutil
+
+    from hf_ext.testing import resolve_model_name_or_path
+
+    folder = shutil.copytree(resolve_model_name_or_path("hf-ext-testing/tiny-llama"), tmp_path / "model")
+    file = _truncated(folder / "model.safetensors")
+    return lambda: load_causal_lm(str(folder)), file
+
+
+@pytest.mark.parametrize("make", [_plain_file, _scores_folder, _checkpoint, _adapter, _model_for_a_command])
 def test_a_truncated_safetensors_file_is_named(make, tmp_path):
     call, file = make(tmp_path)
-    with pytest.raises(ValueError, match="truncated or corrupt") as error:
+    with pytest.raises((ValueError, CommandError), match="truncated or corrupt") as error:
         call()
     assert str(file) in str(error.value)

@@ -32,6 +32,7 @@ from hf_ext.scripts.utils import (
     launch_or_run,
     load_any_dataset,
     load_error,
+    load_errors,
     parse_dataclasses,
     resolve_name_or_path,
     run_command,
@@ -134,7 +135,7 @@ def run_aot(script_args, training_args, model_args) -> int:
             peft_config=get_peft_config(model_args),
             quantization_config=quantization_config,
         )
-    except OSError as error:  # the model could not be loaded: say whether it was a local folder or a Hub id
+    except load_errors() as error:  # say whether it was a local folder (which file) or a Hub id
         raise load_error(model_args.model_name_or_path, model_path, "model_name_or_path", error) from None
     empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)

@@ -31,6 +31,7 @@ from hf_ext.scripts.utils import (
     launch_or_run,
     load_any_dataset,
     load_error,
+    load_errors,
     parse_dataclasses,
     resolve_name_or_path,
     run_command,
@@ -101,7 +102,7 @@ def _load_tokenizer(path: str, name: str, what: str):
 
     try:
         return AutoTokenizer.from_pretrained(path)
-    except OSError as error:
+    except load_errors() as error:
         raise load_error(name, path, what, error) from None
 
 
@@ -117,7 +118,7 @@ def _load_model(script_args: LarimarScriptArguments):
         path = resolve_name_or_path(name, "model_name_or_path")
         try:
             return AutoModelForCausalLM.from_pretrained(path), LarimarProcessor.from_pretrained(path)
-        except OSError as error:
+        except load_errors() as error:
             raise load_error(name, path, "model_name_or_path", error) from None
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
@@ -136,7 +137,7 @@ def _load_model(script_args: LarimarScriptArguments):
             pooling=script_args.pooling,
             episode_size=script_args.episode_size,
         )
-    except OSError as error:
+    except load_errors() as error:
         raise CommandError(f"cannot load the encoder or the decoder: {error}") from None
     return model, LarimarProcessor(*tokenizers)
 

@@ -33,6 +33,7 @@ from hf_ext.scripts.utils import (
     launch_or_run,
     load_any_dataset,
     load_error,
+    load_errors,
     parse_dataclasses,
     resolve_name_or_path,
     run_command,
@@ -116,7 +117,7 @@ def seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
             dtype = model_args.dtype if model_args.dtype not in (None, "auto") else None
             model = AutoModelForCausalLM.from_pretrained(path, revision=model_args.model_revision, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
-    except OSError as error:
+    except load_errors() as error:
         raise load_error(name, path, "model_name_or_path", error) from None
     try:
         trainer = SEALTrainer(

@@ -27,6 +27,7 @@ __all__ = [
     "load_any_dataset",
     "load_causal_lm",
     "load_error",
+    "load_errors",
     "parse_dataclasses",
     "read_lines",
     "resolve_name_or_path",
@@ -178,9 +179,26 @@ def resolve_name_or_path(name_or_path: str, what: str) -> str:
         raise CommandError(str(error)) from None
 
 
-def load_error(name: str, path: str, what: str, error: BaseException, repo_type: str = "model") -> CommandError:
-    from hf_ext.paths import hub_load_error
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a checkpoint raises for a bad name or file: `OSError` (not found, not on the Hub) and
+    safetensors' error for a truncated or corrupt weights file (which transformers lets through unnamed)."""
+    from safetensors import SafetensorError
 
+    return (OSError, SafetensorError)
+
+
+def load_error(name: str, path: str, what: str, error: BaseException, repo_type: str = "model") -> CommandError:
+    """The [`CommandError`] for `name` (resolved to `path`) that failed to load with `error`: a local folder that
+    cannot be read (naming a truncated safetensors file in it), or a Hub id, with what the Hub said."""
+    from hf_ext.paths import hub_load_error
+    from hf_ext.serialization import open_safetensors
+
+    if Path(path).is_dir() and not isinstance(error, OSError):
+        for file in sorted(Path(path).glob("*.safetensors")):
+            try:
+                open_safetensors(file)
+            except ValueError as named:
+                return CommandError(f"{what}={name!r}: {named}")
     if Path(path).exists():
         said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return CommandError(f"{what}={name!r}: cannot load the local {repo_type} {path}: {said}")
@@ -203,7 +221,7 @@ def load_causal_lm(name_or_path: str, load_in_4bit: bool = False, what: str = "m
         else:
             model = AutoModelForCausalLM.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as error:
+    except load_errors() as error:
         raise load_error(name_or_path, path, what, error) from None
     model.eval()
     if tokenizer.pad_token is None:
