@@ -59,6 +59,11 @@ def check_output_directory(
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"The output folder {path} is an existing file; expected a folder (or a new name).")
+    if overwrite and path.is_dir() and _holds_more_than_a_run(path):
+        raise OutputExistsError(
+            f"The output folder {path} is the working directory, one of its parents, the home folder or a root; "
+            f"{option} would replace everything in it. Choose a folder of its own for the output."
+        )
     if path.is_dir() and not overwrite:
         entries = sorted(p.name for p in path.iterdir())
         if entries:
@@ -68,6 +73,15 @@ def check_output_directory(
                 f"them beside its own files. Choose a new folder, or pass {option} to replace the folder's content."
             )
     return path
+
+
+def _holds_more_than_a_run(path: Path) -> bool:
+    """Whether replacing `path` as a whole would take more than a run's output with it: the working directory or a
+    parent of it, the home folder, or a filesystem root."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    return (
+        resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved
+    )
 
 
 @contextmanager

@@ -253,3 +253,22 @@ def test_aot_overwrite_output_dir_replaces_an_earlier_run(tmp_path):
     assert "checkpoint-3" not in names and "model.safetensors" in names and "config.json" in names
     assert (out / "model.safetensors").read_bytes()[:8] != b"the earl"
     assert transformers.AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
+
+
+@pytest.mark.parametrize("where", ["working directory", "its parent", "home"])
+def test_overwrite_never_replaces_the_working_directory_or_home(where, tmp_path, monkeypatch):
+    from hf_ext.serialization import OutputExistsError, atomic_directory
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "precious.txt").write_text("keep me")
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = {"working directory": ".", "its parent": "..", "home": "~"}[where]
+    with (
+        pytest.raises(OutputExistsError, match="Choose a folder of its own"),
+        atomic_directory(target, overwrite=True),
+    ):
+        raise AssertionError("the folder was accepted")
+    with pytest.raises(CommandError, match="would replace everything in it"):
+        check_training_output(FakeArgs(target), overwrite=True)
+    assert (tmp_path / "work" / "precious.txt").read_text() == "keep me"
