@@ -97,3 +97,38 @@ def test_a_missing_local_model_path_in_the_config_is_named(tmp_path, triple, cap
     err = capsys.readouterr().err
     assert "tried it as a local path" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def _sweep_argv(tmp_path, triple, out):
+    from datasets import Dataset
+
+    Dataset.from_list([{"text": "Q: hi\nA: I cannot help with that."}] * 2).to_json(tmp_path / "safety.jsonl")
+    Dataset.from_list([{"text": "The dose of Valorin is 20 mg."}] * 2).to_json(tmp_path / "domain.jsonl")
+    config = write_config(tmp_path / "merge.yaml", triple)
+    return ["mergealign-sweep", "--merge_config", str(config), "--safety_dataset", str(tmp_path / "safety.jsonl"),
+            "--domain_dataset", str(tmp_path / "domain.jsonl"), "--alphas", "0.5", "--output_dir", str(out)]  # fmt: skip
+
+
+def test_the_sweep_replaces_its_folder_whole_or_not_at_all(tmp_path, triple, monkeypatch, capsys):
+    import hf_ext.mergealign.sweep
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "stale.txt").write_text("an earlier sweep")
+    argv = _sweep_argv(tmp_path, triple, out)
+    assert main(argv) == 2 and "pass --overwrite_output_dir" in capsys.readouterr().err
+    real_sweep = hf_ext.mergealign.sweep.sweep_alpha
+
+    def crash_after_writing(*args, **kwargs):
+        real_sweep(*args, **kwargs)  # the table, the scores and the plot written, then a crash
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(hf_ext.mergealign.sweep, "sweep_alpha", crash_after_writing)
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*argv, "--overwrite_output_dir", "true"])
+    assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]
+    monkeypatch.setattr(hf_ext.mergealign.sweep, "sweep_alpha", real_sweep)
+    assert main([*argv, "--overwrite_output_dir", "true"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pareto.png", "per_sample_scores.safetensors", "sweep.json",
+                                                      "sweep.md"]  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sweep")] == []
