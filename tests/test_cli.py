@@ -134,6 +134,12 @@ def _empty_yaml(tmp_path):
     return str(path)
 
 
+def _typo_yaml(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("model_name_or_path: hf-ext-testing/tiny-llama\nbeta_typo: 0.1\n")
+    return str(path)
+
+
 def _merge_yaml(tmp_path, method="mergealgin"):
     path = tmp_path / "merge.yaml"
     path.write_text(f"merge_method: {method}\nbase_model: a/b\nmodels:\n  - model: c/d\n")
@@ -150,6 +156,8 @@ BAD_COMMAND_INPUT = [
      r"--config='.*recipe.yaml' is not valid YAML at line 3, column 1: expected ',' or '\]'"),
     ("empty YAML recipe", lambda t: ["sasa-fit", "--config", _empty_yaml(t)],
      r"--config='.*empty.yaml' is empty; expected a YAML mapping of options"),
+    ("unknown key in a YAML recipe", lambda t: ["aot", "--config", _typo_yaml(t)],
+     r"--config='.*typo.yaml' sets unknown option\(s\) \['--beta_typo', '0.1'\]; see --help"),
     ("missing YAML recipe", lambda t: ["seal-rank", "--config", str(t / "nope.yaml")],
      r"--config='.*nope.yaml': no such file"),
     ("broken merge YAML", lambda t: ["merge", _broken_yaml(t), str(t / "out")],

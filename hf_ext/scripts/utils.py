@@ -6,6 +6,7 @@ A command is a module of `hf_ext.scripts` with `make_parser()` and `main(argv=No
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -94,7 +95,11 @@ def parse_dataclasses(parser, argv: Sequence[str] | None) -> tuple:
         return tuple(parser.parse_args_and_config(None if argv is None else list(argv)))
     except ValueError as error:  # HfArgumentParser reports unknown options and bad values this way
         parser.print_usage(sys.stderr)
-        raise CommandError(str(error).splitlines()[0]) from None
+        message = str(error).splitlines()[0]
+        unknown = re.match(r"Unknown arguments from config file: (\[.*?\])", message)
+        if unknown:  # TrlParser's advice (fail_with_unknown_args=False) is for Python callers
+            message = f"--config={config!r} sets unknown option(s) {unknown.group(1)}; see --help for the options"
+        raise CommandError(message) from None
 
 
 def run_command(name: str, function: Callable[[], int | None]) -> int:
