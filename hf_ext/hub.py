@@ -260,14 +260,13 @@ class HubMixin:
         """
         import shutil
 
-        from .serialization import install_files
+        from .serialization import install_files, staging_directory
 
         save_directory = Path(save_directory).expanduser()
         if save_directory.exists() and not save_directory.is_dir():
             raise NotADirectoryError(f"save_directory={str(save_directory)!r} is an existing file; expected a folder.")
         save_directory.parent.mkdir(parents=True, exist_ok=True)
-        parent, name = save_directory.parent, save_directory.name
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+        staging = staging_directory(save_directory)
         try:
             self._save_files(staging)
             save_card(self.model_card(), staging)

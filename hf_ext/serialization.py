@@ -27,19 +27,38 @@ __all__ = [
     "safetensors_error",
     "save_json",
     "save_tensors",
+    "staging_directory",
     "write_text",
 ]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_directory(path: str | os.PathLike, suffix: str = ".partial") -> Path:
+    """A new, empty, hidden folder beside `path` (same filesystem, so it can be renamed onto `path` in one step), with
+    the permissions a plain `mkdir` would give it (`tempfile.mkdtemp` makes it private to its owner)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    staging.chmod(0o777 & ~_umask())
+    return staging
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; when the block succeeds, move it onto `path` atomically."""
+    """Yield a temporary path next to `path`; when the block succeeds, move it onto `path` atomically (with the
+    permissions a plain `open` would give a new file, not `mkstemp`'s owner-only ones)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -96,7 +115,7 @@ def atomic_directory(
     """
     path = check_output_directory(path, overwrite=overwrite, option=option)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    staging = staging_directory(path)
     try:
         yield staging
         previous = None

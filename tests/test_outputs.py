@@ -272,3 +272,21 @@ def test_overwrite_never_replaces_the_working_directory_or_home(where, tmp_path,
     with pytest.raises(CommandError, match="would replace everything in it"):
         check_training_output(FakeArgs(target), overwrite=True)
     assert (tmp_path / "work" / "precious.txt").read_text() == "keep me"
+
+
+def test_outputs_get_the_permissions_of_a_plain_mkdir_and_open(tmp_path):
+    import os
+
+    from hf_ext.serialization import atomic_directory, write_text
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "report") as staging:
+            write_text(staging / "report.md", "# report")
+        SEALScores(["00" * 16], [1.0], hash_fields=("text",)).save_pretrained(tmp_path / "scores")
+    finally:
+        os.umask(mask)
+    for folder in (tmp_path / "report", tmp_path / "scores"):
+        assert folder.stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0o700
+        for file in folder.iterdir():
+            assert file.stat().st_mode & 0o777 == 0o644, file  # not mkstemp's 0o600

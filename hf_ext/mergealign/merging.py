@@ -380,12 +380,11 @@ def merge(
     refuses a non-empty folder unless given `--overwrite`.)
     """
     import shutil
-    import tempfile
 
     from mergekit.merge import run_merge
 
     from ..hub import save_card
-    from ..serialization import install_files, write_text
+    from ..serialization import install_files, staging_directory, write_text
     from . import method
     from .report import SimilarityReport
 
@@ -397,7 +396,7 @@ def merge(
     if out_path.exists() and not out_path.is_dir():
         raise NotADirectoryError(f"out_path={str(out_path)!r} is an existing file; expected a folder.")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
+    staging = staging_directory(out_path)
     try:
         with adapter_loaders(plan, options), method.record_statistics() if report else _nothing() as statistics:
             run_merge(

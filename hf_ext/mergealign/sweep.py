@@ -335,15 +335,14 @@ class AlphaSweepResult:
         once all are written; the files of an earlier sweep there are replaced, other files are kept.
         """
         import shutil
-        import tempfile
 
-        from ..serialization import install_files, save_json, save_tensors, write_text
+        from ..serialization import install_files, save_json, save_tensors, staging_directory, write_text
 
         output_dir = Path(output_dir).expanduser()
         if output_dir.exists() and not output_dir.is_dir():
             raise NotADirectoryError(f"output_dir={str(output_dir)!r} is an existing file; expected a folder.")
         output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+        staging = staging_directory(output_dir)
         try:
             save_json(staging / "sweep.json", self.to_dict())
             write_text(staging / "sweep.md", self.to_markdown())
