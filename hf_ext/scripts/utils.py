@@ -2,6 +2,14 @@
 
 A command is a module of `hf_ext.scripts` with `make_parser()` and `main(argv=None) -> int`, runnable alone
 (`python -m hf_ext.scripts.aot --config trainers/aot.yaml`) and listed in `hf_ext.cli.COMMANDS`.
+
+What every command does the same way:
+- bad input is one `hf-ext NAME: error: ...` line and exit status 2 ([`CommandError`]), raised before any model loads;
+- names are fixture ids first, then local paths, then Hub ids ([`resolve_name_or_path`], [`load_causal_lm`],
+  [`load_any_dataset`]); a missing local path says so, a failing Hub id says what the Hub said ([`load_error`]);
+- an output folder must be absent or empty unless its overwrite flag is given ([`check_output`],
+  [`check_training_output`]); it is written all at once (`hf_ext.serialization.atomic_directory`), or for a
+  training run, emptied when training starts and given its final model at the end ([`save_training_output`]).
 """
 
 from __future__ import annotations
