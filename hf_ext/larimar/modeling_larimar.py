@@ -703,9 +703,9 @@ class LarimarPreTrainedModel(PreTrainedModel):
 
     def load_memory(self, path: str | os.PathLike) -> None:
         """Load an episodic memory saved by `save_pretrained` (checked against this model's config)."""
-        from safetensors import safe_open
+        from ..serialization import open_safetensors
 
-        with safe_open(str(path), framework="pt") as handle:
+        with open_safetensors(path) as handle:  # a truncated file is an error naming it
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         if metadata.get("format") != MEMORY_FORMAT:

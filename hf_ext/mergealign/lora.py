@@ -42,7 +42,7 @@ class LoraAdapter:
     """
 
     def __init__(self, folder: str | os.PathLike):
-        from safetensors.torch import load_file
+        from ..serialization import load_tensors
 
         self.folder = Path(folder)
         config_path = self.folder / "adapter_config.json"
@@ -55,7 +55,7 @@ class LoraAdapter:
             )
         self.config = json.loads(config_path.read_text(encoding="utf-8"))
         self._check_config()
-        tensors = load_file(str(weights_path))
+        tensors = load_tensors(weights_path)
         self.factors: dict[str, dict[str, torch.Tensor]] = {}  # weight name -> {"A", "B", "embedding"}
         self.saved: dict[str, torch.Tensor] = {}  # weight name -> whole tensor saved by the adapter
         for key, tensor in tensors.items():

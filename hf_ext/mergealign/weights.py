@@ -33,15 +33,12 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 
 
 def resolve_input(name_or_path: str | os.PathLike) -> Path:
-    """A local folder for a model or adapter: a folder as is, anything else downloaded from the Hub (or found in its
-    cache)."""
+    """A local folder for a model or adapter: a local path first (a missing one is a `FileNotFoundError`), a Hub id
+    downloaded (or found in its cache) otherwise (see `hf_ext.hub.resolve_folder`)."""
     from ..hub import resolve_folder
 
-    resolved = str(name_or_path)
-    if os.path.isdir(resolved):
-        return Path(resolved)
     return resolve_folder(
-        resolved, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja", "*.model"]
+        name_or_path, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja", "*.model"]
     )
 
 
@@ -53,7 +50,7 @@ class CheckpointWeights:
     """
 
     def __init__(self, folder: str | os.PathLike):
-        from safetensors import safe_open
+        from ..serialization import open_safetensors
 
         self.folder = Path(folder)
         index = self.folder / SAFE_WEIGHTS_INDEX_NAME
@@ -70,7 +67,7 @@ class CheckpointWeights:
         self._file_of: dict[str, str] = {}
         files = sorted(set(weight_map.values())) if weight_map is not None else [SAFE_WEIGHTS_NAME]
         for file in files:
-            handle = safe_open(str(self.folder / file), framework="pt")
+            handle = open_safetensors(self.folder / file)
             self._handles[file] = handle
             for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
                 self._file_of[name] = file
@@ -86,7 +83,15 @@ class CheckpointWeights:
         return self._handles[self._file_of[name]].get_slice(name).get_dtype()
 
     def get(self, name: str) -> torch.Tensor:
-        return self._handles[self._file_of[name]].get_tensor(name)
+        from safetensors import SafetensorError
+
+        from ..serialization import safetensors_error
+
+        file = self._file_of[name]
+        try:
+            return self._handles[file].get_tensor(name)
+        except SafetensorError as error:
+            raise safetensors_error(self.folder / file, error) from None
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: self.shape(name) for name in self.names}
