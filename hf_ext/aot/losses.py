@@ -124,6 +124,12 @@ def soft_sort(x: torch.Tensor, temperature: float) -> torch.Tensor:
     """
     check_range("temperature", temperature, gt=0)
     _check_1d("x", x)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or infinite values; soft_sort needs finite values.")
+    return _soft_sort(x, temperature)
+
+
+def _soft_sort(x: torch.Tensor, temperature: float) -> torch.Tensor:
     n = x.shape[0]
     if n <= 1:
         return x
@@ -137,7 +143,7 @@ def soft_sort(x: torch.Tensor, temperature: float) -> torch.Tensor:
 def _sorted(x: torch.Tensor, soft_sort_temperature: float | None) -> torch.Tensor:
     if soft_sort_temperature is None:
         return torch.sort(x, dim=0).values
-    return soft_sort(x, soft_sort_temperature)
+    return _soft_sort(x, soft_sort_temperature)
 
 
 def _check_1d(name: str, x: torch.Tensor) -> None:

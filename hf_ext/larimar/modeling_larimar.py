@@ -271,7 +271,10 @@ class LarimarMemory(nn.Module):
         pinv_kwargs = {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
         dtype = self.config.memory_torch_dtype
         # One pseudo-inverse of the prior for all the episodes of this forward.
-        memory = memory_math.write(episodes, self.prior, noise_std=noise_std, dtype=dtype, **pinv_kwargs)
+        # No finiteness check in the training forward (it would synchronise every step); the loss shows a NaN.
+        memory = memory_math.write(
+            episodes, self.prior, noise_std=noise_std, dtype=dtype, check_finite=False, **pinv_kwargs
+        )
         if queries is None:
             return LarimarMemoryOutput(memory=memory)
         w_logvar = self._read_logvar(memory)
@@ -282,6 +285,7 @@ class LarimarMemory(nn.Module):
             iterations=self.config.read_iterations,
             dtype=dtype,
             return_addresses=True,
+            check_finite=False,
             **pinv_kwargs,
         )
         return LarimarMemoryOutput(
@@ -1274,7 +1278,7 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         )
         read_out = read.read_latents
         z_read, w_mean = read_out[:, :episode_size], read.read_weights[:, :episode_size]
-        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype)).mean()
+        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype), check_finite=False).mean()
 
         streams = {"reconstruction": z_read.reshape(items, -1), "autoencoder": z, "no_memory": torch.zeros_like(z)}
         if query_input_ids is not None:
