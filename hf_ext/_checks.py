@@ -37,25 +37,39 @@ def embedding_rows(model) -> int | None:
     return min(rows) if rows else None
 
 
-def check_tokenizer_fits(tokenizer, model, *, tokenizer_name: str = "processing_class", model_name: str = "model"):
+def check_tokenizer_fits(
+    tokenizer,
+    model,
+    *,
+    tokenizer_name: str = "processing_class",
+    model_name: str = "model",
+    rows: int | None = None,
+) -> None:
     """Raise `ValueError` when `tokenizer` can produce a token id that `model` cannot embed or predict.
 
     A tokenizer smaller than the embedding matrix is fine (embedding matrices are often padded, e.g. to a multiple of
     64); only ids beyond the matrix are an error (they fail deep in torch with `index out of range in self`).
+
+    Args:
+        tokenizer: A tokenizer, or a processor holding one as `.tokenizer`.
+        model: The model (its embeddings are measured), or its name when `rows` is given.
+        tokenizer_name, model_name (`str`): What the message calls them (the user's argument names).
+        rows (`int`, *optional*): The number of embedding rows, when `model` is not loaded (e.g. from its config).
     """
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a ProcessorMixin holds its text tokenizer
-    rows = embedding_rows(model)
+    rows = embedding_rows(model) if rows is None else rows
     if rows is None or tokenizer is None:
         return
     bound = token_id_bound(tokenizer)
     if bound > rows:
         source = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
-        model_source = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+        model_source = model if isinstance(model, str) else None
+        model_source = model_source or getattr(getattr(model, "config", None), "_name_or_path", None)
         raise ValueError(
             f"The {tokenizer_name} ({source}) produces token ids up to {bound - 1}, but the {model_name} "
-            f"({model_source}) embeds only {rows} tokens (ids 0..{rows - 1}): the tokenizer does not belong to this "
-            "model. Pass the model's own tokenizer, or call model.resize_token_embeddings(len(tokenizer)) after "
-            "adding tokens to it."
+            f"({model_source or type(model).__name__}) embeds only {rows} tokens (ids 0..{rows - 1}): the tokenizer "
+            "does not belong to this model. Pass the model's own tokenizer, or call "
+            "model.resize_token_embeddings(len(tokenizer)) after adding tokens to it."
         )
 
 

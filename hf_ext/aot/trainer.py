@@ -21,7 +21,7 @@ from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
-from .._checks import check_tokenizer_fits, token_id_bound
+from .._checks import check_tokenizer_fits
 from ..quantization import keep_4bit_trainable
 from .config import AOTConfig
 from .data import DataCollatorForAOT, dataset_format, validate_preference_dataset
@@ -169,10 +169,8 @@ class AOTTrainer(DPOTrainer):
             peft_config=peft_config,
         )
         keep_4bit_trainable(self.model)  # evaluation in the middle of training must not freeze 4-bit CPU layers
-        # Again on the loaded models (a model given by name was checked through its config only).
-        check_tokenizer_fits(self.processing_class, self.model)
-        if self.ref_model is not None and isinstance(self.ref_model, torch.nn.Module):
-            check_tokenizer_fits(self.processing_class, self.ref_model, model_name="ref_model")
+        if isinstance(model, str):  # checked through its config only, if that could be read
+            check_tokenizer_fits(self.processing_class, self.model)
         sorted_batch = self.sorted_batch_size
         if sorted_batch < MIN_SORTED_BATCH:
             warnings.warn(
@@ -585,15 +583,8 @@ def _check_vocabularies(model, ref_model, processing_class, args: AOTConfig) -> 
         except (OSError, ValueError):  # e.g. a PEFT adapter folder: the loaded model is checked after loading
             return
         rows = getattr(config.get_text_config(), "vocab_size", None)
-        tokenizer = getattr(processing_class, "tokenizer", processing_class)
-        if rows is not None and tokenizer is not None and token_id_bound(tokenizer) > rows:
-            raise ValueError(
-                f"The processing_class ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}) "
-                f"produces token ids up to {token_id_bound(tokenizer) - 1}, but the model {model!r} embeds only "
-                f"{rows} tokens (vocab_size in its config): the tokenizer does not belong to this model. Pass the "
-                "model's own tokenizer, or load the model, call model.resize_token_embeddings(len(tokenizer)) and "
-                "pass the model."
-            )
+        if rows is not None:
+            check_tokenizer_fits(processing_class, model, rows=rows)
     else:
         check_tokenizer_fits(processing_class, model)
     if isinstance(ref_model, torch.nn.Module):

@@ -1350,6 +1350,9 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
                     )
                 batch = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
                 memory_latent = torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
+        if input_ids is not None and input_ids.numel():
+            low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()  # one copy per generate call
+            _check_id_range("input_ids", low, high, embedding_rows(self), "decoder")
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
         )
@@ -1381,11 +1384,14 @@ def _check_encoder_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | N
     if fewest == 0:
         row = int(tokens.eq(0).nonzero()[0])
         raise ValueError(f"encoder_input_ids[{row}] has no token (its attention mask is all 0): nothing to encode.")
-    rows = embedding_rows(encoder)
+    _check_id_range("encoder_input_ids", low, high, embedding_rows(encoder), "encoder")
+
+
+def _check_id_range(name: str, low: int, high: int, rows: int | None, side: str) -> None:
     if rows is not None and (low < 0 or high >= rows):
         raise ValueError(
-            f"encoder_input_ids hold token ids from {low} to {high}, but the encoder embeds ids 0..{rows - 1}: they "
-            "were made by another tokenizer than the encoder's."
+            f"{name} hold token ids from {low} to {high}, but the {side} embeds ids 0..{rows - 1}: they were made by "
+            f"another tokenizer than the {side}'s."
         )
 
 

@@ -120,6 +120,10 @@ def test_tokenizers_that_do_not_fit_the_model_are_refused(larimar_factory, tiny_
         model.write_memory(["Alice lives in Paris."], processor=encoder_mismatch)
     with pytest.raises(ValueError, match=match.format("decoder", "decoder", "gpt2")):
         model.read_memory(["Alice lives in Paris."], processor=decoder_mismatch)
+    with pytest.raises(
+        ValueError, match=r"input_ids hold token ids from \d+ to 1030, but the decoder embeds ids 0..1023"
+    ):
+        model.generate(**decoder_mismatch(["Alice lives in <extra_6>"]), max_new_tokens=1)
     # The training collator checks its processor against the model it is given, before the first batch.
     with pytest.raises(ValueError, match=match.format("decoder", "decoder", "gpt2")):
         LarimarEpisodeCollator(decoder_mismatch, model=model)
