@@ -183,29 +183,38 @@ class LarimarProcessor(ProcessorMixin):
 
 
 def _missing_subfolders(name_or_path, kwargs) -> list[str]:
+    """The tokenizer subfolders a saved processor lacks: looked up in a local folder, or in a Hub repo through the
+    cache (the files are needed anyway); an unreachable Hub or a missing folder is left for transformers to report."""
+    from transformers.utils import cached_file
+
     subfolder = kwargs.get("subfolder") or ""
     if os.path.isdir(os.path.join(str(name_or_path), subfolder)):
         return [name for name in SUBFOLDERS if not os.path.isdir(os.path.join(str(name_or_path), subfolder, name))]
-    from huggingface_hub import constants
-
-    if kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE or looks_like_local_path(name_or_path):
-        return []  # transformers reports a missing folder or file itself
-    try:  # a Hub repo: ask for the files; when the Hub cannot be reached, transformers will say so itself
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=kwargs.get("token"))
-        revision = kwargs.get("revision")
-        return [
-            name
-            for name in SUBFOLDERS
-            if not api.file_exists(
-                str(name_or_path),
-                "/".join(p for p in (subfolder, name, "tokenizer_config.json") if p),
-                revision=revision,
-            )
-        ]
-    except Exception:
+    if looks_like_local_path(name_or_path):
         return []
+    options = {key: kwargs[key] for key in ("cache_dir", "token", "revision", "local_files_only") if key in kwargs}
+
+    def found(folder: str) -> bool:
+        return (
+            cached_file(
+                str(name_or_path),
+                "tokenizer_config.json",
+                subfolder=folder,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **options,
+            )
+            is not None
+        )
+
+    try:
+        missing = [name for name in SUBFOLDERS if not found("/".join(part for part in (subfolder, name) if part))]
+        # Nothing found at all may be an unreachable Hub: refuse only a repo that holds one tokenizer at its root.
+        if len(missing) == len(SUBFOLDERS) and not found(subfolder):
+            return []
+    except OSError:  # no such repo, or no access: transformers says so
+        return []
+    return missing
 
 
 def _check_not_blank(texts: list[str], name: str) -> None:
