@@ -62,6 +62,9 @@ def ot_cost(
     | `"least_squares"` | `(margin - s)²` |
 
     With `margin=0` and `label_smoothing=0`, `"logistic"` is the cost of TRL's `loss_type="aot"`.
+
+    Element-wise like `torch.nn.functional`'s losses with `reduction="none"`: a NaN element gives NaN in that element
+    only (the reductions, [`quantile_ot_loss`] and the paired / unpaired losses, refuse non-finite inputs).
     """
     _check_cost_arguments(cost, beta, margin, label_smoothing)
     s = beta * x

@@ -52,6 +52,9 @@ def test_equal_sizes_match_the_sorted_oracle(u, cost, beta):
     v = torch.flip(u, (0,)) * 0.5 - 1.0
     expected = ot_cost(torch.sort(u).values - torch.sort(v).values, cost, beta=beta).mean()
     torch.testing.assert_close(quantile_ot_loss(u, v, cost=cost, beta=beta), expected)
+    # The element-wise cost is documented to keep a NaN in its own element, as torch's unreduced losses do.
+    with_nan = ot_cost(torch.cat([u, torch.tensor([math.nan], dtype=u.dtype)]), cost, beta=beta)
+    assert torch.isnan(with_nan[-1]) and bool(torch.isfinite(with_nan[:-1]).all())
 
 
 @SETTINGS
