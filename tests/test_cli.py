@@ -190,3 +190,16 @@ def test_bad_command_input_is_one_line_before_any_work(case, argv, expected, tmp
     (line,) = [line for line in err.splitlines() if "error:" in line]
     assert line.startswith(f"hf-ext {args[0]}: error: ") and re.search(expected, line), line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_components_check_reaches_the_user_as_one_line(tmp_path, capsys):
+    """The components' own checks (here: a decoder checkpoint without a language-modeling head) are one line too."""
+    argv = ["larimar-train", "--encoder_name_or_path", "hf-ext-testing/tiny-bert", "--decoder_name_or_path",
+            "hf-ext-testing/tiny-bert", "--dataset_name", "hf-ext-testing/larimar-facts", "--output_dir",
+            str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size", "16"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith("hf-ext larimar-train: error: ") and "has no language-modeling head" in line, line
+    assert not (tmp_path / "out").exists()

@@ -137,6 +137,8 @@ def run_aot(script_args, training_args, model_args) -> int:
         )
     except load_errors() as error:  # say whether it was a local folder (which file) or a Hub id
         raise load_error(model_args.model_name_or_path, model_path, "model_name_or_path", error) from None
+    except (ValueError, TypeError) as error:  # the trainer's checks of the data and the tokenizer, before any step
+        raise CommandError(str(error)) from None
     empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

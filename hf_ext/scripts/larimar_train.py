@@ -139,6 +139,8 @@ def _load_model(script_args: LarimarScriptArguments):
         )
     except load_errors() as error:
         raise CommandError(f"cannot load the encoder or the decoder: {error}") from None
+    except (ValueError, TypeError) as error:  # e.g. a decoder checkpoint without a language-modeling head
+        raise CommandError(str(error)) from None
     return model, LarimarProcessor(*tokenizers)
 
 
@@ -182,7 +184,10 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
     if script_args.text_field not in dataset.column_names:
         raise CommandError(f"The dataset has no column {script_args.text_field!r} (columns: {dataset.column_names}).")
     model, processor = _load_model(script_args)
-    processor.check_model(model)
+    try:
+        processor.check_model(model)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     if script_args.freeze_encoder:
         model.model.encoder.requires_grad_(False)
     # The collator reads the raw text columns, and episodes must stay whole.
