@@ -22,6 +22,7 @@ README section (its nearest heading) and the block's index in it, e.g. `risk-awa
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -189,6 +190,31 @@ def _run_shell(block: Block, cwd: Path) -> None:
     )
 
 
+def printed_claims(code: str) -> list[tuple[str, bool]]:
+    """What a block's comments say its `print` calls show, as `(text, is_prefix)`: a printed line must equal `text`
+    (or start with it). Read from `print(...)  # CLAIM` lines whose claim is a Python literal (up to `: ` or ` (`):
+    `# ['aligned', 'risky', 'base']`, `# tensor(0.7500): ...`, `# 0 (...)` (a line starting with "0 "),
+    `# {'alpha': 0.6, ...}` (a line starting with "{'alpha': 0.6"). Other comments describe, and are not checked."""
+    claims = []
+    for line in code.splitlines():
+        comment = re.match(r"\s*print\(.*\)\s+# (?P<claim>.*)$", line)
+        if comment is None:
+            continue
+        claim = re.split(r": (?![^\[{(]*[\]})])| \(", comment["claim"])[0].strip()
+        if claim.endswith(", ...}"):
+            claims.append((claim[: -len(", ...}")], True))
+        elif re.fullmatch(r"tensor\([-\d.e]+\)", claim):
+            claims.append((claim, False))
+        else:
+            try:
+                value = ast.literal_eval(claim)
+            except (ValueError, SyntaxError):
+                continue
+            number = isinstance(value, (int, float))
+            claims.append((f"{claim} " if number else repr(value), number))
+    return claims
+
+
 def _marks(chain: list[Block]) -> list:
     head = chain[0]
     if head.directive == "skip":
@@ -211,7 +237,7 @@ def _marks(chain: list[Block]) -> list:
         for chain in CHAINS
     ],
 )
-def test_readme_example(chain, tmp_path, monkeypatch):
+def test_readme_example(chain, tmp_path, monkeypatch, capsys):
     for name in LINKED_FOLDERS:
         (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
@@ -223,6 +249,13 @@ def test_readme_example(chain, tmp_path, monkeypatch):
             exec(compile(block.code, f"README.md:{block.line} ({block.id})", "exec"), namespace)
         else:
             _run_shell(block, tmp_path)
+    printed = capsys.readouterr().out
+    sys.stdout.write(printed)  # shown when the test fails
+    lines = printed.splitlines()
+    for text, is_prefix in (claim for block in chain for claim in printed_claims(block.code)):
+        assert any(line == text or (is_prefix and line.startswith(text)) for line in lines), (
+            f"{chain[0].id}: the README says a line {'starts with' if is_prefix else 'is'} {text!r}; printed:\n{printed}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,6 +309,23 @@ def test_parser_errors(text, error):
     else:
         with pytest.raises(ValueError, match=error):
             parse_readme(text)
+
+
+def test_printed_claims_are_read_from_print_comments():
+    code = (
+        "print(loss)  # tensor(0.7500): the squared W2 distance\n"
+        "print(ranking)  # ['aligned', 'risky', 'base']\n"
+        "print(kept, 'kept')  # 0 (a random 80 % keeps about 26)\n"
+        "print(selected)  # {'alpha': 0.6, 'scale': 1.0, ...}\n"
+        "print(report)  # violation_fraction, ot_violation\n"
+        "x = f(y)  # ['not', 'a', 'print']\n"
+    )
+    assert printed_claims(code) == [
+        ("tensor(0.7500)", False),
+        ("['aligned', 'risky', 'base']", False),
+        ("0 ", True),
+        ("{'alpha': 0.6, 'scale': 1.0", True),
+    ]
 
 
 def test_shell_blocks_of_hf_ext_commands_run_in_process():
