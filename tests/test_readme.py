@@ -16,8 +16,10 @@ Each test runs in a fresh temporary folder holding links to the repository's rec
 `processors/`), offline: Python blocks in this process (`exec`, under the suite's warning filters); shell blocks made
 only of `hf-ext` commands in this process too, each line through `hf_ext.cli.main` (the console script's entry
 point: a Python start-up per line would cost more than most commands), other shell blocks with
-`bash -e -o pipefail`, with this environment's `hf-ext` and `python` first on `PATH`. Tests are named by the
-README section (its nearest heading) and the block's index in it, e.g. `risk-aware-evaluation-3`.
+`bash -e -o pipefail`, with this environment's `hf-ext` and `python` first on `PATH`. A `print(...)  # VALUE` line
+whose comment is a value (`# ['aligned', 'risky', 'base']`, `# tensor(0.7500): ...`) must print it
+([`printed_claims`]). Tests are named by the README section (its nearest heading, up to a dash) and the block's index
+in it, e.g. `risk-aware-evaluation-5`, or `seal-1+2` for a chain.
 """
 
 from __future__ import annotations
