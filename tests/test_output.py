@@ -22,14 +22,17 @@ WARNING_LINE = re.compile(r"\b\w*Warning\b|^\[transformers\]|^WARNING\b", re.MUL
 """A Python warning (`path:line: FutureWarning: ...`), or a warning logged by transformers or another library."""
 
 
-def run_hf_ext(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`hf-ext ARGS` (`python -m hf_ext` is the console script's entry point) in a fresh process, offline."""
+def run_python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh process, offline, with none of this process's output settings."""
     env = {key: value for key, value in os.environ.items() if key not in ("TQDM_DELAY", "PYTHONWARNINGS")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "hf_ext", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run_hf_ext(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`hf-ext ARGS` (`python -m hf_ext` is the console script's entry point)."""
+    return run_python("-m", "hf_ext", *args, cwd=cwd)
 
 
 def assert_clean(result: subprocess.CompletedProcess) -> str:
@@ -95,3 +98,18 @@ def test_only_the_kernel_notice_is_dropped_from_bitsandbytes_logger(caplog):
         logger.warning("%s: %s. Please make sure ...", BITSANDBYTES_KERNEL_NOTICE, "No module named 'kernels'")
         logger.warning("Something else went wrong: %s", "kept")
     assert [record.getMessage() for record in caplog.records] == ["Something else went wrong: kept"]
+
+
+@pytest.mark.slow
+def test_library_use_drops_the_kernel_notice_but_keeps_the_users_progress_bars(tmp_path):
+    """In a user's own code, `import hf_ext` (4-bit loading included) drops bitsandbytes' notice and changes nothing
+    else: transformers' progress bars stay as the user set them (on by default)."""
+    code = (
+        "from hf_ext.quantization import load_quantized\n"
+        "from hf_ext.testing import tiny_model_dir\n"
+        "load_quantized(tiny_model_dir('tiny-llama'), bits=4)\n"
+    )
+    result = run_python("-c", code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "gemm_4bit_forward" not in result.stderr
+    assert "Loading weights" in result.stderr  # not switched off by importing the library
