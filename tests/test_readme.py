@@ -266,6 +266,8 @@ def test_readme_example(chain, tmp_path, monkeypatch, capsys):
 
 def test_every_block_is_run_or_skipped_with_a_reason():
     assert len(BLOCKS) >= 40
+    markers = [line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("<!-- readme-test")]
+    assert len(markers) == sum(block.directive is not None for block in BLOCKS), "a marker that precedes no block"
     assert {language for language, _, _ in OTHER_BLOCKS} <= OTHER_LANGUAGES
     for block in BLOCKS:
         assert block.directive in (None, "skip", "continue", "fixture", "real"), block
