@@ -168,9 +168,10 @@ class VectorStatistics:
 
     @property
     def cosine(self) -> float:
-        """cosine(tau_D, tau_A); NaN when either vector is zero."""
+        """cosine(tau_D, tau_A) in [-1, 1] (the float32 dot products can overshoot by ~1e-7); NaN when either vector is
+        zero."""
         denominator = math.sqrt(self.domain_sq * self.alignment_sq)
-        return self.dot / denominator if denominator > 0 else float("nan")
+        return min(1.0, max(-1.0, self.dot / denominator)) if denominator > 0 else float("nan")
 
     @property
     def norm_ratio(self) -> float:

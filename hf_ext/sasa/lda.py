@@ -141,8 +141,13 @@ def fit_lda(
     dim = cov.shape[0]
     target = torch.trace(cov) / dim
     shrunk = (1.0 - lam) * cov + lam * target * torch.eye(dim, dtype=cov.dtype, device=cov.device)
+    if target <= 0:
+        raise ValueError(
+            f"The embeddings of each class are all identical ({xd.shape[0]} desired, {xu.shape[0]} undesired): their "
+            "within-class covariance is zero, so the shape of the boundary cannot be estimated. Give more varied texts."
+        )
     chol, info = torch.linalg.cholesky_ex(shrunk)
-    if info.item() != 0 or target <= 0:
+    if info.item() != 0:
         raise ValueError(
             f"The pooled covariance is singular with shrinkage={shrinkage!r} (hidden size {dim}, "
             f"{xd.shape[0] + xu.shape[0]} embeddings); use shrinkage='auto' or a value in (0, 1]."
