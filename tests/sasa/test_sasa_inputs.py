@@ -52,7 +52,15 @@ ONE_STRING = [
     ("prompts", lambda m, t, p: sample_continuations(m, t, "the cat sat")),
     ("prompts", lambda m, t, p: evaluate_detox(m, t, "the cat sat", p, judge=_zero_judge)),
     ("prompts", lambda m, t, p: choose_beta(m, t, p, "the cat sat", _zero_judge)),
+    ("continuations", lambda m, t, p: _profanity_judge()("the cat sat")),
 ]
+
+
+def _profanity_judge():
+    pytest.importorskip("profanity_check")
+    from hf_ext.sasa import ProfanityCheckJudge
+
+    return ProfanityCheckJudge()
 
 
 @pytest.mark.parametrize(("argument", "call"), ONE_STRING)
