@@ -136,6 +136,8 @@ def aggregate_rankings(rankings: Sequence[Sequence[str]], weights: Sequence[floa
     Returns:
         `list[str]`: The aggregated ranking, best first.
     """
+    if isinstance(rankings, str) or any(isinstance(r, str) for r in rankings):
+        raise TypeError(f"rankings must be a list of rankings, each a list of model names; got {rankings!r}")
     rankings = [list(r) for r in rankings]
     if not rankings:
         raise ValueError("rankings: expected at least one ranking")

@@ -88,3 +88,5 @@ def test_aggregate_rankings_by_borda():
         aggregate_rankings([["a", "b"], ["a", "c"]])
     with pytest.raises(ValueError, match=r"weights: expected 3 finite non-negative weights, got \[1, nan, 1\]"):
         aggregate_rankings(rankings, weights=[1, float("nan"), 1])
+    with pytest.raises(TypeError, match="rankings must be a list of rankings, each a list of model names"):
+        aggregate_rankings(["abc", "bca"])
