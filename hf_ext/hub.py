@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 
-__all__ = ["METHODS", "HubMixin", "card_template_names", "make_card", "push_folder", "resolve_folder", "save_card"]
+__all__ = ["HubMixin", "card_template_names", "make_card", "push_folder", "resolve_folder", "save_card"]
 
 LIBRARY_NAME = "hf-ext"
 METHODS = ("aot", "larimar", "sasa", "mergealign", "seal", "risk")
