@@ -22,6 +22,8 @@ from typing import ClassVar
 __all__ = ["HubMixin", "card_template_names", "make_card", "push_folder", "resolve_folder", "save_card"]
 
 LIBRARY_NAME = "hf-ext"
+METHODS = ("aot", "larimar", "sasa", "mergealign", "seal", "risk")
+"""The hf-ext methods a card can name (`make_card(method=...)`)."""
 
 
 def _templates_folder():
@@ -63,7 +65,8 @@ def make_card(
         template (`str`, *optional*, defaults to `"default"`):
             Template name (see [`card_template_names`]).
         method (`str`, *optional*):
-            The hf-ext method that made the artefact (`"aot"`, `"larimar"`, ...); added to the tags and metadata.
+            The hf-ext method that made the artefact, one of [`METHODS`] (`"aot"`, `"larimar"`, ...); added to the
+            tags and metadata. Another name is a `ValueError`.
         repo_type (`str`, *optional*, defaults to `"model"`):
             `"model"` gives a `ModelCard`, `"dataset"` a `DatasetCard`.
         base_model, datasets, license:
@@ -80,6 +83,10 @@ def make_card(
     """
     from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method={method!r} is not an hf-ext method; expected one of {list(METHODS)} or None.")
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of tags, got one string ({tags!r}); wrap it in a list.")
     all_tags = [LIBRARY_NAME] + ([method] if method else []) + [t for t in tags if t not in (LIBRARY_NAME, method)]
     hf_ext_meta = {"method": method, "version": _version()}
     if method_config is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,7 +206,7 @@ class CandidateModel:
         """Overwrite the model's weights with the merge `base + scale * (alpha * tau_D + (1 - alpha) * tau_A)`."""
         from tqdm.auto import tqdm
 
-        from .vectors import combine_vectors
+        from .vectors import check_merged, combine_vectors
 
         for name in tqdm(
             self.vectors.names, desc=f"alpha={alpha:g}, scale={scale:g}", disable=not progress, leave=False
@@ -230,7 +231,7 @@ class CandidateModel:
                     alpha,
                     scale,
                 )
-            self._assign(name, merged.to(base.dtype))
+            self._assign(name, check_merged(merged.to(base.dtype), name, base, tau_domain, tau_alignment))
 
     def _device_of(self, name: str) -> torch.device:
         module, attribute = self._targets[name]
@@ -449,6 +450,9 @@ def sweep_alpha(
         output_dir (`str` or `os.PathLike`, *optional*): If given, the results are saved there (see
             [`AlphaSweepResult.save`]).
         progress (`bool`, *optional*, defaults to `True`): Show progress bars.
+
+    A candidate whose safety or domain score is NaN or infinite is left out of the Pareto front and the selection,
+    with a warning naming it (its row keeps the scores as returned); when every candidate is, `ValueError`.
     """
     from tqdm.auto import tqdm
 
@@ -486,12 +490,30 @@ def sweep_alpha(
         results.append((alpha, scale, safety, domain_score))
     del candidate
 
-    safety_up = results[0][2].higher_is_better
-    domain_up = results[0][3].higher_is_better
-    safety_scores = [r[2].score for r in results]
-    domain_scores = [r[3].score for r in results]
-    front = pareto_front(
-        safety_scores, domain_scores, safety_higher_is_better=safety_up, domain_higher_is_better=domain_up
+    safety_up, domain_up = _directions(results)
+    scored = [i for i, (_, _, safety, domain_score) in enumerate(results) if _finite(safety.score, domain_score.score)]
+    if not scored:
+        raise ValueError(
+            f"Every candidate got a NaN or infinite score (safety {[r[2].score for r in results]}, domain "
+            f"{[r[3].score for r in results]}): nothing to compare. Check the evaluators."
+        )
+    if len(scored) < len(results):
+        skipped = [AlphaSweepResult.key(*results[i][:2]) for i in range(len(results)) if i not in scored]
+        warnings.warn(
+            f"{len(skipped)} candidate(s) got a NaN or infinite safety or domain score and are left out of the Pareto "
+            f"front and the selection: {', '.join(skipped)}. Their rows keep the scores as returned.",
+            UserWarning,
+            stacklevel=2,
+        )
+    safety_scores = [results[i][2].score for i in scored]
+    domain_scores = [results[i][3].score for i in scored]
+    front = dict(
+        zip(
+            scored,
+            pareto_front(
+                safety_scores, domain_scores, safety_higher_is_better=safety_up, domain_higher_is_better=domain_up
+            ),
+        )
     )
     chosen = select_candidate(
         safety_scores,
@@ -500,14 +522,15 @@ def sweep_alpha(
         safety_higher_is_better=safety_up,
         domain_higher_is_better=domain_up,
     )
+    chosen = None if chosen is None else scored[chosen]
     rows = [
         {
             "alpha": alpha,
             "scale": scale,
             "safety": safety.score,
             "domain": domain_score.score,
-            "pareto": front[i],
-            "meets_floor": meets_floor(safety.score, safety_floor, safety_up),
+            "pareto": front.get(i, False),
+            "meets_floor": i in front and meets_floor(safety.score, safety_floor, safety_up),
             "selected": i == chosen,
         }
         for i, (alpha, scale, safety, domain_score) in enumerate(results)
@@ -530,6 +553,24 @@ def sweep_alpha(
     if output_dir is not None:
         result.save(output_dir)
     return result
+
+
+def _finite(*scores: float) -> bool:
+    return all(math.isfinite(score) for score in scores)
+
+
+def _directions(results) -> tuple[bool, bool]:
+    """The directions of the safety and domain scores, the same for every candidate (else `ValueError`)."""
+    directions = []
+    for index, label in ((2, "safety"), (3, "domain")):
+        seen = {result[index].higher_is_better for result in results}
+        if len(seen) > 1:
+            raise ValueError(
+                f"The {label} evaluator returned higher_is_better=True for some candidates and False for others; "
+                "a score keeps one direction."
+            )
+        directions.append(seen.pop())
+    return directions[0], directions[1]
 
 
 def load_evaluation_dataset(name_or_path: str, split: str = "train"):

@@ -191,6 +191,11 @@ def check_same_shapes(
         if name in other_shapes and other_shapes[name] != base_shapes[name]
     ]
     problems = []
+    hint = vocabulary_hint(
+        (name, other_shapes[name], base_shapes[name])
+        for name in base_shapes
+        if name in other_shapes and other_shapes[name] != base_shapes[name]
+    )
     if mismatched:
         problems.append(
             f"{len(mismatched)} tensor(s) differ in shape ({'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''})"
@@ -201,6 +206,26 @@ def check_same_shapes(
         )
     if problems:
         raise ValueError(
-            f"The {role} model {path} does not match the base model: {' and '.join(problems)}. MergeAlign needs both "
-            "models fine-tuned from the same base architecture."
+            f"The {role} model {path} does not match the base model: {' and '.join(problems)}.{hint} MergeAlign needs "
+            "both models fine-tuned from the same base architecture."
         )
+
+
+_EMBEDDING_MARKERS = ("embed", "lm_head", "wte", "word_embeddings", "output.weight")
+
+
+def vocabulary_hint(mismatches) -> str:
+    """A sentence for an error message when the mismatched tensors include an embedding table or an LM head that
+    differ only in their number of rows (the vocabulary); `""` otherwise. `mismatches` yields `(name, shape,
+    base_shape)`."""
+    for name, shape, base_shape in mismatches:
+        if (
+            any(marker in name for marker in _EMBEDDING_MARKERS)
+            and len(shape) == len(base_shape) == 2
+            and shape[1:] == base_shape[1:]
+        ):
+            return (
+                f" The vocabularies differ ({shape[0]} rows in {name} vs {base_shape[0]} in the base): the fine-tune "
+                "resized its embeddings (added tokens); merge models that share the base's vocabulary."
+            )
+    return ""
