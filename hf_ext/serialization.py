@@ -81,7 +81,7 @@ def check_output_directory(
     if overwrite and path.is_dir() and _holds_more_than_a_run(path):
         raise OutputExistsError(
             f"The output folder {path} is the working directory, one of its parents, the home folder or a root; "
-            f"{option} would replace everything in it. Choose a folder of its own for the output."
+            f"replacing it ({option}) would replace everything in it. Choose a folder of its own for the output."
         )
     if path.is_dir() and not overwrite:
         entries = sorted(p.name for p in path.iterdir())

@@ -271,6 +271,12 @@ def test_overwrite_never_replaces_the_working_directory_or_home(where, tmp_path,
         raise AssertionError("the folder was accepted")
     with pytest.raises(CommandError, match="would replace everything in it"):
         check_training_output(FakeArgs(target), overwrite=True)
+    # risk replaces an earlier report without a flag: never when that report sits in the working directory or home
+    from hf_ext.risk.outputs import atomic_directory as report_directory
+
+    (Path(target).expanduser() / "report.md").write_text("# an earlier report")
+    with pytest.raises(ValueError, match="would replace everything in it"), report_directory(target):
+        raise AssertionError("the folder was accepted")
     assert (tmp_path / "work" / "precious.txt").read_text() == "keep me"
 
 
