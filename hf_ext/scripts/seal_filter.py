@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_ext._validation import check_range
 from hf_ext.scripts.utils import (
     CommandError,
     check_output,
@@ -61,8 +62,7 @@ class SEALFilterArguments:
         for name in ("scores", "dataset_name"):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is required.")
-        if not 0 < self.keep_ratio <= 1:
-            raise ValueError(f"keep_ratio={self.keep_ratio} must be in (0, 1].")
+        check_range("keep_ratio", self.keep_ratio, gt=0, le=1)
 
 
 def seal_filter(filter_args: SEALFilterArguments) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._validation import check_range
 from ..hub import HubMixin, make_card
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .data import FORMATS, HASH_BYTES, hash_batch
@@ -246,8 +247,7 @@ def _histogram_rows(scores: torch.Tensor, kept_mask: torch.Tensor, bins: int) ->
 
 
 def _check_keep_ratio(keep_ratio: float) -> None:
-    if not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
-        raise ValueError(f"keep_ratio={keep_ratio!r} must be in (0, 1].")
+    check_range("keep_ratio", keep_ratio, gt=0, le=1)
 
 
 def _check_keeps_some(keep_ratio: float, kept: int, total: int, what: str = "rows") -> None:
