@@ -113,3 +113,20 @@ def test_library_use_drops_the_kernel_notice_but_keeps_the_users_progress_bars(t
     assert result.returncode == 0, result.stderr
     assert "gemm_4bit_forward" not in result.stderr
     assert "Loading weights" in result.stderr  # not switched off by importing the library
+
+
+@pytest.mark.slow
+def test_seal_filter_on_a_small_dataset_prints_no_progress_bar(tmp_path):
+    import torch
+
+    from hf_ext.seal import SEALScores
+    from hf_ext.seal.data import content_hash
+
+    rows = [{"text": f"example number {i}"} for i in range(8)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    hashes = [content_hash(row, ("text",)) for row in rows]
+    SEALScores(hashes, torch.arange(8, dtype=torch.float32), hash_fields=("text",)).save_pretrained(tmp_path / "s")
+    args = ["--scores", "s", "--dataset_name", "data.jsonl", "--keep_ratio", "0.5", "--output_dir", "kept"]
+    output = assert_clean(run_hf_ext("seal-filter", *args, cwd=tmp_path))
+    assert "Saving the dataset" not in output and "%|" not in output  # datasets' save_to_disk bar
+    assert "kept" in output

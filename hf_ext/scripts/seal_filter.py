@@ -101,7 +101,7 @@ def seal_filter(filter_args: SEALFilterArguments) -> int:
     )
     output_dir = Path(filter_args.output_dir)
     with atomic_directory(output_dir, overwrite=filter_args.overwrite_output_dir) as staging:
-        kept.save_to_disk(str(staging))
+        _save_quietly(kept, staging, rows=sum(kept_counts.values()) if isinstance(kept_counts, dict) else kept_counts)
         card.save(str(staging / "README.md"))
         fig, ax = figure()
         ax.hist(scores.scores.numpy(), bins=30, color="tab:blue")
@@ -114,6 +114,24 @@ def seal_filter(filter_args: SEALFilterArguments) -> int:
     if filter_args.push_to_hub:
         kept.push_to_hub(filter_args.push_to_hub)
     return 0
+
+
+QUIET_SAVE_ROWS = 100_000
+"""Datasets with fewer rows are saved without `save_to_disk`'s progress bar (a fraction of a second of work, which
+`datasets` shows a bar for whatever the delay of the command's bars)."""
+
+
+def _save_quietly(dataset, folder: Path, rows: int) -> None:
+    import datasets
+
+    quiet = rows < QUIET_SAVE_ROWS and not datasets.are_progress_bars_disabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        dataset.save_to_disk(str(folder))
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
 
 
 def make_parser():
