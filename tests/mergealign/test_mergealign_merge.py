@@ -374,3 +374,4 @@ def test_a_non_finite_checkpoint_tensor_is_named_not_merged(tmp_path, role, valu
         match=rf"The {kind} tensor 'model.layers.1.mlp.up_proj.weight' holds 1 NaN or infinite value\(s\) of 8192",
     ):
         merge(_config(triple), tmp_path / "out", report=False)
+    assert not (tmp_path / "out").exists()  # nothing half-written: the merge stopped before its output was placed
