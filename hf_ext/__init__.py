@@ -63,3 +63,14 @@ def _register_models() -> None:
 
 
 _register_models()
+
+
+def _quiet_bitsandbytes() -> None:
+    # Before anything imports bitsandbytes (peft and TRL do): its notice that an optional Hub kernel is missing is not
+    # something a user can act on (hf_ext.logging_utils).
+    from .logging_utils import silence_bitsandbytes_kernel_notice
+
+    silence_bitsandbytes_kernel_notice()
+
+
+_quiet_bitsandbytes()

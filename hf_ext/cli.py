@@ -4,7 +4,9 @@ Each subcommand is a module of `hf_ext.scripts` with `make_parser()` and `main(a
 (`python -m hf_ext.scripts.aot --config trainers/aot.yaml`); [`COMMANDS`] lists them. A subcommand that runs a
 method parses that method's config dataclasses with `TrlParser`, so `--config recipe.yaml` and `--any_field
 value` both work, as with `trl dpo`. The training commands (`aot`, `larimar-train`, `seal-rank`) start themselves
-under `accelerate launch` when given `--num_processes N` or `--accelerate_config FILE`.
+under `accelerate launch` when given `--num_processes N` or `--accelerate_config FILE`. Every command prints only
+what its user can act on (`hf_ext.logging_utils.configure_command_output`): no progress bar for work that takes less
+than two seconds, no warning about the Hugging Face stack's calls among themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import difflib
 import importlib
 import sys
 from collections.abc import Sequence
+
+from hf_ext.logging_utils import configure_command_output
 
 
 __all__ = ["COMMANDS", "main"]
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hf-ext` console script (and of `python -m hf_ext`); returns the exit status."""
+    configure_command_output()  # first: progress bars are configured when tqdm is first imported
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         parser = build_parser()

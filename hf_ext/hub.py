@@ -22,6 +22,8 @@ from typing import ClassVar
 __all__ = ["HubMixin", "card_template_names", "make_card", "push_folder", "resolve_folder", "save_card"]
 
 LIBRARY_NAME = "hf-ext"
+METHODS = ("aot", "larimar", "sasa", "mergealign", "seal", "risk")
+"""The hf-ext methods a card can name (`make_card(method=...)`)."""
 
 
 def _templates_folder():
@@ -63,7 +65,8 @@ def make_card(
         template (`str`, *optional*, defaults to `"default"`):
             Template name (see [`card_template_names`]).
         method (`str`, *optional*):
-            The hf-ext method that made the artefact (`"aot"`, `"larimar"`, ...); added to the tags and metadata.
+            The hf-ext method that made the artefact, one of [`METHODS`] (`"aot"`, `"larimar"`, ...); added to the
+            tags and metadata. Another name is a `ValueError`.
         repo_type (`str`, *optional*, defaults to `"model"`):
             `"model"` gives a `ModelCard`, `"dataset"` a `DatasetCard`.
         base_model, datasets, license:
@@ -80,6 +83,10 @@ def make_card(
     """
     from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method={method!r} is not an hf-ext method; expected one of {list(METHODS)} or None.")
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of tags, got one string ({tags!r}); wrap it in a list.")
     all_tags = [LIBRARY_NAME] + ([method] if method else []) + [t for t in tags if t not in (LIBRARY_NAME, method)]
     hf_ext_meta = {"method": method, "version": _version()}
     if method_config is not None:
@@ -187,17 +194,37 @@ def resolve_folder(
     revision: str | None = None,
     token: str | bool | None = None,
     allow_patterns: list[str] | None = None,
+    what: str = "name_or_path",
 ) -> Path:
-    """A local folder as is, or a Hub repo downloaded (or found in the cache) with `snapshot_download`."""
-    if os.path.isdir(name_or_path):
-        return Path(name_or_path)
+    """A local folder as is, tried first; otherwise a Hub repo downloaded (or found in the cache) with
+    `snapshot_download`.
+
+    Raises:
+        `FileNotFoundError`: `name_or_path` can only be a local path (see [`~hf_ext.paths.resolve_local_or_hub`]) and
+            nothing is there.
+        `NotADirectoryError`: it is an existing file, not a folder.
+        `OSError`: it is not a local path and the Hub could not give the repo; the message says both, with what
+            the Hub said.
+    """
+    from .paths import hub_load_error, resolve_local_or_hub
+
+    text = os.fspath(name_or_path)
+    resolved = resolve_local_or_hub(text, what)
+    local = Path(resolved)
+    if local.exists():
+        if not local.is_dir():
+            raise NotADirectoryError(f"{what}={text!r} is a file; expected a folder (or a Hub {repo_type} repo id).")
+        return local
     from huggingface_hub import snapshot_download
 
-    return Path(
-        snapshot_download(
-            str(name_or_path), repo_type=repo_type, revision=revision, token=token, allow_patterns=allow_patterns
+    try:
+        return Path(
+            snapshot_download(
+                resolved, repo_type=repo_type, revision=revision, token=token, allow_patterns=allow_patterns
+            )
         )
-    )
+    except Exception as error:  # not found, gated, offline, no network: huggingface_hub raises many kinds
+        raise hub_load_error(text, what, error, repo_type) from error
 
 
 class HubMixin:
@@ -230,11 +257,29 @@ class HubMixin:
         repo_id: str | None = None,
         **push_kwargs,
     ) -> Path:
-        """Save the artefact and its card (`README.md`) to `save_directory`; with `push_to_hub`, upload it too."""
-        save_directory = Path(save_directory)
-        save_directory.mkdir(parents=True, exist_ok=True)
-        self._save_files(save_directory)
-        save_card(self.model_card(), save_directory)
+        """Save the artefact and its card (`README.md`) to `save_directory`; with `push_to_hub`, upload it too.
+
+        All or nothing: the files are written to a staging folder beside `save_directory` and moved into it once all
+        are written, so a failure leaves `save_directory` as it was. As with transformers' `save_pretrained`, saving
+        into a folder that already holds this kind of artefact replaces it: the files of an earlier save
+        (`hub_files`) are replaced or removed, files of any other kind are kept (see
+        [`~hf_ext.serialization.install_files`]). The commands refuse a non-empty folder unless asked to replace it.
+        """
+        import shutil
+
+        from .serialization import install_files, staging_directory
+
+        save_directory = Path(save_directory).expanduser()
+        if save_directory.exists() and not save_directory.is_dir():
+            raise NotADirectoryError(f"save_directory={str(save_directory)!r} is an existing file; expected a folder.")
+        save_directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_directory(save_directory)
+        try:
+            self._save_files(staging)
+            save_card(self.model_card(), staging)
+            install_files(staging, save_directory, replace=self.hub_files or ())
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         if push_to_hub:
             push_folder(save_directory, repo_id or save_directory.name, repo_type=self.hub_repo_type, **push_kwargs)
         return save_directory
@@ -249,8 +294,12 @@ class HubMixin:
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None, **kwargs
     ):
-        """Load from a local folder or a Hub repo."""
+        """Load from a local folder (tried first) or a Hub repo (see [`resolve_folder`] for the errors)."""
         folder = resolve_folder(
-            name_or_path, repo_type=cls.hub_repo_type, revision=revision, token=token, allow_patterns=cls.hub_files
+            name_or_path,
+            repo_type=cls.hub_repo_type,
+            revision=revision,
+            token=token,
+            allow_patterns=cls.hub_files,
         )
         return cls._load_files(folder, **kwargs)

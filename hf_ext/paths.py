@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 
-__all__ = ["looks_like_local_path", "resolve_local_or_hub"]
+__all__ = ["hub_load_error", "looks_like_local_path", "resolve_local_or_hub"]
 
 # Suffixes of files a user hands to hf-ext (data, tensors, configurations); a Hub id never ends with one of them.
 _FILE_SUFFIXES = {
@@ -71,3 +71,14 @@ def resolve_local_or_hub(name: str | os.PathLike, what: str = "name_or_path") ->
             "id ('owner/name': letters, digits, '-', '_', '.')."
         )
     return text
+
+
+def hub_load_error(name: str | os.PathLike, what: str, error: BaseException, repo_type: str = "model") -> OSError:
+    """The error to raise when `name`, which [`resolve_local_or_hub`] took for a Hub repo id, could not be loaded from
+    the Hub: it says that `name` is not a local path, and what the Hub (or the library asking it) said."""
+    text = os.fspath(name)
+    said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return OSError(
+        f"{what}={text!r} is not a local path (nothing at {Path(text).expanduser().resolve()}), so it was tried as a "
+        f"Hub {repo_type} repo id, and the Hub said: {said}"
+    )

@@ -151,6 +151,10 @@ def load_quantized(
             With `prepare_for_training`, whether to enable gradient checkpointing.
         from_pretrained_kwargs:
             Anything else `from_pretrained` takes (`revision`, `attn_implementation`, ...).
+
+    Raises:
+        `ValueError`: the checkpoint lacks the weights of the model's head (e.g. an encoder such as BERT loaded as a
+            causal LM): transformers would initialise them at random, and the model would generate noise.
     """
     from transformers import AutoModelForCausalLM
 
@@ -174,14 +178,37 @@ def load_quantized(
         from_pretrained_kwargs.setdefault("dtype", quantization_config.bnb_4bit_compute_dtype)
     if not sharded:
         from_pretrained_kwargs["device_map"] = device_map if device_map is not None else _default_device_map(device)
-    model = model_class.from_pretrained(
+    want_info = bool(from_pretrained_kwargs.pop("output_loading_info", False))
+    model, loading_info = model_class.from_pretrained(
         model_name_or_path,
         quantization_config=quantization_config,
+        output_loading_info=True,
         **from_pretrained_kwargs,
     )
+    _check_head_was_loaded(model, loading_info, model_name_or_path)
     if prepare_for_training:
         model = prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
-    return model
+    return (model, loading_info) if want_info else model
+
+
+def _check_head_was_loaded(model, loading_info: dict, name) -> None:
+    """Raise when weights of a language-model head (outside the model's body) were missing from the checkpoint, hence
+    random. Other heads (a classifier's `score`) start untrained by design and are left alone."""
+    if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
+        return
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    missing = sorted(
+        key for key in loading_info.get("missing_keys", ()) if not (prefix and key.startswith(prefix + "."))
+    )
+    if missing:
+        architectures = getattr(model.config, "architectures", None)
+        raise ValueError(
+            f"{str(name)!r} has no {type(model).__name__} head: {len(missing)} weight(s) of it are not in the "
+            f"checkpoint and would be newly initialised at random ({', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}). The checkpoint was saved as {architectures or 'another model'}; "
+            "load a checkpoint trained with this head (a causal LM for the default AutoModelForCausalLM), or pass the "
+            "model_class that matches it."
+        )
 
 
 def _device_of(device_map) -> torch.device:

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,23 +20,45 @@ __all__ = [
     "atomic_directory",
     "atomic_path",
     "check_output_directory",
+    "install_files",
     "load_json",
     "load_tensors",
+    "open_safetensors",
+    "safetensors_error",
     "save_json",
     "save_tensors",
+    "staging_directory",
     "write_text",
 ]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_directory(path: str | os.PathLike, suffix: str = ".partial") -> Path:
+    """A new, empty, hidden folder beside `path` (same filesystem, so it can be renamed onto `path` in one step), with
+    the permissions a plain `mkdir` would give it (`tempfile.mkdtemp` makes it private to its owner)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    staging.chmod(0o777 & ~_umask())
+    return staging
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; when the block succeeds, move it onto `path` atomically."""
+    """Yield a temporary path next to `path`; when the block succeeds, move it onto `path` atomically (with the
+    permissions a plain `open` would give a new file, not `mkstemp`'s owner-only ones)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -56,6 +78,11 @@ def check_output_directory(
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"The output folder {path} is an existing file; expected a folder (or a new name).")
+    if overwrite and path.is_dir() and _holds_more_than_a_run(path):
+        raise OutputExistsError(
+            f"The output folder {path} is the working directory, one of its parents, the home folder or a root; "
+            f"replacing it ({option}) would replace everything in it. Choose a folder of its own for the output."
+        )
     if path.is_dir() and not overwrite:
         entries = sorted(p.name for p in path.iterdir())
         if entries:
@@ -65,6 +92,15 @@ def check_output_directory(
                 f"them beside its own files. Choose a new folder, or pass {option} to replace the folder's content."
             )
     return path
+
+
+def _holds_more_than_a_run(path: Path) -> bool:
+    """Whether replacing `path` as a whole would take more than a run's output with it: the working directory or a
+    parent of it, the home folder, or a filesystem root."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    return (
+        resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved
+    )
 
 
 @contextmanager
@@ -79,7 +115,7 @@ def atomic_directory(
     """
     path = check_output_directory(path, overwrite=overwrite, option=option)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    staging = staging_directory(path)
     try:
         yield staging
         previous = None
@@ -119,8 +155,64 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str
     return Path(path)
 
 
+def safetensors_error(path: str | os.PathLike, error: Exception) -> ValueError:
+    """The error to raise for a safetensors file that cannot be read: it names the file (safetensors' own message,
+    e.g. "incomplete metadata", does not)."""
+    return ValueError(
+        f"Cannot read the safetensors file {path}: {error}. The file is truncated or corrupt (an interrupted download "
+        "or copy?); write or download it again."
+    )
+
+
 def load_tensors(path: str | os.PathLike, device: str = "cpu") -> dict:
-    """Load every tensor of a safetensors file."""
+    """Load every tensor of a safetensors file; a missing file is a `FileNotFoundError` and a truncated or corrupt
+    one a `ValueError`, both naming the file."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path), device=device)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No safetensors file at {path}.")
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as error:
+        raise safetensors_error(path, error) from None
+
+
+def open_safetensors(path: str | os.PathLike, framework: str = "pt"):
+    """`safetensors.safe_open(path)`, with a truncated or corrupt file reported as a `ValueError` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(str(path), framework=framework)
+    except SafetensorError as error:
+        raise safetensors_error(path, error) from None
+
+
+def install_files(staging: str | os.PathLike, target: str | os.PathLike, *, replace: Iterable[str] = ()) -> Path:
+    """Move what `staging` holds into the folder `target`, as a `save_pretrained` into an existing folder does.
+
+    `target` absent: `staging` becomes `target` in one rename. `target` a folder: each entry of `staging` replaces the
+    entry of the same name, and the entries of `target` matching a pattern of `replace` (`fnmatch` patterns: the files
+    of the artefact being saved) that the new save did not write are removed, so no file of an earlier save of the
+    same artefact survives beside the new ones; other files are kept. `staging` is gone afterwards.
+    """
+    from fnmatch import fnmatch
+
+    staging, target = Path(staging), Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is an existing file; expected a folder (or a new name).")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+        return target
+    new = {entry.name for entry in staging.iterdir()}
+    for entry in target.iterdir():
+        if entry.name not in new and any(fnmatch(entry.name, pattern) for pattern in replace):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for entry in sorted(staging.iterdir()):
+        destination = target / entry.name
+        if destination.is_dir() and not destination.is_symlink():
+            shutil.rmtree(destination)
+        os.replace(entry, destination)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -120,3 +120,86 @@ def test_training_commands_take_the_launch_options(capsys):
 def test_demo_rejects_unknown_stage(capsys):
     assert main(["demo", "--stages", "nope"]) == 2
     assert "unknown stage(s) ['nope']" in capsys.readouterr().err
+
+
+def _broken_yaml(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("model_name_or_path: hf-ext-testing/tiny-llama\nbeta: [0.1\n")
+    return str(path)
+
+
+def _empty_yaml(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    return str(path)
+
+
+def _typo_yaml(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("model_name_or_path: hf-ext-testing/tiny-llama\nbeta_typo: 0.1\n")
+    return str(path)
+
+
+def _merge_yaml(tmp_path, method="mergealgin"):
+    path = tmp_path / "merge.yaml"
+    path.write_text(f"merge_method: {method}\nbase_model: a/b\nmodels:\n  - model: c/d\n")
+    return str(path)
+
+
+# (case, argv given tmp_path, the expected one-line error)
+BAD_COMMAND_INPUT = [
+    ("aot without arguments", lambda t: ["aot"], r"--model_name_or_path is required"),
+    ("aot with an unknown split", lambda t: ["aot", "--model_name_or_path", "hf-ext-testing/tiny-llama",
+     "--dataset_name", "hf-ext-testing/synthetic-preferences", "--dataset_train_split", "bogus", "--output_dir",
+     str(t / "out")], r"dataset_train_split='bogus' is not a split .*expected one of \['train', 'test'\]"),
+    ("broken YAML recipe", lambda t: ["aot", "--config", _broken_yaml(t)],
+     r"--config='.*recipe.yaml' is not valid YAML at line 3, column 1: expected ',' or '\]'"),
+    ("empty YAML recipe", lambda t: ["sasa-fit", "--config", _empty_yaml(t)],
+     r"--config='.*empty.yaml' is empty; expected a YAML mapping of options"),
+    ("unknown key in a YAML recipe", lambda t: ["aot", "--config", _typo_yaml(t)],
+     r"--config='.*typo.yaml' sets unknown option\(s\) \['--beta_typo', '0.1'\]; see --help"),
+    ("missing YAML recipe", lambda t: ["seal-rank", "--config", str(t / "nope.yaml")],
+     r"--config='.*nope.yaml': no such file"),
+    ("broken merge YAML", lambda t: ["merge", _broken_yaml(t), str(t / "out")],
+     r"CONFIG_FILE='.*recipe.yaml' is not valid YAML at line 3"),
+    ("empty merge YAML", lambda t: ["merge", _empty_yaml(t), str(t / "out")], r"CONFIG_FILE='.*empty.yaml' is empty"),
+    ("misspelt merge method", lambda t: ["merge", _merge_yaml(t), str(t / "out")],
+     r"merge_method='mergealgin' is not a merge method \(did you mean 'mergealign'\?\); expected one of \[.*'linear'"),
+    ("broken sweep merge_config", lambda t: ["mergealign-sweep", "--merge_config", _broken_yaml(t), "--safety_dataset",
+     "a.jsonl", "--domain_dataset", "b.jsonl", "--output_dir", str(t / "out")], r"merge_config='.*' is not valid YAML"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "argv", "expected"), BAD_COMMAND_INPUT, ids=[c[0] for c in BAD_COMMAND_INPUT])
+def test_bad_command_input_is_one_line_before_any_work(case, argv, expected, tmp_path, monkeypatch, capsys):
+    import re
+
+    import transformers
+
+    import hf_ext.aot.trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(hf_ext.aot.trainer, "AOTTrainer", refuse)
+    args = argv(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith(f"hf-ext {args[0]}: error: ") and re.search(expected, line), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_components_check_reaches_the_user_as_one_line(tmp_path, capsys):
+    """The components' own checks (here: a decoder checkpoint without a language-modeling head) are one line too."""
+    argv = ["larimar-train", "--encoder_name_or_path", "hf-ext-testing/tiny-bert", "--decoder_name_or_path",
+            "hf-ext-testing/tiny-bert", "--dataset_name", "hf-ext-testing/larimar-facts", "--output_dir",
+            str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size", "16"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith("hf-ext larimar-train: error: ") and "has no language-modeling head" in line, line
+    assert not (tmp_path / "out").exists()

@@ -41,12 +41,20 @@ def test_dataset_card():
     assert card.data.to_dict()["source_datasets"] == ["org/raw"]
 
 
-def test_unknown_template_and_repo_type():
+def test_unknown_template_repo_type_and_method():
     assert "default" in card_template_names()
     with pytest.raises(ValueError, match="No card template named 'nope'"):
         make_card("nope")
     with pytest.raises(ValueError, match="repo_type='space'"):
         make_card(repo_type="space")
+    with pytest.raises(
+        ValueError,
+        match=r"method='bogus' is not an hf-ext method; expected one of \['aot', 'larimar', 'sasa', 'mergealign', "
+        r"'seal', 'risk'\] or None",
+    ):
+        make_card(method="bogus")
+    with pytest.raises(TypeError, match="tags must be a list of tags, got one string"):
+        make_card(method="sasa", tags="probe")
 
 
 def test_card_round_trips_through_a_folder(tmp_path):
@@ -91,7 +99,7 @@ class Vector(HubMixin):
         )
 
     def model_card(self):
-        return make_card(method="test", method_config={"name": self.name}, title=f"Vector {self.name}")
+        return make_card(method="sasa", method_config={"name": self.name}, title=f"Vector {self.name}")
 
 
 def test_hub_mixin_round_trip(tmp_path):

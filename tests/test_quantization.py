@@ -122,3 +122,20 @@ def test_sharded_loading_sets_no_device_map_and_stores_4bit_in_the_compute_dtype
         assert torch.equal(sharded(ids.to(sharded.device)).logits.cpu(), placed(ids).logits.cpu())
     with pytest.raises(ValueError, match="device_map='auto' cannot be used with sharded=True"):
         load_quantized(tiny_llama_path, device_map="auto")
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_checkpoint_without_a_causal_lm_head_is_refused(tiny_bert_path, bits):
+    """An encoder loaded as a causal LM would get a head initialised at random and generate noise (issue 18)."""
+    with pytest.raises(
+        ValueError,
+        match=r"has no BertLMHeadModel head: 6 weight\(s\) of it are not in the checkpoint and would be newly "
+        r"initialised at random \(cls.predictions.bias, .*\). The checkpoint was saved as \['BertModel'\]",
+    ):
+        load_quantized(tiny_bert_path, bits=bits)
+
+
+def test_loading_info_is_returned_when_asked(tiny_llama_path):
+    model, info = load_quantized(tiny_llama_path, bits=4, output_loading_info=True)
+    assert isinstance(model.model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
+    assert not info["missing_keys"] and not info["unexpected_keys"]

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
+from .._checks import check_no_missing_values
+
 
 __all__ = [
     "DataCollatorForAOT",
@@ -49,8 +51,9 @@ def dataset_format(dataset) -> str | None:
 def validate_preference_dataset(dataset, name: str = "train_dataset", aot_variant: str | None = None) -> str:
     """Check a preference dataset before any expensive work; returns its format (`"paired"` or `"unpaired"`).
 
-    Raises `ValueError` naming the dataset and what is wrong: no rows, missing columns, a `label` column that does
-    not hold booleans, or an unpaired dataset given to `aot_variant="paired"`.
+    Raises `ValueError` naming the dataset and what is wrong: no rows, missing columns, a missing value (`None`) in
+    one of the format's columns (naming the column and the row), a `label` column that does not hold booleans, or
+    an unpaired dataset given to `aot_variant="paired"`.
     """
     from datasets import Dataset, IterableDataset
 
@@ -68,6 +71,8 @@ def validate_preference_dataset(dataset, name: str = "train_dataset", aot_varian
             f"{list(PAIRED_COLUMNS)} (with an optional 'prompt') or unpaired columns {list(UNPAIRED_COLUMNS)}."
             + _missing_hint(columns)
         )
+    format_columns = dict.fromkeys(("prompt", *PAIRED_COLUMNS, *PAIRED_TOKENIZED_COLUMNS, *UNPAIRED_TOKENIZED_COLUMNS))
+    check_no_missing_values(dataset, [c for c in (*format_columns, "completion") if c in columns], name)
     if kind == "unpaired":
         _check_labels(dataset, name)
         if aot_variant == "paired":

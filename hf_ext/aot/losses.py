@@ -31,6 +31,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._validation import check_range
+
 
 __all__ = [
     "COSTS",
@@ -60,11 +62,11 @@ def ot_cost(
     | `"least_squares"` | `(margin - s)²` |
 
     With `margin=0` and `label_smoothing=0`, `"logistic"` is the cost of TRL's `loss_type="aot"`.
+
+    Element-wise like `torch.nn.functional`'s losses with `reduction="none"`: a NaN element gives NaN in that element
+    only (the reductions, [`quantile_ot_loss`] and the paired / unpaired losses, refuse non-finite inputs).
     """
-    if cost not in COSTS:
-        raise ValueError(f"cost={cost!r} is not supported; expected one of {list(COSTS)}.")
-    if cost != "logistic" and label_smoothing != 0.0:
-        raise ValueError(f"label_smoothing={label_smoothing} only applies to cost='logistic', not cost={cost!r}.")
+    _check_cost_arguments(cost, beta, margin, label_smoothing)
     s = beta * x
     if margin != 0.0:
         s = s - margin
@@ -78,6 +80,17 @@ def ot_cost(
     if cost == "squared_hinge":
         return torch.relu(-s) ** 2
     return s**2
+
+
+def _check_cost_arguments(cost: str, beta: float, margin: float, label_smoothing: float) -> None:
+    # The ranges of AOTConfig (beta, aot_margin, label_smoothing), for callers of the loss functions too.
+    if cost not in COSTS:
+        raise ValueError(f"cost={cost!r} is not supported; expected one of {list(COSTS)}.")
+    check_range("beta", beta, gt=0, hint="(AOT's default: 0.01)")
+    check_range("margin", margin)
+    check_range("label_smoothing", label_smoothing, ge=0, le=0.5)
+    if cost != "logistic" and label_smoothing != 0.0:
+        raise ValueError(f"label_smoothing={label_smoothing} only applies to cost='logistic', not cost={cost!r}.")
 
 
 @functools.lru_cache(maxsize=256)
@@ -98,8 +111,8 @@ def quantile_coupling(n: int, m: int, device=None, dtype: torch.dtype = torch.fl
     the sorted positions that own it and its length (the weights sum to 1; there are at most `n + m - 1`
     intervals). `∫₀¹ f(Q_u(t), Q_v(t)) dt = Σ_k weight_k · f(u_sorted[index_u_k], v_sorted[index_v_k])`.
     """
-    if n < 1 or m < 1:
-        raise ValueError(f"quantile_coupling needs two non-empty samples; got n={n}, m={m}.")
+    check_range("n", n, ge=1, integer=True, hint="(the size of the first sample)")
+    check_range("m", m, ge=1, integer=True, hint="(the size of the second sample)")
     index_u, index_v, weight = _coupling(int(n), int(m))
     return index_u.to(device), index_v.to(device), weight.to(device=device, dtype=dtype)
 
@@ -112,8 +125,14 @@ def soft_sort(x: torch.Tensor, temperature: float) -> torch.Tensor:
     larger temperatures spread each sorted value over its neighbours, so every sample gets a gradient. The
     temperature is in the units of `x` times the batch size. Invariant to permutations of `x`. Costs `O(n²)`.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature} must be > 0.")
+    check_range("temperature", temperature, gt=0)
+    _check_1d("x", x)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or infinite values; soft_sort needs finite values.")
+    return _soft_sort(x, temperature)
+
+
+def _soft_sort(x: torch.Tensor, temperature: float) -> torch.Tensor:
     n = x.shape[0]
     if n <= 1:
         return x
@@ -127,12 +146,31 @@ def soft_sort(x: torch.Tensor, temperature: float) -> torch.Tensor:
 def _sorted(x: torch.Tensor, soft_sort_temperature: float | None) -> torch.Tensor:
     if soft_sort_temperature is None:
         return torch.sort(x, dim=0).values
-    return soft_sort(x, soft_sort_temperature)
+    return _soft_sort(x, soft_sort_temperature)
 
 
 def _check_1d(name: str, x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of rewards; got {type(x).__name__}.")
     if x.dim() != 1:
         raise ValueError(f"{name} must be a 1-D tensor of rewards; got shape {tuple(x.shape)}.")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must hold floating-point rewards; got dtype {x.dtype}.")
+
+
+def _check_finite(u: torch.Tensor, v: torch.Tensor) -> None:
+    # One device-to-host copy for both samples (a synchronisation on an accelerator).
+    finite = torch.stack([torch.isfinite(u).all(), torch.isfinite(v).all()]).tolist()
+    _raise_if_not_finite(finite)
+
+
+def _raise_if_not_finite(finite: list[bool]) -> None:
+    bad = [name for name, ok in zip(("u", "v"), finite) if not ok]
+    if bad:
+        raise ValueError(
+            f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinite rewards; the AOT loss needs finite "
+            "values (a NaN would be sorted to an arbitrary quantile and make the loss NaN)."
+        )
 
 
 def quantile_ot_loss(
@@ -144,6 +182,7 @@ def quantile_ot_loss(
     margin: float = 0.0,
     label_smoothing: float = 0.0,
     soft_sort_temperature: float | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """The AOT loss: the optimal-transport cost `∫₀¹ h(Q_u(t) - Q_v(t)) dt` of asking `u` to dominate `v`.
 
@@ -164,14 +203,27 @@ def quantile_ot_loss(
             `ε` of the logistic cost (conservative AOT); only for `cost="logistic"`.
         soft_sort_temperature (`float`, *optional*):
             If set, sort with [`soft_sort`] at this temperature instead of the hard sort.
+        check_finite (`bool`, *optional*, defaults to `True`):
+            Raise a `ValueError` when `u` or `v` holds NaN or infinite values. The check reads one value back from
+            the device (a synchronisation on an accelerator); [`~hf_ext.aot.AOTTrainer`] turns it off and makes the
+            same check in the metrics it reads back anyway.
 
     Returns:
         A scalar tensor. Gradients flow through the sorted values. When `u` or `v` is empty the dominance of one
         over the other is undefined: the loss is then `0`, still attached to the graph, with zero gradient.
+
+    Raises:
+        `ValueError`: `u` or `v` is not 1-D or (with `check_finite`) not finite, or an argument is out of range
+        (`beta <= 0`, `label_smoothing` outside `[0, 0.5]`, a non-finite `margin`, `soft_sort_temperature <= 0`).
+        `TypeError`: `u` or `v` is not a floating-point tensor.
     """
     _check_1d("u", u)
     _check_1d("v", v)
+    _check_cost_arguments(cost, beta, margin, label_smoothing)
+    check_range("soft_sort_temperature", soft_sort_temperature, gt=0, optional=True, hint="(None: hard sort)")
     n, m = u.shape[0], v.shape[0]
+    if check_finite and (n or m):
+        _check_finite(u, v)
     if n == 0 or m == 0:
         return (u.sum() + v.sum()) * 0.0
     u_sorted = _sorted(u, soft_sort_temperature)
@@ -223,7 +275,10 @@ def aot_unpaired_loss(
 
 def quantile(x_sorted: torch.Tensor, t: float) -> torch.Tensor:
     """The left-continuous quantile `Q(t) = x_(⌈t n⌉)` of a sorted sample, for `t` in `(0, 1]`."""
+    check_range("t", t, gt=0, le=1)
     n = x_sorted.shape[0]
+    if n == 0:
+        raise ValueError("quantile of an empty sample is undefined; expected at least one value.")
     index = math.ceil(t * n - 1e-9) - 1  # the tolerance keeps t·n = 3.0000000000000004 at 3
     return x_sorted[min(max(index, 0), n - 1)]
 
@@ -239,12 +294,16 @@ def dominance_diagnostics(
     - `ot_violation`: `∫₀¹ max(0, Q_v(t) - Q_u(t)) dt`, the size of the violation in the units of `u` and `v`;
     - `quantile_gap_{100 t}` for each `t` in `quantiles`: `Q_u(t) - Q_v(t)`.
 
-    An empty `u` or `v` gives an empty dict (the dominance is undefined).
+    An empty `u` or `v` gives an empty dict (the dominance is undefined); NaN or infinite values are a `ValueError`
+    (checked in the same device-to-host copy as the results).
     """
     _check_1d("u", u)
     _check_1d("v", v)
+    for t in quantiles:
+        check_range("quantiles", t, gt=0, le=1, hint="(levels t of Q(t))")
     n, m = u.shape[0], v.shape[0]
     if n == 0 or m == 0:
+        _check_finite(u, v)  # the loss of this batch is 0 times the other side: NaN if it is not finite
         return {}
     dtype = torch.promote_types(torch.promote_types(u.dtype, v.dtype), torch.float32)
     u_sorted = torch.sort(u.detach().to(dtype)).values
@@ -252,7 +311,10 @@ def dominance_diagnostics(
     index_u, index_v, weight = quantile_coupling(n, m, device=u.device, dtype=dtype)
     gap = u_sorted[index_u] - v_sorted[index_v]
     values = torch.stack([(weight * (gap < 0)).sum(), (weight * torch.relu(-gap)).sum()])
-    gaps = torch.stack([quantile(u_sorted, t) - quantile(v_sorted, t) for t in quantiles])
-    values = torch.cat([values, gaps]).tolist()  # one device-to-host copy
+    gaps = [quantile(u_sorted, t) - quantile(v_sorted, t) for t in quantiles]
+    gaps = torch.stack(gaps) if gaps else values[:0]
+    finite = torch.stack([torch.isfinite(u).all(), torch.isfinite(v).all()]).to(dtype)
+    *values, finite_u, finite_v = torch.cat([values, gaps, finite]).tolist()  # one device-to-host copy
+    _raise_if_not_finite([bool(finite_u), bool(finite_v)])
     names = ["violation_fraction", "ot_violation"] + [f"quantile_gap_{round(100 * t)}" for t in quantiles]
     return dict(zip(names, values))

@@ -15,12 +15,13 @@ from accelerate.utils import broadcast_object_list, tqdm
 from datasets import Dataset, IterableDataset, concatenate_datasets
 from datasets.fingerprint import Hasher, is_caching_enabled
 from torch.utils.data import DataLoader
-from transformers import AutoProcessor, PreTrainedTokenizerBase, ProcessorMixin
+from transformers import AutoConfig, AutoProcessor, PreTrainedTokenizerBase, ProcessorMixin
 from trl import DPOTrainer
 from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
+from .._checks import check_tokenizer_fits
 from ..quantization import keep_4bit_trainable
 from .config import AOTConfig
 from .data import DataCollatorForAOT, dataset_format, validate_preference_dataset
@@ -133,9 +134,10 @@ class AOTTrainer(DPOTrainer):
         elif eval_dataset is not None:
             validate_preference_dataset(eval_dataset, "eval_dataset", args.aot_variant)
 
+        if processing_class is None:
+            processing_class = self._load_processing_class(model, args)
+        _check_vocabularies(model, ref_model, processing_class, args)
         if data_collator is None:
-            if processing_class is None:
-                processing_class = self._load_processing_class(model, args)
             tokenizer = (
                 processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
             )
@@ -167,6 +169,8 @@ class AOTTrainer(DPOTrainer):
             peft_config=peft_config,
         )
         keep_4bit_trainable(self.model)  # evaluation in the middle of training must not freeze 4-bit CPU layers
+        if isinstance(model, str):  # checked through its config only, if that could be read
+            check_tokenizer_fits(self.processing_class, self.model)
         sorted_batch = self.sorted_batch_size
         if sorted_batch < MIN_SORTED_BATCH:
             warnings.warn(
@@ -367,6 +371,7 @@ class AOTTrainer(DPOTrainer):
             margin=args.aot_margin,
             label_smoothing=self.label_smoothing,
             soft_sort_temperature=args.aot_soft_sort_temperature,
+            check_finite=False,  # checked in `_log_aot_metrics`, within the copy its diagnostics make anyway
         )
         return loss, u, v
 
@@ -449,7 +454,15 @@ class AOTTrainer(DPOTrainer):
 
         # Distributional diagnostics of what the loss compares, in reward units (beta * log-ratio)
         u, v = self.beta * u.detach(), self.beta * v.detach()
-        for key, value in dominance_diagnostics(u, v).items():
+        try:
+            diagnostics = dominance_diagnostics(u, v)
+        except ValueError as error:
+            raise ValueError(
+                f"AOT {mode} step {self.state.global_step}: {error} The policy's or the reference model's "
+                "log-probabilities overflowed (a learning rate too high, or half precision without bf16?); the step "
+                "is stopped before its update."
+            ) from None
+        for key, value in diagnostics.items():
             metrics[f"aot/{key}"].append(value)
         if mode == "train" and len(u) and len(v):
             self._recent_rewards.append((u.float().cpu(), v.float().cpu()))
@@ -556,6 +569,26 @@ class AOTTrainer(DPOTrainer):
             return
         os.makedirs(self.args.output_dir, exist_ok=True)
         self._write_card(self.args.output_dir, model_name=model_name, tags=[tags] if isinstance(tags, str) else tags)
+
+
+def _check_vocabularies(model, ref_model, processing_class, args: AOTConfig) -> None:
+    """Before anything is tokenized or loaded: every token id of the processing class must be embedded by the policy
+    and by the reference model (a model given by name is checked through its config)."""
+    if isinstance(model, str):
+        init_kwargs = args.model_init_kwargs or {}
+        try:
+            config = AutoConfig.from_pretrained(
+                model, revision=init_kwargs.get("revision"), trust_remote_code=args.trust_remote_code
+            )
+        except (OSError, ValueError):  # e.g. a PEFT adapter folder: the loaded model is checked after loading
+            return
+        rows = getattr(config.get_text_config(), "vocab_size", None)
+        if rows is not None:
+            check_tokenizer_fits(processing_class, model, rows=rows)
+    else:
+        check_tokenizer_fits(processing_class, model)
+    if isinstance(ref_model, torch.nn.Module):
+        check_tokenizer_fits(processing_class, ref_model, model_name="ref_model")
 
 
 def _dataset_text(datasets) -> str:

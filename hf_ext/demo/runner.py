@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_ext.logging_utils import configure_command_output
+
 
 __all__ = ["DemoContext", "DemoStage", "StageResult", "run_demo"]
 
@@ -85,6 +87,7 @@ def run_demo(
 
     Returns the exit status: 0 when every stage succeeded, 1 otherwise.
     """
+    configure_command_output()  # before a stage imports tqdm: no progress bar for a tiny model's loading
     if available is None:
         from hf_ext.demo import DEMO_STAGES as available
     output_dir = Path(output_dir)

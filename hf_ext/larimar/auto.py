@@ -20,6 +20,7 @@ __all__ = ["register", "register_on_import"]
 _CONFIG_MODULE = "transformers.models.auto.configuration_auto"
 _MODEL_MODULE = "transformers.models.auto.modeling_auto"
 _MODELING = "hf_ext.larimar.modeling_larimar"
+_CONFIGURATION = "hf_ext.larimar.configuration_larimar"
 
 
 class _LazyModelClass(type):
@@ -44,7 +45,16 @@ class _LazyModelClass(type):
         return issubclass(subclass, cls._real())
 
 
+def _being_imported(module_name: str) -> bool:
+    # `configuration_larimar` imports `AutoConfig` (so `configuration_auto`, whose import hook is
+    # `_register_config`) before it defines `LarimarConfig`; it registers itself once defined.
+    module = sys.modules.get(module_name)
+    return module is not None and not hasattr(module, "LarimarConfig")
+
+
 def _register_config() -> None:
+    if _being_imported(_CONFIGURATION):
+        return
     from .configuration_larimar import LarimarConfig
 
     sys.modules[_CONFIG_MODULE].AutoConfig.register("larimar", LarimarConfig, exist_ok=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -15,6 +18,43 @@ PINV_METHODS = ("exact", "ben_israel")
 MEMORY_DTYPES = ("float32", "float64")
 W_LOGVAR_MODES = ("memory", "slot", "scalar")
 POOLINGS = ("pooler", "cls", "mean")
+
+# Keys `PreTrainedConfig` accepts besides its fields: those its `__post_init__` consumes, and the common attributes
+# of configurations written by earlier transformers releases (a checkpoint's config.json may still carry them).
+_PRETRAINED_CONFIG_KEYS = {
+    "add_cross_attention",
+    "attn_implementation",
+    "auto_map",
+    "bos_token_id",
+    "cross_attention_hidden_size",
+    "custom_pipelines",
+    "decoder_start_token_id",
+    "eos_token_id",
+    "experts_implementation",
+    "finetuning_task",
+    "gradient_checkpointing",
+    "is_decoder",
+    "model_type",
+    "name_or_path",
+    "num_labels",
+    "output_attentions",
+    "pad_token_id",
+    "per_layer_config",
+    "prefix",
+    "pruned_heads",
+    "rope_parameters",
+    "rope_scaling",
+    "rope_theta",
+    "sep_token_id",
+    "task_specific_params",
+    "tf_legacy_loss",
+    "tie_encoder_decoder",
+    "tie_word_embeddings",
+    "tokenizer_class",
+    "torch_dtype",
+    "torchscript",
+    "use_bfloat16",
+}
 
 
 @strict
@@ -131,6 +171,7 @@ class LarimarConfig(PreTrainedConfig):
     query_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
+        _check_unknown_keys(self, kwargs)
         super().__post_init__(**kwargs)
         check_range("latent_size", self.latent_size, ge=1, integer=True)
         check_range("memory_size", self.memory_size, ge=1, integer=True)
@@ -166,6 +207,39 @@ class LarimarConfig(PreTrainedConfig):
         return getattr(torch, self.memory_dtype)
 
 
+def _generation_keys() -> set[str]:
+    from transformers import GenerationConfig
+
+    try:  # the generation parameters older configs carried, which `PreTrainedConfig` drops
+        return set(GenerationConfig._get_default_generation_params())
+    except AttributeError:  # pragma: no cover - a transformers release without this helper
+        return set(GenerationConfig().to_dict())
+
+
+def _check_unknown_keys(config: LarimarConfig, kwargs: dict) -> None:
+    """`PreTrainedConfig` stores any keyword as an attribute, so a typo (`latent_sise=64`) would be kept silently
+    while the field it meant keeps its default. Keys that neither `LarimarConfig` nor `PreTrainedConfig` know are
+    an error; private keys (`_...`) and the keys transformers itself writes or reads are accepted."""
+    fields = {field.name for field in dataclasses.fields(config)}
+    known = fields | _PRETRAINED_CONFIG_KEYS | _generation_keys()
+    unknown = sorted(key for key in kwargs if not key.startswith("_") and key not in known)
+    if not unknown:
+        return
+    larimar_fields = sorted(fields - {field.name for field in dataclasses.fields(PreTrainedConfig)})
+    hints = []
+    for key in unknown:
+        match = difflib.get_close_matches(key, larimar_fields, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {match[0]!r}?)" if match else ""))
+    raise ValueError(
+        f"LarimarConfig got unknown argument(s) {', '.join(hints)}; expected the fields {larimar_fields} or the "
+        "arguments of transformers' PreTrainedConfig."
+    )
+
+
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}.")
+
+
+# When this module is imported first, its `AutoConfig` import skipped the registration (see `auto.py`).
+AutoConfig.register("larimar", LarimarConfig, exist_ok=True)

@@ -45,6 +45,8 @@ from collections.abc import Callable
 
 import torch
 
+from .._validation import check_range
+
 
 __all__ = [
     "PINV_METHODS",
@@ -84,6 +86,25 @@ def _autocast_off(function):
             return function(*args, **kwargs)
 
     return wrapper
+
+
+def _check_finite(**tensors: torch.Tensor | None) -> None:
+    """Raise `ValueError` naming the tensors that hold NaN or infinite values (one device-to-host copy when they
+    share a device: a synchronisation on an accelerator)."""
+    named = [(name, t) for name, t in tensors.items() if isinstance(t, torch.Tensor)]
+    if not named:
+        return
+    flags = [torch.isfinite(t).all() for _, t in named]
+    if len({f.device for f in flags}) == 1:
+        flags = torch.stack(flags).tolist()
+    else:
+        flags = [bool(f) for f in flags]
+    bad = [name for (name, _), ok in zip(named, flags) if not ok]
+    if bad:
+        raise ValueError(
+            f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinite values; the memory math needs "
+            "finite encodings and memories (a NaN would spread to every slot it is written to)."
+        )
 
 
 def compute_dtype(*tensors: torch.Tensor, dtype: torch.dtype | None = None) -> torch.dtype:
@@ -130,9 +151,20 @@ def pinv(
         input_dtype (`torch.dtype`, *optional*):
             The precision the entries of `a` really carry (e.g. float32 for a memory written from float32 encodings
             and upcast to float64), which sets the default cut-off; `a.dtype` by default.
+
+    Raises:
+        `ValueError`: `a` has fewer than 2 dimensions or holds NaN / infinite values, or `rtol` is negative.
     """
+    if not isinstance(a, torch.Tensor) or a.ndim < 2:
+        raise ValueError(f"pinv needs matrices [..., m, n]; got {getattr(a, 'shape', type(a).__name__)}.")
+    check_range("rtol", rtol, ge=0, optional=True)
+    _check_finite(a=a)
+    return _pinv(a, rtol=rtol, method=method, steps=steps, init_scale=init_scale, input_dtype=input_dtype)
+
+
+def _pinv(a, *, rtol=None, method="exact", steps=15, init_scale=5e-4, input_dtype=None) -> torch.Tensor:
     if method == "ben_israel":
-        return ben_israel_pinv(a, steps=steps, init_scale=init_scale)
+        return _ben_israel(a, steps, init_scale)
     if method != "exact":
         raise ValueError(f"pinv method={method!r} is not supported; expected one of {PINV_METHODS}.")
     if rtol is None:
@@ -148,8 +180,13 @@ def ben_israel_pinv(a: torch.Tensor, steps: int = 15, init_scale: float = 5e-4) 
     encodings it diverges (to inf / NaN). Offered for comparison with the official implementation; prefer
     `method="exact"`.
     """
-    if steps < 0:
-        raise ValueError(f"steps={steps} must be >= 0.")
+    check_range("steps", steps, ge=0, integer=True)
+    check_range("init_scale", init_scale, gt=0)
+    _check_finite(a=a)
+    return _ben_israel(a, steps, init_scale)
+
+
+def _ben_israel(a: torch.Tensor, steps: int, init_scale: float) -> torch.Tensor:
     x = init_scale * a.transpose(-2, -1)
     for _ in range(steps):
         x = 2 * x - x @ a @ x
@@ -189,6 +226,7 @@ def write(
     rtol: float | None = None,
     dtype: torch.dtype | None = None,
     prior_pinv: torch.Tensor | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Write an episode into memory in one shot: `W0 = Z M0⁺`, `M = W0⁺ Z`.
 
@@ -208,6 +246,9 @@ def write(
         prior_pinv (`torch.Tensor` of shape `[C, K]` or `[B, C, K]`, *optional*):
             `M0⁺`, when already computed (e.g. once for several writes against the same prior). Otherwise it is
             computed here, once for all episodes when the prior is shared (`[K, C]`).
+        check_finite (`bool`, *optional*, defaults to `True`):
+            Raise a `ValueError` when an input holds NaN or infinite values (one device-to-host copy, a
+            synchronisation on an accelerator). The model's training forward passes `False`.
 
     Returns:
         `torch.Tensor` of shape `[B, K, C]`: the posterior memory.
@@ -217,6 +258,9 @@ def write(
         raise ValueError("Cannot write an empty episode (z has 0 items).")
     if prior.shape[-1] != z.shape[-1]:
         raise ValueError(f"z has latent size {z.shape[-1]} but the prior memory has shape {tuple(prior.shape)}.")
+    check_range("noise_std", noise_std, ge=0)
+    if check_finite:
+        _check_finite(z=z, prior=prior, prior_pinv=prior_pinv)
     z_dtype = z.dtype
     dtype = compute_dtype(z, prior, dtype=dtype)
     z = z.to(dtype)
@@ -224,11 +268,11 @@ def write(
     if prior_pinv is None:
         _batched_memory(prior, z.shape[0], "prior")  # checks the shape
         # A shared prior ([K, C] or [1, K, C]) is inverted once and broadcast over the episodes.
-        prior_pinv = pinv(prior.to(dtype), input_dtype=prior.dtype, **kwargs)
+        prior_pinv = _pinv(prior.to(dtype), input_dtype=prior.dtype, **kwargs)
     if noise_std > 0:
         z = z + noise_std * torch.randn(z.shape, generator=generator, device=z.device, dtype=dtype)
     w0 = z @ prior_pinv.to(dtype)
-    return pinv(w0, input_dtype=z_dtype, **kwargs) @ z
+    return _pinv(w0, input_dtype=z_dtype, **kwargs) @ z
 
 
 @_autocast_off
@@ -243,10 +287,11 @@ def addresses(
 ) -> torch.Tensor:
     """The mean read weights `W̄ = Q M⁺` (`[B, N', K]`) of queries `q` (`[B, N', C]`) in `memory` (`[B, K, C]`)."""
     _check_latents("q", q, memory.shape[-1])
+    _check_finite(q=q, memory=memory)
     memory_dtype = memory.dtype
     dtype = compute_dtype(q, memory, dtype=dtype)
     memory = _batched_memory(memory.to(dtype), q.shape[0], "memory")
-    m_pinv = pinv(memory, method=pinv_method, steps=pinv_steps, rtol=rtol, input_dtype=memory_dtype)
+    m_pinv = _pinv(memory, method=pinv_method, steps=pinv_steps, rtol=rtol, input_dtype=memory_dtype)
     return q.to(dtype) @ m_pinv
 
 
@@ -263,6 +308,7 @@ def read(
     rtol: float | None = None,
     dtype: torch.dtype | None = None,
     return_addresses: bool = False,
+    check_finite: bool = True,
 ):
     """Read `memory` with queries `q`: `W = Q M⁺`, `Z_read = W M`.
 
@@ -284,17 +330,24 @@ def read(
             See [`write`].
         return_addresses (`bool`, *optional*, defaults to `False`):
             Also return the mean read weights `W̄` of the last iteration.
+        check_finite (`bool`, *optional*, defaults to `True`):
+            Raise a `ValueError` when an input holds NaN or infinite values (one device-to-host copy, a
+            synchronisation on an accelerator). The model's training forward passes `False`.
 
     Returns:
-        `torch.Tensor` of shape `[B, N', C]` (and `W̄`, `[B, N', K]`, with `return_addresses`).
+        `torch.Tensor` of shape `[B, N', C]` (and `W̄`, `[B, N', K]`, with `return_addresses`). Zero queries
+        (`N' = 0`) read an empty `[B, 0, C]`.
     """
     _check_latents("q", q, memory.shape[-1])
-    if iterations < 1:
-        raise ValueError(f"iterations={iterations} must be >= 1.")
+    check_range("iterations", iterations, ge=1, integer=True)
+    if check_finite:
+        _check_finite(q=q, memory=memory, w_logvar=w_logvar if isinstance(w_logvar, torch.Tensor) else None)
+        if w_logvar is not None and not isinstance(w_logvar, torch.Tensor):
+            check_range("w_logvar", w_logvar)
     memory_dtype = memory.dtype
     dtype = compute_dtype(q, memory, dtype=dtype)
     memory = _batched_memory(memory.to(dtype), q.shape[0], "memory")
-    m_pinv = pinv(memory, method=pinv_method, steps=pinv_steps, rtol=rtol, input_dtype=memory_dtype)
+    m_pinv = _pinv(memory, method=pinv_method, steps=pinv_steps, rtol=rtol, input_dtype=memory_dtype)
     z = q.to(dtype)
     for _ in range(iterations):
         w_mean = z @ m_pinv
@@ -307,9 +360,12 @@ def read(
 
 
 @_autocast_off
-def w_kl(w_mean: torch.Tensor, w_logvar: torch.Tensor | float) -> torch.Tensor:
+def w_kl(w_mean: torch.Tensor, w_logvar: torch.Tensor | float, *, check_finite: bool = True) -> torch.Tensor:
     """KL divergence of the read weights from the standard normal prior, summed over slots:
-    `½ Σ_k (exp(logvar) + W̄² - 1 - logvar)`; shape `w_mean.shape[:-1]`."""
+    `½ Σ_k (exp(logvar) + W̄² - 1 - logvar)`; shape `w_mean.shape[:-1]`. With `check_finite` (the default; the
+    model's training forward turns it off), NaN or infinite inputs are a `ValueError`."""
+    if check_finite:
+        _check_finite(w_mean=w_mean, w_logvar=torch.as_tensor(w_logvar, device=w_mean.device))
     w_logvar = torch.as_tensor(w_logvar, dtype=w_mean.dtype, device=w_mean.device)
     return 0.5 * (torch.exp(w_logvar) + w_mean.square() - 1 - w_logvar).sum(-1)
 
@@ -323,10 +379,11 @@ def reference_keys(
     The same encoding always gets the same key, which is what lets [`sequential_write`] forget it later.
     """
     _check_latents("z", z, reference.shape[-1])
+    _check_finite(z=z, reference=reference)
     reference_dtype = reference.dtype
     dtype = compute_dtype(z, reference, dtype=dtype)
     reference = _batched_memory(reference.to(dtype), z.shape[0], "reference")
-    return z.to(dtype) @ pinv(reference, rtol=rtol, input_dtype=reference_dtype)
+    return z.to(dtype) @ _pinv(reference, rtol=rtol, input_dtype=reference_dtype)
 
 
 @_autocast_off
@@ -337,6 +394,7 @@ def read_with_keys(keys: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
             f"keys of shape {tuple(keys.shape)} do not address a memory of shape {tuple(memory.shape)} "
             "(expected [batch, items, memory_size])."
         )
+    _check_finite(keys=keys, memory=memory)
     dtype = compute_dtype(keys, memory)
     return keys.to(dtype) @ _batched_memory(memory.to(dtype), keys.shape[0], "memory")
 
@@ -351,11 +409,14 @@ def ridge_memory(
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An empty memory for [`sequential_write`]: `M_0 = 0` (`[B, K, C]`) and `C_0 = λ I` (`[B, K, K]`)."""
-    if not ridge > 0:
-        raise ValueError(
-            f"ridge={ridge} must be > 0: without a ridge, forgetting is a no-op while fewer than memory_size items "
-            "are stored."
-        )
+    check_range(
+        "ridge",
+        ridge,
+        gt=0,
+        hint="(without a ridge, forgetting is a no-op while fewer than memory_size items are stored)",
+    )
+    for name, size in (("batch_size", batch_size), ("memory_size", memory_size), ("latent_size", latent_size)):
+        check_range(name, size, ge=1, integer=True)
     memory = torch.zeros(batch_size, memory_size, latent_size, dtype=dtype, device=device)
     precision = ridge * torch.eye(memory_size, dtype=dtype, device=device).expand(batch_size, -1, -1).clone()
     return memory, precision
@@ -382,7 +443,7 @@ def sequential_write(
         alpha (`float`, *optional*, defaults to 1): `+1` writes, `-1` forgets.
 
     Returns:
-        The new `(memory, precision)`.
+        The new `(memory, precision)`. Zero encodings (`N = 0`) leave the state unchanged.
     """
     _check_latents("z", z, memory.shape[-1])
     if keys.shape[:2] != z.shape[:2] or keys.shape[-1] != memory.shape[-2]:
@@ -390,6 +451,14 @@ def sequential_write(
             f"keys of shape {tuple(keys.shape)} do not match z of shape {tuple(z.shape)} and a memory of shape "
             f"{tuple(memory.shape)}."
         )
+    k = memory.shape[-2]
+    if precision.shape[-2:] != (k, k) or precision.shape[:-2] != memory.shape[:-2]:
+        raise ValueError(
+            f"precision of shape {tuple(precision.shape)} does not match a memory of shape {tuple(memory.shape)} "
+            f"(expected [batch, {k}, {k}])."
+        )
+    check_range("alpha", alpha, hint="(+1 writes, -1 forgets)")
+    _check_finite(z=z, keys=keys, memory=memory, precision=precision)
     dtype = compute_dtype(z, keys, memory, precision)
     z, keys, memory, precision = (t.to(dtype) for t in (z, keys, memory, precision))
     keys_t = keys.transpose(-2, -1)
@@ -411,8 +480,15 @@ def scope_mask(queries: torch.Tensor, stored: torch.Tensor, threshold: float) ->
     Returns:
         `torch.BoolTensor` of shape `[B, Q]`; all `False` when nothing is stored.
     """
+    check_range("threshold", threshold, ge=0, le=2, hint="(a cosine distance)")
     if stored.ndim == 2:
         stored = stored.unsqueeze(0).expand(queries.shape[0], -1, -1)
+    if queries.ndim != 3 or stored.ndim != 3 or stored.shape[-1] != queries.shape[-1]:
+        raise ValueError(
+            f"queries [B, Q, D] and stored [B, S, D] or [S, D] must share D; got {tuple(queries.shape)} and "
+            f"{tuple(stored.shape)}."
+        )
+    _check_finite(queries=queries, stored=stored)
     if stored.shape[1] == 0:
         return torch.zeros(queries.shape[:2], dtype=torch.bool, device=queries.device)
     dtype = compute_dtype(queries, stored)
@@ -453,6 +529,7 @@ def hierarchical_read(
         raise ValueError(f"episode_size={episode_size} must be >= 2 for a hierarchical read.")
     if chunks.shape[1] == 0:
         raise ValueError("Cannot read an empty context (0 chunks).")
+    _check_finite(chunks=chunks, queries=queries, prior=prior)
     write_fn = write_fn or (lambda z, m0: write(z, m0))
     read_fn = read_fn or (lambda q, m: read(q, m))
     batch, num_queries, code_size = queries.shape

@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
+from .._checks import embedding_rows
 from .._compat import CACHE_NAME, cache_kwargs, model_output_cache, named_cache_field, pop_cache
 from . import memory as memory_math
 from .configuration_larimar import LarimarConfig
@@ -270,7 +271,10 @@ class LarimarMemory(nn.Module):
         pinv_kwargs = {"pinv_method": self.config.pinv_method, "pinv_steps": self.config.pinv_steps}
         dtype = self.config.memory_torch_dtype
         # One pseudo-inverse of the prior for all the episodes of this forward.
-        memory = memory_math.write(episodes, self.prior, noise_std=noise_std, dtype=dtype, **pinv_kwargs)
+        # No finiteness check in the training forward (it would synchronise every step); the loss shows a NaN.
+        memory = memory_math.write(
+            episodes, self.prior, noise_std=noise_std, dtype=dtype, check_finite=False, **pinv_kwargs
+        )
         if queries is None:
             return LarimarMemoryOutput(memory=memory)
         w_logvar = self._read_logvar(memory)
@@ -281,6 +285,7 @@ class LarimarMemory(nn.Module):
             iterations=self.config.read_iterations,
             dtype=dtype,
             return_addresses=True,
+            check_finite=False,
             **pinv_kwargs,
         )
         return LarimarMemoryOutput(
@@ -386,11 +391,22 @@ class LarimarPreTrainedModel(PreTrainedModel):
                     "Pass processor=LarimarProcessor(...) (or set model.processor) to write texts, or pass "
                     "encoder_input_ids."
                 )
+            self._check_processor(processor)
             inputs = processor.encode_memory(texts)
             encoder_input_ids, encoder_attention_mask = inputs["encoder_input_ids"], inputs["encoder_attention_mask"]
         if encoder_input_ids is None or encoder_input_ids.shape[0] == 0:
             raise ValueError("Nothing to encode: give texts (with a processor) or a non-empty encoder_input_ids.")
+        _check_encoder_ids(encoder_input_ids, encoder_attention_mask, self._larimar().encoder)
         return encoder_input_ids, encoder_attention_mask
+
+    def _check_processor(self, processor) -> None:
+        """`processor.check_model(self)`, once per processor object (it reads both tokenizers' vocabularies)."""
+        checked = getattr(self, "_checked_processor", None)
+        if checked is not None and checked() is processor:
+            return
+        if hasattr(processor, "check_model"):
+            processor.check_model(self)
+        self._checked_processor = weakref.ref(processor)
 
     @torch.no_grad()
     def encode_texts(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
@@ -663,13 +679,18 @@ class LarimarPreTrainedModel(PreTrainedModel):
             from ..hub import save_card
 
             save_card(self.model_card(), save_directory)
+        from ..serialization import save_tensors
+
         target = os.path.join(save_directory, MEMORY_FILE)
         state = self.memory_state
-        if state is None:
-            if os.path.exists(target):
-                os.remove(target)
+        if state is None or state.size == 0:
+            # Written empty too, so that a checkpoint without the file is known to have lost its memory.
+            save_tensors(
+                target,
+                {"latents": torch.zeros(0, self.config.latent_size)},
+                metadata=self._memory_metadata(items=0),
+            )
             return
-        from ..serialization import save_tensors
 
         # Each item's encoder tokens (for forget_memory), concatenated; length -1 marks an item stored without them.
         lengths = [len(t) if t is not None else -1 for t in state.tokens]
@@ -684,29 +705,42 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 "item_lengths": torch.tensor(lengths, dtype=torch.long),
                 "item_tokens": torch.tensor(flat, dtype=torch.long),
             },
-            metadata={
-                "format": MEMORY_FORMAT,
-                "latent_size": str(self.config.latent_size),
-                "memory_size": str(self.config.memory_size),
-                "memory_dtype": self.config.memory_dtype,
-                "ridge": repr(state.ridge),
-            },
+            metadata={**self._memory_metadata(items=state.size), "ridge": repr(state.ridge)},
         )
+
+    def _memory_metadata(self, items: int) -> dict[str, str]:
+        return {
+            "format": MEMORY_FORMAT,
+            "latent_size": str(self.config.latent_size),
+            "memory_size": str(self.config.memory_size),
+            "memory_dtype": self.config.memory_dtype,
+            "items": str(items),
+        }
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, restoring the episodic memory saved with the model (if any)."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = model[0] if isinstance(model, tuple) else model  # output_loading_info=True
         path = _find_memory_file(pretrained_model_name_or_path, kwargs)
         if path is not None:
-            model.load_memory(path)
+            loaded.load_memory(path)
+        else:
+            warnings.warn(
+                f"{str(pretrained_model_name_or_path)!r} has no {MEMORY_FILE}: the model starts with an empty "
+                "episodic memory. save_pretrained always writes that file (an empty memory too), so it was not "
+                "copied with the checkpoint, or the checkpoint predates it. Copy the file next to config.json or "
+                "call model.load_memory(path) to restore a memory; write_memory(...) fills an empty one.",
+                UserWarning,
+                stacklevel=2,
+            )
         return model
 
     def load_memory(self, path: str | os.PathLike) -> None:
         """Load an episodic memory saved by `save_pretrained` (checked against this model's config)."""
-        from safetensors import safe_open
+        from ..serialization import open_safetensors
 
-        with safe_open(str(path), framework="pt") as handle:
+        with open_safetensors(path) as handle:  # a truncated file is an error naming it
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         if metadata.get("format") != MEMORY_FORMAT:
@@ -718,6 +752,9 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 f"The memory in {path} was written by a model with {found}, but this model has {expected}: "
                 "it belongs to another configuration."
             )
+        if "memory" not in tensors:  # an empty memory (`items` = 0)
+            self._larimar()._memory_state = None
+            return
         tokens = []
         if "item_lengths" in tensors:  # files written before hf-ext stored tokens have none
             flat, start = tensors["item_tokens"].tolist(), 0
@@ -1105,9 +1142,18 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         if causal_lm is None:
             if decoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give decoder_pretrained_model_name_or_path (or decoder_model=...).")
-            causal_lm = AutoModelForCausalLM.from_pretrained(decoder_pretrained_model_name_or_path, **kwargs_decoder)
+            causal_lm, loading_info = AutoModelForCausalLM.from_pretrained(
+                decoder_pretrained_model_name_or_path, output_loading_info=True, **kwargs_decoder
+            )
+            _check_decoder_checkpoint(causal_lm, loading_info["missing_keys"], decoder_pretrained_model_name_or_path)
         if causal_lm.get_output_embeddings() is None:
             raise ValueError(f"The decoder {type(causal_lm).__name__} has no language-modeling head.")
+        if getattr(causal_lm.config, "is_decoder", None) is False:
+            raise ValueError(
+                f"The decoder {type(causal_lm).__name__} ({causal_lm.config._name_or_path or 'given as decoder_model'}) "
+                "is configured as a bidirectional encoder (is_decoder=False): it would see the tokens it has to "
+                "predict. Pass a causal LM (GPT-2, a Llama-family model, ...) as the decoder."
+            )
         if encoder.get_output_embeddings() is not None:
             raise ValueError(
                 f"The encoder {type(encoder).__name__} has a language-modeling head; load it with AutoModel."
@@ -1237,7 +1283,7 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         )
         read_out = read.read_latents
         z_read, w_mean = read_out[:, :episode_size], read.read_weights[:, :episode_size]
-        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype)).mean()
+        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype), check_finite=False).mean()
 
         streams = {"reconstruction": z_read.reshape(items, -1), "autoencoder": z, "no_memory": torch.zeros_like(z)}
         if query_input_ids is not None:
@@ -1309,6 +1355,9 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
                     )
                 batch = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
                 memory_latent = torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
+        if input_ids is not None and input_ids.numel():
+            low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()  # one copy per generate call
+            _check_id_range("input_ids", low, high, embedding_rows(self), "decoder")
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
         )
@@ -1326,6 +1375,44 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         """Keep the tokens' 2D padding mask with a compilable (static) cache: [`LarimarModel.decode`] adds the
         memory slot to it, and the decoder builds its own 4D mask from the result, sized to its cache."""
         return attention_mask
+
+
+def _check_encoder_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, encoder: nn.Module) -> None:
+    """Every encoder input must have a token, and every token id an embedding (one device-to-host copy)."""
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError(
+            f"encoder_input_ids must have shape [items, tokens] with at least one token; got {tuple(input_ids.shape)}."
+        )
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    tokens = mask.ne(0).sum(1)
+    low, high, fewest = torch.stack([input_ids.min(), input_ids.max(), tokens.min()]).tolist()
+    if fewest == 0:
+        row = int(tokens.eq(0).nonzero()[0])
+        raise ValueError(f"encoder_input_ids[{row}] has no token (its attention mask is all 0): nothing to encode.")
+    _check_id_range("encoder_input_ids", low, high, embedding_rows(encoder), "encoder")
+
+
+def _check_id_range(name: str, low: int, high: int, rows: int | None, side: str) -> None:
+    if rows is not None and (low < 0 or high >= rows):
+        raise ValueError(
+            f"{name} hold token ids from {low} to {high}, but the {side} embeds ids 0..{rows - 1}: they were made by "
+            f"another tokenizer than the {side}'s."
+        )
+
+
+def _check_decoder_checkpoint(causal_lm, missing_keys, name_or_path) -> None:
+    """A checkpoint without a causal LM head (e.g. an encoder's) loads into `AutoModelForCausalLM` with a random
+    head (transformers only logs it): refuse it, naming the checkpoint and the missing weights."""
+    prefix = f"{causal_lm.base_model_prefix}."
+    head_missing = sorted(key for key in missing_keys if not key.startswith(prefix))
+    if head_missing:
+        shown = ", ".join(head_missing[:4]) + (", ..." if len(head_missing) > 4 else "")
+        raise ValueError(
+            f"The decoder checkpoint {str(name_or_path)!r} has no language-modeling head: its weights lack "
+            f"{shown}, which {type(causal_lm).__name__} would initialise at random (architectures in its config: "
+            f"{causal_lm.config.architectures}). It is not a causal LM (an encoder checkpoint?); pass a causal LM "
+            "(GPT-2, a Llama-family model, ...) as the decoder."
+        )
 
 
 def _check_submodel(name: str, module: nn.Module, config) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import BatchEncoding, ProcessorMixin
 
+from .._checks import embedding_rows, token_id_bound
+from ..paths import looks_like_local_path
+
 
 __all__ = ["LarimarProcessor"]
+
+SUBFOLDERS = ("encoder_tokenizer", "decoder_tokenizer")
 
 
 class LarimarProcessor(ProcessorMixin):
@@ -33,6 +40,22 @@ class LarimarProcessor(ProcessorMixin):
     def __init__(self, encoder_tokenizer, decoder_tokenizer, **kwargs):
         super().__init__(encoder_tokenizer, decoder_tokenizer, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a processor saved with `save_pretrained` (a folder or a Hub repo with `encoder_tokenizer/` and
+        `decoder_tokenizer/`). A single tokenizer's folder is refused: transformers would load that one tokenizer
+        as both, and a decoder's tokenizer does not fit the encoder."""
+        missing = _missing_subfolders(pretrained_model_name_or_path, kwargs)
+        if missing:
+            raise ValueError(
+                f"{str(pretrained_model_name_or_path)!r} holds no LarimarProcessor: it has no {' and no '.join(missing)} "
+                "subfolder (LarimarProcessor.save_pretrained writes encoder_tokenizer/ and decoder_tokenizer/), so it "
+                "would load one tokenizer as both. Build the processor from the encoder's and the decoder's "
+                "tokenizers: LarimarProcessor(AutoTokenizer.from_pretrained(encoder), "
+                "AutoTokenizer.from_pretrained(decoder))."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "encoder_input_ids", "encoder_attention_mask"]
@@ -40,8 +63,10 @@ class LarimarProcessor(ProcessorMixin):
     # Encoder side ---------------------------------------------------------------------------------------------
 
     def encode_memory(self, texts, max_length: int | None = None) -> BatchEncoding:
-        """Encoder inputs for `texts`: `encoder_input_ids` and `encoder_attention_mask` (right-padded tensors)."""
+        """Encoder inputs for `texts`: `encoder_input_ids` and `encoder_attention_mask` (right-padded tensors).
+        An empty (or blank) text is a `ValueError`: it has nothing to encode."""
         texts = _as_list(texts, "texts")
+        _check_not_blank(texts, "texts")
         encoded = self.encoder_tokenizer(
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
@@ -137,17 +162,68 @@ class LarimarProcessor(ProcessorMixin):
         return self.decoder_tokenizer.decode(*args, **kwargs)
 
     def check_model(self, model) -> None:
-        """Raise a `ValueError` when the tokenizers' vocabularies do not fit the model's embeddings."""
+        """Raise a `ValueError` when a tokenizer can produce token ids beyond the embeddings of its side of `model`
+        (a [`LarimarModel`] or [`LarimarForCausalLM`]). Tokenizers smaller than padded embeddings are fine."""
+        larimar = getattr(model, "model", model)
         pairs = (
-            ("encoder", self.encoder_tokenizer, model.config.encoder),
-            ("decoder", self.decoder_tokenizer, model.config.decoder),
+            ("encoder", self.encoder_tokenizer, larimar.encoder),
+            ("decoder", self.decoder_tokenizer, model),
         )
-        for name, tokenizer, config in pairs:
-            if len(tokenizer) > config.vocab_size:
+        for name, tokenizer, module in pairs:
+            rows = embedding_rows(module)
+            bound = token_id_bound(tokenizer)
+            if rows is not None and bound > rows:
+                source = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
                 raise ValueError(
-                    f"The {name} tokenizer has {len(tokenizer)} tokens but the model's {name} embeds only "
-                    f"{config.vocab_size}: they do not belong together."
+                    f"The {name} tokenizer ({source}) produces token ids up to {bound - 1} but the model's {name} "
+                    f"({getattr(model.config, name).model_type}) embeds only {rows} tokens: they do not belong "
+                    f"together. Build the processor with the {name}'s own tokenizer: "
+                    "LarimarProcessor(encoder_tokenizer, decoder_tokenizer)."
                 )
+
+
+def _missing_subfolders(name_or_path, kwargs) -> list[str]:
+    """The tokenizer subfolders a saved processor lacks: looked up in a local folder, or in a Hub repo through the
+    cache (the files are needed anyway); an unreachable Hub or a missing folder is left for transformers to report."""
+    from transformers.utils import cached_file
+
+    subfolder = kwargs.get("subfolder") or ""
+    if os.path.isdir(os.path.join(str(name_or_path), subfolder)):
+        return [name for name in SUBFOLDERS if not os.path.isdir(os.path.join(str(name_or_path), subfolder, name))]
+    if looks_like_local_path(name_or_path):
+        return []
+    options = {key: kwargs[key] for key in ("cache_dir", "token", "revision", "local_files_only") if key in kwargs}
+
+    def found(folder: str) -> bool:
+        return (
+            cached_file(
+                str(name_or_path),
+                "tokenizer_config.json",
+                subfolder=folder,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **options,
+            )
+            is not None
+        )
+
+    try:
+        missing = [name for name in SUBFOLDERS if not found("/".join(part for part in (subfolder, name) if part))]
+        # Nothing found at all may be an unreachable Hub: refuse only a repo that holds one tokenizer at its root.
+        if len(missing) == len(SUBFOLDERS) and not found(subfolder):
+            return []
+    except OSError:  # no such repo, or no access: transformers says so
+        return []
+    return missing
+
+
+def _check_not_blank(texts: list[str], name: str) -> None:
+    blank = [i for i, text in enumerate(texts) if not text.strip()]
+    if blank:
+        raise ValueError(
+            f"{name}[{blank[0]}] is {texts[blank[0]]!r}: an empty text has nothing to encode"
+            f"{f' ({len(blank)} such texts)' if len(blank) > 1 else ''}; give texts with words in them."
+        )
 
 
 def _as_list(texts, name: str) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
+from .._validation import check_range
+
 
 __all__ = ["LarimarEpisodeCollator", "LarimarKLAnnealingCallback", "kl_annealing_scale", "warmup_linear_decay"]
 
@@ -22,6 +24,9 @@ class LarimarEpisodeCollator:
             will ask); enables the query term of the objective. Ignored when absent.
         episode_size (`int`, *optional*): Items per episode; the whole batch by default.
         max_length (`int`, *optional*): Truncate longer texts.
+        model ([`LarimarForCausalLM`], *optional*): The model the batches are for; when given, the processor's
+            tokenizers are checked against its encoder's and decoder's embeddings here, before the first step
+            ([`LarimarProcessor.check_model`]).
     """
 
     def __init__(
@@ -31,7 +36,13 @@ class LarimarEpisodeCollator:
         prompt_field: str | None = "prompt",
         episode_size: int | None = None,
         max_length: int | None = None,
+        model=None,
     ):
+        if episode_size is not None:
+            check_range("episode_size", episode_size, ge=1, integer=True)
+        check_range("max_length", max_length, ge=1, integer=True, optional=True)
+        if model is not None:
+            processor.check_model(model)
         self.processor = processor
         self.text_field = text_field
         self.prompt_field = prompt_field

@@ -42,7 +42,7 @@ class LoraAdapter:
     """
 
     def __init__(self, folder: str | os.PathLike):
-        from safetensors.torch import load_file
+        from ..serialization import load_tensors
 
         self.folder = Path(folder)
         config_path = self.folder / "adapter_config.json"
@@ -55,7 +55,15 @@ class LoraAdapter:
             )
         self.config = json.loads(config_path.read_text(encoding="utf-8"))
         self._check_config()
-        tensors = load_file(str(weights_path))
+        tensors = load_tensors(weights_path)
+        non_finite = [
+            key for key, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()
+        ]
+        if non_finite:
+            raise ValueError(
+                f"The adapter {self.folder} holds NaN or infinite values in {len(non_finite)} tensor(s) "
+                f"({', '.join(non_finite[:3])}{' ...' if len(non_finite) > 3 else ''}); its task vector would be NaN."
+            )
         self.factors: dict[str, dict[str, torch.Tensor]] = {}  # weight name -> {"A", "B", "embedding"}
         self.saved: dict[str, torch.Tensor] = {}  # weight name -> whole tensor saved by the adapter
         for key, tensor in tensors.items():
@@ -151,7 +159,7 @@ class LoraAdapter:
 
     def check_shapes(self, base_shapes: dict[str, tuple[int, ...]], *, role: str = "input") -> None:
         """Raise a `ValueError` when the adapter targets a weight the base lacks, or one of another shape."""
-        problems = []
+        problems, mismatches = [], []
         for name in self.weight_names:
             if name not in base_shapes:
                 problems.append(f"{name} (not in the base)")
@@ -164,13 +172,17 @@ class LoraAdapter:
                     shape = shape[::-1]
                 if shape != tuple(base_shapes[name]):
                     problems.append(f"{name}: update {shape} vs {tuple(base_shapes[name])} in the base")
+                    mismatches.append((name, shape, tuple(base_shapes[name])))
             saved = self.saved.get(name)
             if saved is not None and tuple(saved.shape) != tuple(base_shapes[name]):
                 problems.append(f"{name}: saved {tuple(saved.shape)} vs {tuple(base_shapes[name])} in the base")
+                mismatches.append((name, tuple(saved.shape), tuple(base_shapes[name])))
         if problems:
+            from .weights import vocabulary_hint
+
             raise ValueError(
                 f"The {role} adapter {self.folder} does not fit the base model: {'; '.join(problems[:3])}"
-                f"{' ...' if len(problems) > 3 else ''}. Was it trained on another base?"
+                f"{' ...' if len(problems) > 3 else ''}.{vocabulary_hint(mismatches)} Was it trained on another base?"
             )
 
 
@@ -181,14 +193,22 @@ def lora_task_vector(adapter: str | os.PathLike, base: str | os.PathLike | None 
         adapter (`str` or `os.PathLike`): The adapter folder (or Hub id).
         base (`str` or `os.PathLike`, *optional*):
             The base model; needed only when the adapter saves whole modules (`modules_to_save`), whose vector is
-            `saved - base`. Defaults to the adapter's `base_model_name_or_path`.
+            `saved - base`. Defaults to the adapter's `base_model_name_or_path`. When given (or needed), every weight
+            the adapter changes is checked against it first.
+
+    Raises:
+        `ValueError`: the adapter is not a plain LoRA, holds NaN / inf, or does not fit the base (the tensor and both
+            shapes are named).
     """
     from .weights import CheckpointWeights, resolve_input
 
     lora = LoraAdapter(resolve_input(adapter))
+    weights = None
+    if base is not None or lora.saved:
+        weights = CheckpointWeights(resolve_input(base or lora.config["base_model_name_or_path"]))
+        lora.check_shapes(weights.shapes())
     vectors = {name: lora.delta(name) for name in lora.factors}
     if lora.saved:
-        weights = CheckpointWeights(resolve_input(base or lora.config["base_model_name_or_path"]))
         for name in lora.saved:
             vectors[name] = lora.task_vector(name, weights.get(name))
     return vectors

@@ -371,41 +371,92 @@ def merge(
 
     Returns:
         [`SimilarityReport`] (or `None` with `report=False`).
+
+    Writing is all or nothing, as with `save_pretrained`: the merge goes to a staging folder beside `out_path` and its
+    files are moved into `out_path` only once all are written, so a failed merge leaves `out_path` as it was. A folder
+    that already holds a merged model gets the new one in its place: the files of the earlier model (weights and
+    shards, their index, configuration, tokenizer, card, report; see `MERGE_OUTPUT_FILES`) are replaced or removed,
+    so that e.g. a `model.safetensors` never survives beside new shards; other files are kept. (`hf-ext merge`
+    refuses a non-empty folder unless given `--overwrite`.)
     """
+    import shutil
+
     from mergekit.merge import run_merge
 
     from ..hub import save_card
-    from ..serialization import write_text
+    from ..serialization import install_files, staging_directory, write_text
     from . import method
     from .report import SimilarityReport
 
     check_range("derived_threshold", derived_threshold, gt=0, le=1)
     options = _merge_options(options, option_overrides)
+    check_model_paths(load_config(config)[0])
     plan = validate_config(config)
-    out_path = Path(out_path)
-    with adapter_loaders(plan, options), method.record_statistics() if report else _nothing() as statistics:
-        run_merge(
-            plan.config.model_copy(deep=True),  # mergekit normalizes the configuration in place
-            str(out_path),
-            options=options.model_copy(update={"write_model_card": False}),
-            config_source=plan.source,
-        )
-    similarity = None
-    if report:
-        similarity = SimilarityReport.from_statistics(
-            statistics,
-            base_model=plan.base_model,
-            domain_model=plan.domain_model,
-            alignment_model=plan.alignment_model,
-            derived_threshold=derived_threshold,
-        )
-        similarity.save(out_path)
+    out_path = Path(out_path).expanduser()
+    if out_path.exists() and not out_path.is_dir():
+        raise NotADirectoryError(f"out_path={str(out_path)!r} is an existing file; expected a folder.")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_directory(out_path)
+    try:
+        with adapter_loaders(plan, options), method.record_statistics() if report else _nothing() as statistics:
+            run_merge(
+                plan.config.model_copy(deep=True),  # mergekit normalizes the configuration in place
+                str(staging),
+                options=options.model_copy(update={"write_model_card": False}),
+                config_source=plan.source,
+            )
+        similarity = None
+        if report:
+            similarity = SimilarityReport.from_statistics(
+                statistics,
+                base_model=plan.base_model,
+                domain_model=plan.domain_model,
+                alignment_model=plan.alignment_model,
+                derived_threshold=derived_threshold,
+            )
+            similarity.save(staging)
+        if options.write_model_card:
+            write_text(staging / "mergekit_config.yml", plan.source)
+            save_card(model_card(plan, similarity), staging)
+        install_files(staging, out_path, replace=MERGE_OUTPUT_FILES)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if similarity is not None:
         for message in similarity.warnings:
             warnings.warn(message, MergeAlignWarning, stacklevel=2)
-    if options.write_model_card:
-        write_text(out_path / "mergekit_config.yml", plan.source)
-        save_card(model_card(plan, similarity), out_path)
     return similarity
+
+
+MERGE_OUTPUT_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "mergekit_config.yml",
+    "README.md",
+    "mergealign_similarity.*",
+)
+"""The files of a merged model (`fnmatch` patterns) that a new [`merge`] into the same folder replaces or removes."""
+
+
+def check_model_paths(merge_config) -> None:
+    """Check every model and adapter path of a mergekit configuration as a local path first: one that can only be a
+    local path and does not exist is a `FileNotFoundError` naming it (mergekit would try it as a Hub id and report
+    "Repo id must use alphanumeric chars"); other names are left to the Hub."""
+    from ..paths import resolve_local_or_hub
+
+    for reference in merge_config.referenced_models():
+        resolve_local_or_hub(reference.model.path, "model")
+        if reference.lora is not None:
+            resolve_local_or_hub(reference.lora.path, "LoRA adapter")
 
 
 @contextmanager

@@ -37,7 +37,14 @@ from mergekit.merge_methods.base import BasePolicy, InputContract, PerNonBase, T
 from mergekit.merge_methods.easy_define import merge_method
 from pydantic import Field
 
-from .vectors import VectorStatistics, combine_vectors, task_vector, vector_statistics
+from .vectors import (
+    VectorStatistics,
+    _check_same_shape,
+    _task_vector,
+    check_merged,
+    combine_vectors,
+    vector_statistics,
+)
 
 
 __all__ = ["METHOD_NAME", "ROLES", "mergealign_merge", "record_statistics", "register"]
@@ -123,12 +130,17 @@ def mergealign_merge(
             f"mergealign needs exactly one model with role 'domain' and one with role 'alignment'; got {assigned} "
             f"for tensor {group.metadata.name}."
         )
-    base = group.base.tensor
-    tau_domain = task_vector(by_role["domain"][0].tensor, base)
-    tau_alignment = task_vector(by_role["alignment"][0].tensor, base)
+    name = group.metadata.name or "tensor"
+    base, domain, alignment = group.base.tensor, by_role["domain"][0].tensor, by_role["alignment"][0].tensor
+    _check_same_shape(name, base=base, domain=domain, alignment=alignment)
+    tau_domain, tau_alignment = _task_vector(domain, base), _task_vector(alignment, base)
+    # The merge is checked once, before the statistics: a NaN / inf input is named instead of merged.
+    merged = check_merged(
+        combine_vectors(base, tau_domain, tau_alignment, alpha, scale).to(base.dtype), name, base, domain, alignment
+    )
     if _RECORDERS:
         _RECORDERS.add(group.metadata.name or "", vector_statistics(tau_domain, tau_alignment))
-    return combine_vectors(base, tau_domain, tau_alignment, alpha, scale).to(base.dtype)
+    return merged
 
 
 def register() -> None:

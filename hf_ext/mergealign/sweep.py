@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,10 @@ class AlphaSweepConfig:
         default=False,
         metadata={"help": "Also write the selected merge (with `hf-ext merge`) to <output_dir>/selected."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a non-empty output_dir as a whole (refused without it, before any model loads)."},
+    )
 
     def __post_init__(self):
         if self.merge_config is None and not (self.base_model and self.domain_model and self.alignment_model):
@@ -201,7 +206,7 @@ class CandidateModel:
         """Overwrite the model's weights with the merge `base + scale * (alpha * tau_D + (1 - alpha) * tau_A)`."""
         from tqdm.auto import tqdm
 
-        from .vectors import combine_vectors
+        from .vectors import check_merged, combine_vectors
 
         for name in tqdm(
             self.vectors.names, desc=f"alpha={alpha:g}, scale={scale:g}", disable=not progress, leave=False
@@ -226,7 +231,7 @@ class CandidateModel:
                     alpha,
                     scale,
                 )
-            self._assign(name, merged.to(base.dtype))
+            self._assign(name, check_merged(merged.to(base.dtype), name, base, tau_domain, tau_alignment))
 
     def _device_of(self, name: str) -> torch.device:
         module, attribute = self._targets[name]
@@ -325,19 +330,33 @@ class AlphaSweepResult:
         }
 
     def save(self, output_dir: str | os.PathLike) -> Path:
-        """Write `sweep.json`, `sweep.md`, `per_sample_scores.safetensors` and `pareto.png`; returns the folder."""
-        from ..serialization import save_json, save_tensors, write_text
+        """Write `sweep.json`, `sweep.md`, `per_sample_scores.safetensors` and `pareto.png`; returns the folder.
 
-        output_dir = Path(output_dir)
-        save_json(output_dir / "sweep.json", self.to_dict())
-        write_text(output_dir / "sweep.md", self.to_markdown())
-        tensors = {
-            f"{key}/{metric}": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
-            for key, metrics in self.per_sample.items()
-            for metric, values in metrics.items()
-        }
-        save_tensors(output_dir / "per_sample_scores.safetensors", tensors)
-        self.plot(output_dir / "pareto.png")
+        All or nothing, as `save_pretrained`: the files are written to a staging folder and moved into `output_dir`
+        once all are written; the files of an earlier sweep there are replaced, other files are kept.
+        """
+        import shutil
+
+        from ..serialization import install_files, save_json, save_tensors, staging_directory, write_text
+
+        output_dir = Path(output_dir).expanduser()
+        if output_dir.exists() and not output_dir.is_dir():
+            raise NotADirectoryError(f"output_dir={str(output_dir)!r} is an existing file; expected a folder.")
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_directory(output_dir)
+        try:
+            save_json(staging / "sweep.json", self.to_dict())
+            write_text(staging / "sweep.md", self.to_markdown())
+            tensors = {
+                f"{key}/{metric}": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+                for key, metrics in self.per_sample.items()
+                for metric, values in metrics.items()
+            }
+            save_tensors(staging / "per_sample_scores.safetensors", tensors)
+            self.plot(staging / "pareto.png")
+            install_files(staging, output_dir, replace=SWEEP_FILES)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return output_dir
 
     def plot(self, path: str | os.PathLike) -> Path:
@@ -391,6 +410,10 @@ class AlphaSweepResult:
         return save_figure(fig, path)
 
 
+SWEEP_FILES = ("sweep.json", "sweep.md", "per_sample_scores.safetensors", "pareto.png")
+"""The files [`AlphaSweepResult.save`] writes, which a new save into the same folder replaces."""
+
+
 def sweep_alpha(
     base,
     domain,
@@ -427,6 +450,9 @@ def sweep_alpha(
         output_dir (`str` or `os.PathLike`, *optional*): If given, the results are saved there (see
             [`AlphaSweepResult.save`]).
         progress (`bool`, *optional*, defaults to `True`): Show progress bars.
+
+    A candidate whose safety or domain score is NaN or infinite is left out of the Pareto front and the selection,
+    with a warning naming it (its row keeps the scores as returned); when every candidate is, `ValueError`.
     """
     from tqdm.auto import tqdm
 
@@ -464,12 +490,30 @@ def sweep_alpha(
         results.append((alpha, scale, safety, domain_score))
     del candidate
 
-    safety_up = results[0][2].higher_is_better
-    domain_up = results[0][3].higher_is_better
-    safety_scores = [r[2].score for r in results]
-    domain_scores = [r[3].score for r in results]
-    front = pareto_front(
-        safety_scores, domain_scores, safety_higher_is_better=safety_up, domain_higher_is_better=domain_up
+    safety_up, domain_up = _directions(results)
+    scored = [i for i, (_, _, safety, domain_score) in enumerate(results) if _finite(safety.score, domain_score.score)]
+    if not scored:
+        raise ValueError(
+            f"Every candidate got a NaN or infinite score (safety {[r[2].score for r in results]}, domain "
+            f"{[r[3].score for r in results]}): nothing to compare. Check the evaluators."
+        )
+    if len(scored) < len(results):
+        skipped = [AlphaSweepResult.key(*results[i][:2]) for i in range(len(results)) if i not in scored]
+        warnings.warn(
+            f"{len(skipped)} candidate(s) got a NaN or infinite safety or domain score and are left out of the Pareto "
+            f"front and the selection: {', '.join(skipped)}. Their rows keep the scores as returned.",
+            UserWarning,
+            stacklevel=2,
+        )
+    safety_scores = [results[i][2].score for i in scored]
+    domain_scores = [results[i][3].score for i in scored]
+    front = dict(
+        zip(
+            scored,
+            pareto_front(
+                safety_scores, domain_scores, safety_higher_is_better=safety_up, domain_higher_is_better=domain_up
+            ),
+        )
     )
     chosen = select_candidate(
         safety_scores,
@@ -478,14 +522,15 @@ def sweep_alpha(
         safety_higher_is_better=safety_up,
         domain_higher_is_better=domain_up,
     )
+    chosen = None if chosen is None else scored[chosen]
     rows = [
         {
             "alpha": alpha,
             "scale": scale,
             "safety": safety.score,
             "domain": domain_score.score,
-            "pareto": front[i],
-            "meets_floor": meets_floor(safety.score, safety_floor, safety_up),
+            "pareto": front.get(i, False),
+            "meets_floor": i in front and meets_floor(safety.score, safety_floor, safety_up),
             "selected": i == chosen,
         }
         for i, (alpha, scale, safety, domain_score) in enumerate(results)
@@ -510,11 +555,32 @@ def sweep_alpha(
     return result
 
 
+def _finite(*scores: float) -> bool:
+    return all(math.isfinite(score) for score in scores)
+
+
+def _directions(results) -> tuple[bool, bool]:
+    """The directions of the safety and domain scores, the same for every candidate (else `ValueError`)."""
+    directions = []
+    for index, label in ((2, "safety"), (3, "domain")):
+        seen = {result[index].higher_is_better for result in results}
+        if len(seen) > 1:
+            raise ValueError(
+                f"The {label} evaluator returned higher_is_better=True for some candidates and False for others; "
+                "a score keeps one direction."
+            )
+        directions.append(seen.pop())
+    return directions[0], directions[1]
+
+
 def load_evaluation_dataset(name_or_path: str, split: str = "train"):
-    """A `datasets.Dataset` from a json / jsonl / csv / parquet file, a `save_to_disk` folder or a dataset id."""
+    """A `datasets.Dataset` from a json / jsonl / csv / parquet file, a `save_to_disk` folder or a dataset id; local
+    paths are tried first (a missing one is a `FileNotFoundError`, not a Hub lookup)."""
     import datasets
 
-    path = Path(name_or_path)
+    from ..paths import hub_load_error, resolve_local_or_hub
+
+    path = Path(resolve_local_or_hub(name_or_path, "dataset"))
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     if path.is_file():
         builder = builders.get(path.suffix.lower())
@@ -526,17 +592,28 @@ def load_evaluation_dataset(name_or_path: str, split: str = "train"):
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         loaded = datasets.load_from_disk(str(path))
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    return datasets.load_dataset(name_or_path, split=split)
+    if path.exists():
+        return datasets.load_dataset(str(path), split=split)
+    try:
+        return datasets.load_dataset(name_or_path, split=split)
+    except Exception as error:  # not found, gated, offline: datasets raises many kinds
+        raise hub_load_error(name_or_path, "dataset", error, "dataset") from error
 
 
 def run_sweep(config: AlphaSweepConfig) -> AlphaSweepResult:
     """What `hf-ext mergealign-sweep` runs: perplexity evaluators on the two datasets, the sweep, the files, and
-    with `save_selected`, the selected merge written through `merge`."""
+    with `save_selected`, the selected merge written through `merge`.
+
+    `output_dir` must be absent or empty, or `overwrite_output_dir` set (checked before any model loads); everything
+    is written to a staging folder that replaces `output_dir` as a whole at the end, so a failed sweep leaves it as
+    it was."""
+    from ..serialization import atomic_directory, check_output_directory
     from .evaluators import PerplexityEvaluator
 
     for label in ("safety_dataset", "domain_dataset"):
         if getattr(config, label) is None:
             raise ValueError(f"{label}=None; the default evaluators need a safety set and a domain set.")
+    check_output_directory(config.output_dir, overwrite=config.overwrite_output_dir, option="--overwrite_output_dir")
     if config.merge_config is not None:
         from .merging import validate_config
 
@@ -553,27 +630,30 @@ def run_sweep(config: AlphaSweepConfig) -> AlphaSweepResult:
     domain_evaluator = PerplexityEvaluator(
         load_evaluation_dataset(config.domain_dataset, config.dataset_split), name="domain_perplexity", **kwargs
     )
-    result = sweep_alpha(
-        base,
-        domain,
-        alignment,
-        safety_evaluator=safety_evaluator,
-        domain_evaluator=domain_evaluator,
-        alphas=config.alphas,
-        scales=config.scales,
-        safety_floor=config.safety_floor,
-        load_in_4bit=config.load_in_4bit,
-        dtype=config.dtype,
-        device=config.device,
-        output_dir=config.output_dir,
-    )
-    print(result.to_markdown())
-    selected = result.selected
-    if config.save_selected and selected is not None:
-        from .merging import merge
+    with atomic_directory(
+        config.output_dir, overwrite=config.overwrite_output_dir, option="--overwrite_output_dir"
+    ) as staging:
+        result = sweep_alpha(
+            base,
+            domain,
+            alignment,
+            safety_evaluator=safety_evaluator,
+            domain_evaluator=domain_evaluator,
+            alphas=config.alphas,
+            scales=config.scales,
+            safety_floor=config.safety_floor,
+            load_in_4bit=config.load_in_4bit,
+            dtype=config.dtype,
+            device=config.device,
+            output_dir=staging,
+        )
+        print(result.to_markdown())
+        selected = result.selected
+        if config.save_selected and selected is not None:
+            from .merging import merge
 
-        merge_config = _selected_config(config, base, domain, alignment, selected)
-        merge(merge_config, Path(config.output_dir) / "selected")
+            merge_config = _selected_config(config, base, domain, alignment, selected)
+            merge(merge_config, staging / "selected")
     return result
 
 

@@ -28,6 +28,7 @@ from hf_ext._validation import check_range
 __all__ = [
     "VectorStatistics",
     "accumulation_dtype",
+    "check_merged",
     "combine_vectors",
     "lora_delta",
     "mergealign_tensor",
@@ -42,15 +43,58 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def task_vector(finetuned: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """`finetuned - base`, computed in the accumulation dtype (float32 for half-precision inputs)."""
-    if finetuned.shape != base.shape:
-        raise ValueError(
-            f"Cannot form a task vector: the fine-tuned tensor has shape {tuple(finetuned.shape)} but the base has "
-            f"shape {tuple(base.shape)}."
-        )
+def task_vector(finetuned: torch.Tensor, base: torch.Tensor, *, name: str = "tensor") -> torch.Tensor:
+    """`finetuned - base`, computed in the accumulation dtype (float32 for half-precision inputs).
+
+    Raises:
+        `ValueError`: naming `name` and both shapes when they differ, or naming the input that holds NaN or
+            infinite values (a task vector of them would silently be NaN).
+    """
+    _check_same_shape(name, base=base, finetuned=finetuned)
+    tau = _task_vector(finetuned, base)
+    if not torch.isfinite(tau).all():
+        _raise_non_finite(name, {"base": base, "fine-tuned": finetuned}, result="task vector")
+    return tau
+
+
+def _task_vector(finetuned: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     dtype = accumulation_dtype(torch.promote_types(finetuned.dtype, base.dtype))
     return finetuned.to(dtype) - base.to(dtype)
+
+
+def _check_same_shape(name: str, **tensors: torch.Tensor) -> None:
+    shapes = {role: tuple(tensor.shape) for role, tensor in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        described = ", ".join(f"{role} {shape}" for role, shape in shapes.items())
+        raise ValueError(f"Cannot merge tensor {name!r}: its shapes differ ({described}); expected one shape.")
+
+
+def _raise_non_finite(name: str, inputs: Mapping[str, torch.Tensor], *, result: str = "merge") -> None:
+    """Raise the `ValueError` that explains a non-finite `result` of tensor `name`: the first input holding NaN / inf,
+    else an overflow of the arithmetic or of the output dtype."""
+    for role, tensor in inputs.items():
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            raise ValueError(
+                f"The {role} tensor {name!r} holds {int(bad.sum())} NaN or infinite value(s) of {tensor.numel()}; "
+                f"its {result} would be NaN. Check that checkpoint (a diverged fine-tune, a broken conversion)."
+            )
+    raise ValueError(
+        f"The {result} of tensor {name!r} overflows (its inputs are finite): the values exceed the range of the "
+        "dtype it is written in; lower `scale` or write the merge in a wider dtype."
+    )
+
+
+def check_merged(
+    merged: torch.Tensor, name: str, base: torch.Tensor, domain: torch.Tensor | None, alignment: torch.Tensor | None
+) -> torch.Tensor:
+    """Return `merged`, or raise a `ValueError` naming tensor `name` and the input to blame when it is not finite.
+
+    One pass over the merged tensor: the inputs are read again only to explain a failure."""
+    if not torch.isfinite(merged).all():
+        inputs = {"base": base, "domain": domain, "alignment": alignment}
+        _raise_non_finite(name, {role: tensor for role, tensor in inputs.items() if tensor is not None})
+    return merged
 
 
 def combine_vectors(
@@ -59,8 +103,10 @@ def combine_vectors(
     """`base + scale * (alpha * tau_domain + (1 - alpha) * tau_alignment)` in the accumulation dtype.
 
     The task vectors must already be in the accumulation dtype (as [`task_vector`] returns them); the result is
-    too. Neither input is modified.
+    too. Neither input is modified. `alpha` must lie in [0, 1] and `scale` be finite and >= 0 (`ValueError`).
     """
+    check_range("alpha", alpha, ge=0, le=1)
+    check_range("scale", scale, ge=0)
     mixed = torch.lerp(tau_alignment, tau_domain, float(alpha))  # alpha * tau_D + (1 - alpha) * tau_A
     return torch.add(base.to(mixed.dtype), mixed, alpha=float(scale))
 
@@ -71,6 +117,8 @@ def mergealign_tensor(
     alignment: torch.Tensor,
     alpha: float = 0.5,
     scale: float = 1.0,
+    *,
+    name: str = "tensor",
 ) -> torch.Tensor:
     """Merge one tensor: `base + scale * (alpha * (domain - base) + (1 - alpha) * (alignment - base))`.
 
@@ -79,14 +127,19 @@ def mergealign_tensor(
         domain (`torch.Tensor`): The domain expert's tensor (same shape).
         alignment (`torch.Tensor`): The aligned model's tensor (same shape).
         alpha (`float`, *optional*, defaults to 0.5): Weight of the domain vector, in [0, 1].
-        scale (`float`, *optional*, defaults to 1.0): Scale `lambda` of the combined vector.
+        scale (`float`, *optional*, defaults to 1.0): Scale `lambda` of the combined vector, finite and >= 0.
+        name (`str`, *optional*): The tensor's name, for error messages.
 
     Returns:
         `torch.Tensor` in the base's dtype, computed in float32 (float64 for float64 inputs).
+
+    Raises:
+        `ValueError`: the shapes differ (both named), an input holds NaN or infinite values (the input is named), or
+            the merge overflows the base's dtype: a merge is never silently NaN or infinite.
     """
-    tau_domain = task_vector(domain, base)
-    tau_alignment = task_vector(alignment, base)
-    return combine_vectors(base, tau_domain, tau_alignment, alpha, scale).to(base.dtype)
+    _check_same_shape(name, base=base, domain=domain, alignment=alignment)
+    merged = combine_vectors(base, _task_vector(domain, base), _task_vector(alignment, base), alpha, scale)
+    return check_merged(merged.to(base.dtype), name, base, domain, alignment)
 
 
 @dataclass(frozen=True)
@@ -115,9 +168,10 @@ class VectorStatistics:
 
     @property
     def cosine(self) -> float:
-        """cosine(tau_D, tau_A); NaN when either vector is zero."""
+        """cosine(tau_D, tau_A) in [-1, 1] (the float32 dot products can overshoot by ~1e-7); NaN when either vector is
+        zero."""
         denominator = math.sqrt(self.domain_sq * self.alignment_sq)
-        return self.dot / denominator if denominator > 0 else float("nan")
+        return min(1.0, max(-1.0, self.dot / denominator)) if denominator > 0 else float("nan")
 
     @property
     def norm_ratio(self) -> float:
@@ -164,9 +218,16 @@ def vector_statistics(tau_domain: torch.Tensor, tau_alignment: torch.Tensor) -> 
         )
     d = tau_domain.reshape(-1)
     a = tau_alignment.reshape(-1)
-    return VectorStatistics(
+    statistics = VectorStatistics(
         dot=_chunked_dot(d, a), domain_sq=_chunked_dot(d, d), alignment_sq=_chunked_dot(a, a), numel=d.numel()
     )
+    if not all(math.isfinite(v) for v in (statistics.dot, statistics.domain_sq, statistics.alignment_sq)):
+        bad = [role for role, tau in (("domain", d), ("alignment", a)) if not torch.isfinite(tau).all()]
+        raise ValueError(
+            f"The {' and '.join(bad) or 'task'} vector(s) hold NaN or infinite values (or their squared norms overflow "
+            "float64); their similarity is undefined."
+        )
+    return statistics
 
 
 def _chunked_dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 1 << 24) -> float:

@@ -33,15 +33,12 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 
 
 def resolve_input(name_or_path: str | os.PathLike) -> Path:
-    """A local folder for a model or adapter: a folder as is, anything else downloaded from the Hub (or found in its
-    cache)."""
+    """A local folder for a model or adapter: a local path first (a missing one is a `FileNotFoundError`), a Hub id
+    downloaded (or found in its cache) otherwise (see `hf_ext.hub.resolve_folder`)."""
     from ..hub import resolve_folder
 
-    resolved = str(name_or_path)
-    if os.path.isdir(resolved):
-        return Path(resolved)
     return resolve_folder(
-        resolved, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja", "*.model"]
+        name_or_path, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja", "*.model"]
     )
 
 
@@ -53,7 +50,7 @@ class CheckpointWeights:
     """
 
     def __init__(self, folder: str | os.PathLike):
-        from safetensors import safe_open
+        from ..serialization import open_safetensors
 
         self.folder = Path(folder)
         index = self.folder / SAFE_WEIGHTS_INDEX_NAME
@@ -70,7 +67,7 @@ class CheckpointWeights:
         self._file_of: dict[str, str] = {}
         files = sorted(set(weight_map.values())) if weight_map is not None else [SAFE_WEIGHTS_NAME]
         for file in files:
-            handle = safe_open(str(self.folder / file), framework="pt")
+            handle = open_safetensors(self.folder / file)
             self._handles[file] = handle
             for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
                 self._file_of[name] = file
@@ -86,7 +83,15 @@ class CheckpointWeights:
         return self._handles[self._file_of[name]].get_slice(name).get_dtype()
 
     def get(self, name: str) -> torch.Tensor:
-        return self._handles[self._file_of[name]].get_tensor(name)
+        from safetensors import SafetensorError
+
+        from ..serialization import safetensors_error
+
+        file = self._file_of[name]
+        try:
+            return self._handles[file].get_tensor(name)
+        except SafetensorError as error:
+            raise safetensors_error(self.folder / file, error) from None
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: self.shape(name) for name in self.names}
@@ -186,6 +191,11 @@ def check_same_shapes(
         if name in other_shapes and other_shapes[name] != base_shapes[name]
     ]
     problems = []
+    hint = vocabulary_hint(
+        (name, other_shapes[name], base_shapes[name])
+        for name in base_shapes
+        if name in other_shapes and other_shapes[name] != base_shapes[name]
+    )
     if mismatched:
         problems.append(
             f"{len(mismatched)} tensor(s) differ in shape ({'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''})"
@@ -196,6 +206,26 @@ def check_same_shapes(
         )
     if problems:
         raise ValueError(
-            f"The {role} model {path} does not match the base model: {' and '.join(problems)}. MergeAlign needs both "
-            "models fine-tuned from the same base architecture."
+            f"The {role} model {path} does not match the base model: {' and '.join(problems)}.{hint} MergeAlign needs "
+            "both models fine-tuned from the same base architecture."
         )
+
+
+_EMBEDDING_MARKERS = ("embed", "lm_head", "wte", "word_embeddings", "output.weight")
+
+
+def vocabulary_hint(mismatches) -> str:
+    """A sentence for an error message when the mismatched tensors include an embedding table or an LM head that
+    differ only in their number of rows (the vocabulary); `""` otherwise. `mismatches` yields `(name, shape,
+    base_shape)`."""
+    for name, shape, base_shape in mismatches:
+        if (
+            any(marker in name for marker in _EMBEDDING_MARKERS)
+            and len(shape) == len(base_shape) == 2
+            and shape[1:] == base_shape[1:]
+        ):
+            return (
+                f" The vocabularies differ ({shape[0]} rows in {name} vs {base_shape[0]} in the base): the fine-tune "
+                "resized its embeddings (added tokens); merge models that share the base's vocabulary."
+            )
+    return ""

@@ -40,6 +40,8 @@ def empirical_cdf_scores(samples: Mapping[str, object], direction: str = "max") 
         `dict[str, np.ndarray]`: `F(x)` = the fraction of pooled values `<=` x, for every sample of every model.
     """
     _check_direction("metric", direction)
+    if not isinstance(samples, Mapping) or not samples:
+        raise ValueError(f"samples: expected a non-empty mapping from model name to its values, got {samples!r}")
     sign = 1.0 if direction == "max" else -1.0
     checked = {name: sign * as_sample(values, f"samples[{name!r}]") for name, values in samples.items()}
     pooled = np.sort(np.concatenate(list(checked.values())))
@@ -85,9 +87,14 @@ def portfolio(
     for model in models:
         if set(metrics[model]) != set(names):
             raise ValueError(f"metrics[{model!r}]: expected the metrics {sorted(names)}, got {sorted(metrics[model])}")
-    unknown = sorted(set(names) - set(directions))
+    if not isinstance(directions, Mapping):
+        raise ValueError(f"directions: expected a mapping {{metric: 'max' or 'min'}}, got {type(directions).__name__}")
+    missing = sorted(set(names) - set(directions))
+    if missing:
+        raise ValueError(f"directions: no direction ('max' or 'min') given for the metric(s) {missing}")
+    unknown = sorted(set(directions) - set(names))
     if unknown:
-        raise ValueError(f"directions: no direction ('max' or 'min') given for the metric(s) {unknown}")
+        raise ValueError(f"directions: unknown metric(s) {unknown}; the metrics are {sorted(names)}")
     for name in names:
         _check_direction(name, directions[name])
     if weights is None:
@@ -95,6 +102,9 @@ def portfolio(
     missing = sorted(set(names) - set(weights))
     if missing:
         raise ValueError(f"weights: no weight given for the metric(s) {missing}")
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"weights: unknown metric(s) {unknown}; the metrics are {sorted(names)}")
     raw = np.array([weights[name] for name in names], dtype=np.float64)
     if not np.all(np.isfinite(raw)) or np.any(raw < 0) or raw.sum() <= 0:
         raise ValueError(f"weights: expected non-negative finite weights with a positive sum, got {dict(weights)}")
@@ -126,6 +136,8 @@ def aggregate_rankings(rankings: Sequence[Sequence[str]], weights: Sequence[floa
     Returns:
         `list[str]`: The aggregated ranking, best first.
     """
+    if isinstance(rankings, str) or any(isinstance(r, str) for r in rankings):
+        raise TypeError(f"rankings must be a list of rankings, each a list of model names; got {rankings!r}")
     rankings = [list(r) for r in rankings]
     if not rankings:
         raise ValueError("rankings: expected at least one ranking")
@@ -135,8 +147,9 @@ def aggregate_rankings(rankings: Sequence[Sequence[str]], weights: Sequence[floa
             raise ValueError(f"rankings[{index}]: expected a permutation of {models}, got {ranking}")
     if weights is None:
         weights = [1.0] * len(rankings)
-    if len(weights) != len(rankings) or any(w < 0 for w in weights):
-        raise ValueError(f"weights: expected {len(rankings)} non-negative weights, got {list(weights)}")
+    weights = list(weights)
+    if len(weights) != len(rankings) or not all(np.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"weights: expected {len(rankings)} finite non-negative weights, got {weights}")
     points = dict.fromkeys(models, 0.0)
     k = len(models)
     for weight, ranking in zip(weights, rankings):

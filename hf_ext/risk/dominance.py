@@ -52,8 +52,14 @@ def _check_settings(alpha, n_bootstrap, threshold=None) -> None:
         raise ValueError(f"threshold: expected a violation-ratio threshold in (0, 0.5], got {threshold!r}")
 
 
+MIN_SAMPLE_SIZE = 2
+"""Values a model needs for a dominance test: the bootstrap of a single value has no spread, so one value each would
+rank models as if every difference were certain."""
+
+
 def check_samples(samples: Mapping[str, object], *, paired: bool = False, minimum: int = 2) -> dict[str, np.ndarray]:
-    """Validate per-model samples: at least `minimum` models, each a non-empty finite 1-D sample.
+    """Validate per-model samples: at least `minimum` models, each a finite 1-D sample of at least
+    [`MIN_SAMPLE_SIZE`] values.
 
     With `paired=True` all samples must have the same size (the i-th values come from the same prompt).
     """
@@ -66,6 +72,12 @@ def check_samples(samples: Mapping[str, object], *, paired: bool = False, minimu
             f"samples: expected at least {minimum} models to compare, got {len(samples)} ({list(samples)})"
         )
     checked = {str(name): as_sample(values, f"samples[{name!r}]") for name, values in samples.items()}
+    small = {name: values.size for name, values in checked.items() if values.size < MIN_SAMPLE_SIZE}
+    if small:
+        raise ValueError(
+            f"samples: a dominance test needs at least {MIN_SAMPLE_SIZE} samples per model (one score per prompt; many "
+            f"more to decide anything), got {small}; the bootstrap of a single value has no spread"
+        )
     if len(checked) != len(samples):
         raise ValueError(f"samples: model names must be distinct as strings, got {list(samples)}")
     if paired:

@@ -289,6 +289,20 @@ def _check_settings(orders, alpha, correction, power, min_effect) -> list[int]:
     return orders
 
 
+def _check_weight_keys(logs: HarnessLogs, weights: Mapping[str, float] | None) -> None:
+    """Every portfolio weight names a metric (`"acc"`) or a task and metric (`"task/acc"`) of the logs."""
+    if not weights:
+        return
+    pairs = {(task, metric) for task in logs.tasks for metric in logs.metrics(task)}
+    known = {metric for _, metric in pairs} | {f"{task}/{metric}" for task, metric in pairs}
+    unknown = sorted(str(key) for key in weights if key not in known)
+    if unknown:
+        raise HarnessLogError(
+            f"weights: {unknown} match no metric of the logs; give 'metric' or 'task/metric', metrics: "
+            f"{sorted({metric for _, metric in pairs})}"
+        )
+
+
 def _weights_for(task: str, metrics: list[str], weights: Mapping[str, float] | None) -> dict[str, float] | None:
     if not weights:
         return None
@@ -451,6 +465,7 @@ def compare_harness_logs(
     models = logs.models
     if len(models) < 2:
         raise HarnessLogError(f"the logs hold {len(models)} model(s) ({models}); at least 2 are needed to compare")
+    _check_weight_keys(logs, weights)
     views = _views(logs, missing, weights, with_portfolio)  # every check before any bootstrap
 
     jobs = [(view, order) for view in views for order in orders]

@@ -1,14 +1,16 @@
 """All-or-nothing output folders: a report is built under a temporary name and renamed into place, so a reader
-finds either the previous complete report or the new complete one, never a mix of both runs' files."""
+finds either the previous complete report or the new complete one, never a mix of both runs' files (the staging and
+the guards of [`hf_ext.serialization.atomic_directory`]: an earlier report is replaced, never the working directory,
+home or a root)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .. import serialization
 
 
 __all__ = ["atomic_directory"]
@@ -27,7 +29,7 @@ def atomic_directory(path: str | os.PathLike, *, marker: str = "report.md") -> I
         ValueError: when `path` is a file, or a non-empty folder that is not an earlier report; before anything is
             written.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(
             f"output_dir: {path} exists and is a file; expected a folder (new, empty, or a previous report)"
@@ -37,22 +39,11 @@ def atomic_directory(path: str | os.PathLike, *, marker: str = "report.md") -> I
             f"output_dir: {path} holds files but no {marker}, so it is not an earlier report; refusing to replace it. "
             "Choose a new or empty folder."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    earlier_report = path.is_dir() and (path / marker).is_file()
+    option = f"an earlier report, as its {marker} says"
+    try:  # e.g. the working directory holding an earlier report: never replaced as a whole
+        serialization.check_output_directory(path, overwrite=earlier_report, option=option)
+    except OSError as error:
+        raise ValueError(f"output_dir: {error}") from None
+    with serialization.atomic_directory(path, overwrite=earlier_report, option=option) as staging:
         yield staging
-        if path.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, previous / "report")
-            try:
-                os.replace(staging, path)
-            except OSError:
-                os.replace(previous / "report", path)  # put the earlier report back
-                raise
-            finally:
-                shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)

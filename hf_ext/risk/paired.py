@@ -207,6 +207,9 @@ def minimum_detectable_effect(std_error, *, alpha: float, power: float = 0.8, tw
         `float` or `np.ndarray`, in the units of the effect.
     """
     _check_power(alpha, power)
+    errors = np.asarray(std_error, dtype=np.float64)
+    if not np.all(np.isfinite(errors) & (errors >= 0)):
+        raise ValueError(f"std_error: expected finite standard errors >= 0, got {std_error!r}")
     z = _normal_quantile(1 - alpha / 2 if two_sided else 1 - alpha) + _normal_quantile(power)
     return z * np.asarray(std_error, dtype=np.float64) if np.ndim(std_error) else z * float(std_error)
 

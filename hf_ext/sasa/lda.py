@@ -55,8 +55,8 @@ class LDAFit:
 def _check_embeddings(name: str, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D tensor (num_texts, hidden_size), got {getattr(x, 'shape', type(x))}.")
-    if x.shape[0] < 1:
-        raise ValueError(f"{name} is empty; need at least one embedding per class.")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); need at least one embedding of size >= 1.")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return x.detach().to(torch.float64)
@@ -69,6 +69,9 @@ def pooled_covariance(x_desired: torch.Tensor, x_undesired: torch.Tensor, balanc
     that a class with many more texts does not dominate the shape of the boundary (a class of one text contributes
     no covariance, and then the pooled estimate is used).
     """
+    x_desired, x_undesired = _check_embeddings("x_desired", x_desired), _check_embeddings("x_undesired", x_undesired)
+    if x_desired.shape[1] != x_undesired.shape[1]:
+        raise ValueError(f"x_desired has hidden size {x_desired.shape[1]} but x_undesired has {x_undesired.shape[1]}.")
     n_d, n_u = x_desired.shape[0], x_undesired.shape[0]
     if n_d + n_u - 2 < 1:
         raise ValueError("Need at least three embeddings in total (two in one class) to estimate a covariance.")
@@ -84,7 +87,7 @@ def ledoit_wolf_shrinkage(centered: torch.Tensor) -> float:
     `(tr S / d) I`, with `S = Xᵀ X / n`: `λ = min(b², d²) / d²`, `d² = ‖S − μ I‖²_F`,
     `b² = (Σ_k ‖x_k‖⁴ − n ‖S‖²_F) / n²`. The same estimator as `sklearn.covariance.ledoit_wolf(...,
     assume_centered=True)`."""
-    x = centered.to(torch.float64)
+    x = _check_embeddings("centered", centered)
     n, d = x.shape
     emp = x.T @ x / n
     mu = torch.trace(emp) / d
@@ -138,8 +141,13 @@ def fit_lda(
     dim = cov.shape[0]
     target = torch.trace(cov) / dim
     shrunk = (1.0 - lam) * cov + lam * target * torch.eye(dim, dtype=cov.dtype, device=cov.device)
+    if target <= 0:
+        raise ValueError(
+            f"The embeddings of each class are all identical ({xd.shape[0]} desired, {xu.shape[0]} undesired): their "
+            "within-class covariance is zero, so the shape of the boundary cannot be estimated. Give more varied texts."
+        )
     chol, info = torch.linalg.cholesky_ex(shrunk)
-    if info.item() != 0 or target <= 0:
+    if info.item() != 0:
         raise ValueError(
             f"The pooled covariance is singular with shrinkage={shrinkage!r} (hidden size {dim}, "
             f"{xd.shape[0] + xu.shape[0]} embeddings); use shrinkage='auto' or a value in (0, 1]."
@@ -156,7 +164,28 @@ def fit_lda(
 
 
 def linear_margin(hidden: torch.Tensor, direction: torch.Tensor, midpoint: torch.Tensor) -> torch.Tensor:
-    """`wᵀ (h − b)` over the last dimension of `hidden`, in float32 whatever the dtype of `hidden`."""
+    """`wᵀ (h − b)` over the last dimension of `hidden`, in float32 whatever the dtype of `hidden`.
+
+    Raises:
+        `ValueError`: the sizes differ, or `hidden` holds NaN or infinite values (a margin of such a state would be a
+            meaningless number; a half-precision model can overflow).
+    """
+    if (
+        direction.ndim != 1
+        or midpoint.shape != direction.shape
+        or hidden.ndim < 1
+        or hidden.shape[-1] != direction.shape[0]
+    ):
+        raise ValueError(
+            f"hidden states of shape {tuple(hidden.shape)} do not fit a direction of shape {tuple(direction.shape)} "
+            f"and a midpoint of shape {tuple(midpoint.shape)}; expected (..., hidden_size) and (hidden_size,)."
+        )
+    finite = torch.isfinite(hidden)
+    if not finite.all():
+        raise ValueError(
+            f"hidden states hold {int((~finite).sum())} NaN or infinite value(s) (of shape {tuple(hidden.shape)}); the "
+            "model's hidden states must be finite to be measured (a half-precision overflow?)."
+        )
     hidden = hidden.to(torch.float32)
     return (hidden - midpoint.to(hidden.device, torch.float32)) @ direction.to(hidden.device, torch.float32)
 
@@ -181,6 +210,9 @@ def separability(margins_desired: torch.Tensor, margins_undesired: torch.Tensor)
     mu = margins_undesired.detach().double().flatten()
     if md.numel() == 0 or mu.numel() == 0:
         raise ValueError("separability needs at least one margin per class.")
+    for name, margins in (("margins_desired", md), ("margins_undesired", mu)):
+        if not torch.isfinite(margins).all():
+            raise ValueError(f"{name} holds {int((~torch.isfinite(margins)).sum())} NaN or infinite value(s).")
     sorted_mu = mu.sort().values
     below = torch.searchsorted(sorted_mu, md, side="left").double()  # undesired margins smaller than each desired
     tied = torch.searchsorted(sorted_mu, md, side="right").double() - below

@@ -25,6 +25,7 @@ import torch
 from hf_ext._validation import check_range
 
 from ..hub import HubMixin, make_card
+from ._inputs import check_tokenizer_fits, judge_name, judge_scores, text_list
 from .hidden_states import causal_lm_of, decoder_body, hidden_states_at, model_signature, positions_from_mask
 from .lda import fit_lda, linear_margin, separability
 
@@ -63,10 +64,13 @@ def last_token_hidden_states(
     """
     from tqdm.auto import tqdm
 
+    texts = text_list("texts", texts)
+    check_range("batch_size", batch_size, ge=1, integer=True)
     body = decoder_body(model)
     device = _device_of(model)
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before fitting a probe.")
+    check_tokenizer_fits(causal_lm_of(model), tokenizer)
     layers = None if isinstance(layer, int) else list(layer)
     rows = []
     starts = range(0, len(texts), batch_size)
@@ -123,10 +127,13 @@ def prefix_hidden_states(
     """
     from tqdm.auto import tqdm
 
+    texts = text_list("texts", texts)
+    check_range("batch_size", batch_size, ge=1, integer=True)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("prefix_hidden_states needs a fast tokenizer (character offsets of the tokens).")
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before fitting a probe.")
+    check_tokenizer_fits(causal_lm_of(model), tokenizer)
     if len(ends) != len(texts):
         raise ValueError(f"Got {len(ends)} lists of prefix ends for {len(texts)} texts.")
     body = decoder_body(model)
@@ -295,8 +302,8 @@ class SASAProbe(HubMixin):
             show_progress (`bool`, *optional*, defaults to `True`): Show a progress bar.
         """
         desired_texts, undesired_texts = (
-            _text_list("desired_texts", desired_texts),
-            _text_list("undesired_texts", undesired_texts),
+            text_list("desired_texts", desired_texts),
+            text_list("undesired_texts", undesired_texts),
         )
         texts = desired_texts + undesired_texts
         undesired = [False] * len(desired_texts) + [True] * len(undesired_texts)
@@ -371,7 +378,7 @@ class SASAProbe(HubMixin):
         if sampled_by_the_model:
             from .evaluation import sample_continuations
 
-            prompts = _text_list("prompts", prompts)
+            prompts = text_list("prompts", prompts)
             sampled = sample_continuations(
                 model,
                 tokenizer,
@@ -389,8 +396,8 @@ class SASAProbe(HubMixin):
             keep = [i for i, text in enumerate(texts) if text.strip()]
             texts, prompts = [texts[i] for i in keep], [prompts[i] for i in keep]
         else:
-            texts = _text_list("texts", texts)
-            prompts = [""] * len(texts) if prompts is None else _text_list("prompts", prompts, allow_empty=True)
+            texts = text_list("texts", texts)
+            prompts = [""] * len(texts) if prompts is None else text_list("prompts", prompts, allow_empty=True)
             if len(prompts) != len(texts):
                 raise ValueError(f"Got {len(prompts)} prompts for {len(texts)} texts; expected one prompt per text.")
 
@@ -410,7 +417,7 @@ class SASAProbe(HubMixin):
             ends.append(text_ends)
         if not pieces:
             raise ValueError(f"No text has {min_prefix_words} words or more; lower min_prefix_words.")
-        scores = _judge_scores(judge, pieces, piece_prompts)
+        scores = judge_scores(judge, pieces, piece_prompts)
         undesired = [score >= threshold for score in scores]
         num_undesired = sum(undesired)
         if num_undesired == 0 or num_undesired == len(pieces):
@@ -433,7 +440,7 @@ class SASAProbe(HubMixin):
             seed=seed,
             options=options,
             extra_info={
-                "labelled_by": getattr(judge, "__qualname__", None) or type(judge).__name__,
+                "labelled_by": judge_name(judge),
                 "judge_threshold": threshold,
                 "source_texts": len(texts),
                 "prefixes": prefixes,
@@ -660,27 +667,6 @@ class SASAProbe(HubMixin):
             hidden_size=self.hidden_size,
             fit=self.fit_info,
         )
-
-
-def _text_list(name: str, texts, allow_empty: bool = False) -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError(f"{name} must be a list of strings, got one string (it would be read one character a text).")
-    texts = list(texts) if texts is not None else []
-    if len(texts) < 1 or not all(isinstance(t, str) and (allow_empty or t) for t in texts):
-        raise ValueError(f"{name} must be a non-empty list of {'' if allow_empty else 'non-empty '}strings.")
-    return texts
-
-
-def _judge_scores(judge, texts: list[str], prompts: list[str]) -> list[float]:
-    scores = [float(score) for score in judge(texts, prompts)]
-    if len(scores) != len(texts):
-        raise ValueError(f"The judge returned {len(scores)} scores for {len(texts)} texts.")
-    bad = [score for score in scores if not 0.0 <= score <= 1.0]  # NaN fails both comparisons
-    if bad:
-        raise ValueError(
-            f"The judge returned {len(bad)} scores outside [0, 1] (e.g. {bad[0]!r}); expected probabilities."
-        )
-    return scores
 
 
 def _held_out_split(undesired: list[bool], groups: list, fraction: float, seed: int):

@@ -164,6 +164,8 @@ class SASALogitsProcessor(LogitsProcessor):
                 f"attn_implementation={implementation!r} is not supported: the candidate forward needs a 4-D additive "
                 f"attention mask; load the model with attn_implementation in {list(SUPPORTED_ATTENTION)}."
             )
+        self.vocab_size = _output_vocabulary(self.lm)
+        self.num_embeddings = getattr(self.lm.get_input_embeddings(), "num_embeddings", None)
         self.own_cache = PrefixCache(self.body, self.lm.config)
         if not is_rollback_cache(self.own_cache.new_cache()):
             raise ValueError(
@@ -304,7 +306,12 @@ class SASALogitsProcessor(LogitsProcessor):
 
         Return:
             `torch.Tensor` of shape `(batch_size, config.vocab_size)`: The processed prediction scores.
+
+        Raises:
+            `ValueError`: `scores` are not the model's logits for `input_ids` (another width than its LM head,
+                another batch size), hold NaN or `+inf`, or `input_ids` hold ids beyond the model's embeddings.
         """
+        self._check_inputs(input_ids, scores)
         candidate_ids, valid = candidate_set(
             scores,
             top_p=self.top_p,
@@ -336,6 +343,23 @@ class SASALogitsProcessor(LogitsProcessor):
             self.trace.append(self._step(input_ids, scores, candidate_ids, valid, margins, shift, source))
         return processed
 
+    def _check_inputs(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        if input_ids.ndim != 2 or scores.ndim != 2 or input_ids.shape[0] != scores.shape[0]:
+            raise ValueError(
+                f"SASALogitsProcessor expects input_ids (batch, length) and scores (batch, vocab) of the same batch, "
+                f"got shapes {tuple(input_ids.shape)} and {tuple(scores.shape)}."
+            )
+        if self.vocab_size is not None and scores.shape[1] != self.vocab_size:
+            raise ValueError(
+                f"scores have {scores.shape[1]} columns but the model's vocabulary (its LM head) has {self.vocab_size}: "
+                "SASALogitsProcessor re-weights the model's own next-token scores, one per token of its vocabulary."
+            )
+        if self.num_embeddings is not None and input_ids.numel() and int(input_ids.max()) >= self.num_embeddings:
+            raise ValueError(
+                f"input_ids hold token id {int(input_ids.max())}, beyond the model's {self.num_embeddings} embeddings; "
+                "was the prompt tokenized with another tokenizer?"
+            )
+
     def _step(self, input_ids, scores, candidate_ids, valid, margins, shift, source) -> SASAStep:
         before = scores.gather(1, candidate_ids).float() / self.temperature
         after = before + shift.float() / self.temperature
@@ -357,6 +381,18 @@ class SASALogitsProcessor(LogitsProcessor):
             f"SASALogitsProcessor(beta={self.beta}, top_p={self.top_p}, temperature={self.temperature}, "
             f"max_candidates={self.max_candidates}, normalize={self.normalize!r}, probe={self.probe!r})"
         )
+
+
+def _output_vocabulary(lm) -> int | None:
+    """Width of the scores `lm` produces: its LM head's output size (the configured vocabulary without a head)."""
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    width = getattr(head, "out_features", None)
+    if width is None and getattr(head, "weight", None) is not None and head.weight.ndim == 2:
+        width = head.weight.shape[0]
+    if width is None:
+        config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+        width = getattr(config, "vocab_size", None)
+    return int(width) if width is not None else None
 
 
 @contextmanager

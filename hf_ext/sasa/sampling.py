@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from hf_ext._validation import check_range
+
 
 __all__ = ["NORMALIZATIONS", "candidate_set", "nucleus_mask", "tilt_scores"]
 
@@ -31,6 +33,18 @@ def nucleus_mask(scores: torch.Tensor, top_p: float, temperature: float = 1.0, m
     return ~remove & (scores > float("-inf"))
 
 
+def _check_scores(scores: torch.Tensor) -> None:
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[1] == 0:
+        raise ValueError(f"scores must be a (batch, vocab) tensor, got {getattr(scores, 'shape', type(scores))}.")
+    bad = torch.isnan(scores) | (scores == float("inf"))
+    if bad.any():
+        rows = bad.any(-1).nonzero()[:, 0].tolist()
+        raise ValueError(
+            f"scores hold {int(bad.sum())} NaN or +inf value(s) (in row(s) {rows[:3]}); the model's logits must be "
+            "finite (-inf marks a filtered token)."
+        )
+
+
 def candidate_set(
     scores: torch.Tensor,
     top_p: float = 0.9,
@@ -45,7 +59,12 @@ def candidate_set(
     Returns:
         `(candidate_ids, valid)`, both of shape `(batch, K)`: the token ids, sorted by decreasing score, and which
         entries are real candidates (padding entries hold distinct non-candidate ids and `valid=False`).
+
+    Raises:
+        `ValueError`: `scores` are not a non-empty `(batch, vocab)` tensor, or hold NaN or `+inf` (`-inf` marks a token
+            an earlier processor filtered out and is never a candidate).
     """
+    _check_scores(scores)
     keep = nucleus_mask(scores, top_p, temperature, min_tokens_to_keep)
     num = int(keep.sum(-1).max().item())
     if max_candidates is not None:
@@ -80,9 +99,29 @@ def tilt_scores(
 
     Returns:
         `(new_scores, shift)`: the processed scores and the shift `(batch, K)` given to each candidate (0 on padding).
+
+    Raises:
+        `ValueError`: mismatched shapes, candidate ids outside the scores, a negative or non-finite `beta`, or a
+            NaN / infinite margin of a real candidate.
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize={normalize!r} is not supported; expected one of {NORMALIZATIONS}.")
+    check_range("beta", beta, ge=0)
+    if scores.ndim != 2 or not (candidate_ids.shape == valid.shape == margins.shape) or candidate_ids.ndim != 2:
+        raise ValueError(
+            f"scores must be (batch, vocab) and candidate_ids, valid, margins (batch, K) alike; got shapes "
+            f"{tuple(scores.shape)}, {tuple(candidate_ids.shape)}, {tuple(valid.shape)}, {tuple(margins.shape)}."
+        )
+    if candidate_ids.shape[0] != scores.shape[0]:
+        raise ValueError(f"candidate_ids have {candidate_ids.shape[0]} rows but scores {scores.shape[0]}.")
+    if candidate_ids.numel() and (int(candidate_ids.min()) < 0 or int(candidate_ids.max()) >= scores.shape[1]):
+        raise ValueError(f"candidate_ids hold ids outside the {scores.shape[1]} columns of scores.")
+    bad = valid & ~torch.isfinite(margins)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} candidate margin(s) are NaN or infinite; the hidden states the probe read are not "
+            "finite (a half-precision overflow?)."
+        )
     margins = margins.to(scores.dtype)
     if normalize == "softmax":
         g = margins.masked_fill(~valid, float("-inf")).softmax(dim=-1)

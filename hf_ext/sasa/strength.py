@@ -17,6 +17,8 @@ import numpy as np
 
 from hf_ext._validation import check_range
 
+from ._inputs import judge_scores, text_list
+
 
 __all__ = ["BetaChoice", "choose_beta"]
 
@@ -100,9 +102,7 @@ def choose_beta(
     from .evaluation import ProfanityCheckJudge, detox_metrics, sample_continuations
     from .processor import SASALogitsProcessor
 
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("prompts is empty; give validation prompts.")
+    prompts = text_list("prompts", prompts, allow_empty=True)
     betas = sorted(float(b) for b in betas)
     if not betas or not all(math.isfinite(b) and b > 0 for b in betas):
         raise ValueError(f"betas={betas!r} must be a non-empty list of finite strengths > 0.")
@@ -111,6 +111,10 @@ def choose_beta(
     check_range("target_reduction", target_reduction, gt=0, le=1, optional=True)
     check_range("max_perplexity_increase", max_perplexity_increase, ge=0, optional=True)
     judge = judge if judge is not None else ProfanityCheckJudge()
+    if not callable(judge):
+        raise ValueError(
+            f"judge must be a callable judge(continuations, prompts) -> scores, got {type(judge).__name__}."
+        )
     common = dict(
         num_continuations=num_continuations,
         max_new_tokens=max_new_tokens,
@@ -130,9 +134,7 @@ def choose_beta(
             model, tokenizer, prompts, [processor], sasa=True, desc=f"choose_beta: beta={beta:g}", **common
         )
         flat = [text for row in sampled.texts for text in row]
-        scores = np.asarray([float(s) for s in judge(flat, flat_prompts)], dtype=np.float64)
-        if scores.shape != (len(flat),) or not np.all((scores >= 0) & (scores <= 1)):
-            raise ValueError("The judge must return one score in [0, 1] per continuation.")
+        scores = np.asarray(judge_scores(judge, flat, flat_prompts), dtype=np.float64)
         metrics = detox_metrics(scores.reshape(len(prompts), num_continuations), sampled.perplexity, threshold)
         return {
             "beta": beta,

@@ -9,15 +9,35 @@ python -m hf_ext.scripts.aot --config trainers/aot.yaml            # the same co
 
 The options are the fields of [`~hf_ext.aot.AOTConfig`], of TRL's `ModelConfig` (`model_name_or_path`, `use_peft`,
 `lora_r`, `load_in_4bit`, ...) and of TRL's `ScriptArguments` (`dataset_name`, `dataset_train_split`, ...);
-`model_name_or_path` is required. Fixture ids (`hf-ext-testing/<name>`, see `hf_ext.testing`) are built offline;
-anything else is loaded from the Hub or a local path.
+`model_name_or_path` and `dataset_name` are required. Fixture ids (`hf-ext-testing/<name>`, see `hf_ext.testing`)
+are built offline; anything else is tried as a local path first (a folder, or a .json / .jsonl / .parquet / .csv
+file of preferences), then as a Hub id.
+
+`output_dir` must be absent or empty, or `--overwrite_output_dir` given (the folder is then emptied when training
+starts), unless the run resumes a checkpoint. Checkpoints land in `output_dir` during training; the final model,
+card and plot are written beside them at the end, `config.json` last. A run that fails leaves its checkpoints
+(resume with `--resume_from_checkpoint`) and no final model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hf_ext.scripts.utils import CommandError, dataclass_parser, launch_or_run, parse_dataclasses, run_command
+from hf_ext.scripts.utils import (
+    OVERWRITE_OUTPUT_HELP,
+    CommandError,
+    check_training_output,
+    dataclass_parser,
+    empty_training_output,
+    launch_or_run,
+    load_any_dataset,
+    load_error,
+    load_errors,
+    parse_dataclasses,
+    resolve_name_or_path,
+    run_command,
+    save_training_output,
+)
 
 
 __all__ = ["HELP", "load_preference_dataset", "main", "make_parser", "run_aot"]
@@ -38,10 +58,12 @@ def _dataclass_types() -> tuple:
         dataset_name: str | None = field(
             default=None,
             metadata={
-                "help": "Path or Hub name of the preference dataset; 'hf-ext-testing/synthetic-preferences' (paired) "
-                "and 'hf-ext-testing/synthetic-unpaired' (prompt / completion / label) are built offline."
+                "help": "The preference dataset, required: a local folder or .json / .jsonl / .parquet / .csv file, "
+                "or a Hub id; 'hf-ext-testing/synthetic-preferences' (paired) and 'hf-ext-testing/synthetic-unpaired' "
+                "(prompt / completion / label) are built offline."
             },
         )
+        overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_OUTPUT_HELP})
         synthetic_train_size: int = field(
             default=256, metadata={"help": "Number of training examples of an offline synthetic dataset."}
         )
@@ -60,23 +82,17 @@ def _dataclass_types() -> tuple:
 
 
 def load_preference_dataset(script_args):
-    """The `DatasetDict` named by `script_args.dataset_name`: a fixture built offline or `datasets.load_dataset`."""
-    from datasets import load_dataset
-
+    """The `DatasetDict` named by `script_args.dataset_name`: a fixture built offline, a local folder or data file
+    (tried first), or a Hub dataset."""
     from hf_ext.testing import FIXTURE_DATASETS, load_fixture_dataset
 
     name = script_args.dataset_name
-    if name in FIXTURE_DATASETS:
-        return load_fixture_dataset(
-            name,
-            size=script_args.synthetic_train_size,
-            train_split=script_args.dataset_train_split,
-            test_split=script_args.dataset_test_split,
-        )
     if name is None:
         raise CommandError("--dataset_name is required; expected a Hub dataset, a local path or one of "
                            f"{list(FIXTURE_DATASETS)}")  # fmt: skip
-    return load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
+    if name in FIXTURE_DATASETS:
+        return load_fixture_dataset(name, size=script_args.synthetic_train_size)
+    return load_any_dataset(name, script_args.dataset_config, streaming=script_args.dataset_streaming)
 
 
 def run_aot(script_args, training_args, model_args) -> int:
@@ -85,10 +101,13 @@ def run_aot(script_args, training_args, model_args) -> int:
     from trl import get_peft_config, get_quantization_config
 
     from hf_ext.aot.trainer import AOTTrainer
-    from hf_ext.testing import resolve_model_name_or_path
 
     if model_args.model_name_or_path is None:
         raise CommandError("--model_name_or_path is required (a Hub id, a folder or a hf-ext-testing/<name> fixture)")
+    if script_args.dataset_name is None:
+        load_preference_dataset(script_args)  # the error naming what is expected
+    check_training_output(training_args, script_args.overwrite_output_dir)
+    model_path = resolve_name_or_path(model_args.model_name_or_path, "model_name_or_path")
 
     model_init_kwargs = {
         "revision": model_args.model_revision,
@@ -104,18 +123,26 @@ def run_aot(script_args, training_args, model_args) -> int:
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if train_split not in dataset:
         raise CommandError(f"dataset_train_split={train_split!r} is not a split of {script_args.dataset_name}; "
-                         f"expected one of {list(dataset)}.")  # fmt: skip
-    trainer = AOTTrainer(
-        model=resolve_model_name_or_path(model_args.model_name_or_path),
-        args=training_args,
-        train_dataset=dataset[train_split],
-        eval_dataset=dataset[test_split] if training_args.eval_strategy != "no" and test_split in dataset else None,
-        peft_config=get_peft_config(model_args),
-        quantization_config=quantization_config,
-    )
+                           f"expected one of {list(dataset)}.")  # fmt: skip
+    try:
+        trainer = AOTTrainer(
+            model=model_path,
+            args=training_args,
+            train_dataset=dataset[train_split],
+            eval_dataset=dataset[test_split]
+            if training_args.eval_strategy != "no" and test_split in dataset
+            else None,
+            peft_config=get_peft_config(model_args),
+            quantization_config=quantization_config,
+        )
+    except load_errors() as error:  # say whether it was a local folder (which file) or a Hub id
+        raise load_error(model_args.model_name_or_path, model_path, "model_name_or_path", error) from None
+    except (ValueError, TypeError) as error:  # the trainer's checks of the data and the tokenizer, before any step
+        raise CommandError(str(error)) from None
+    empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
+    save_training_output(trainer, lambda folder: trainer.save_model(str(folder)))
     trainer.accelerator.print(f"Model, card and reward-quantile plot saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

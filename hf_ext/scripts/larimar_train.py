@@ -8,16 +8,35 @@ hf-ext larimar-train --num_processes 2 --config trainers/larimar.yaml   # under 
 
 Either `model_name_or_path` (a Larimar to continue training) or both `encoder_name_or_path` and
 `decoder_name_or_path` (a new one) are required, and so is `dataset_name`; fixture ids (`hf-ext-testing/<name>`,
-see `hf_ext.testing`) are built offline.
+see `hf_ext.testing`) are built offline; other names are tried as local paths first, then as Hub ids.
+
+`output_dir` must be absent or empty, or `--overwrite_output_dir` given (the folder is then emptied when training
+starts), unless the run resumes a checkpoint. The final model and processor are written beside the checkpoints at
+the end, `config.json` last; a run that fails leaves its checkpoints and no final model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hf_ext._validation import check_range
-from hf_ext.scripts.utils import CommandError, dataclass_parser, launch_or_run, parse_dataclasses, run_command
+from hf_ext.scripts.utils import (
+    OVERWRITE_OUTPUT_HELP,
+    CommandError,
+    check_training_output,
+    dataclass_parser,
+    empty_training_output,
+    launch_or_run,
+    load_any_dataset,
+    load_error,
+    load_errors,
+    parse_dataclasses,
+    resolve_name_or_path,
+    run_command,
+    save_training_output,
+)
 
 
 __all__ = ["HELP", "LarimarScriptArguments", "main", "make_parser", "train"]
@@ -80,6 +99,7 @@ class LarimarScriptArguments:
     kl_increase_ratio: float = field(
         default=0.25, metadata={"help": "Fraction of training over which the KL weight ramps up to 1."}
     )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_OUTPUT_HELP})
 
     def __post_init__(self):
         for name in ("latent_size", "memory_size", "num_episodes"):
@@ -91,20 +111,67 @@ class LarimarScriptArguments:
             check_range(name, getattr(self, name), ge=0, le=1)
 
 
-def _load_tokenizer(name_or_path: str):
+def _load_tokenizer(path: str, name: str, what: str):
     from transformers import AutoTokenizer
 
-    from hf_ext.testing import resolve_model_name_or_path
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except load_errors() as error:
+        raise load_error(name, path, what, error) from None
 
-    return AutoTokenizer.from_pretrained(resolve_model_name_or_path(name_or_path))
+
+def _load_model(script_args: LarimarScriptArguments):
+    """`(model, processor)`: the Larimar to continue training, or a new one from an encoder and a decoder (each
+    name tried as a local path first)."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+
+    if script_args.model_name_or_path:
+        name = script_args.model_name_or_path
+        path = resolve_name_or_path(name, "model_name_or_path")
+        try:
+            return AutoModelForCausalLM.from_pretrained(path), LarimarProcessor.from_pretrained(path)
+        except load_errors() as error:
+            raise load_error(name, path, "model_name_or_path", error) from None
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+
+    paths = {
+        what: resolve_name_or_path(getattr(script_args, what), what)
+        for what in ("encoder_name_or_path", "decoder_name_or_path")
+    }
+    tokenizers = [_load_tokenizer(path, getattr(script_args, what), what) for what, path in paths.items()]
+    try:
+        model = LarimarForCausalLM.from_encoder_decoder_pretrained(
+            paths["encoder_name_or_path"],
+            paths["decoder_name_or_path"],
+            latent_size=script_args.latent_size,
+            memory_size=script_args.memory_size,
+            center_latents=script_args.center_latents,
+            pooling=script_args.pooling,
+            episode_size=script_args.episode_size,
+            mask_empty_slot=script_args.mask_empty_slot,
+            scope_threshold=script_args.scope_threshold,
+        )
+    except load_errors() as error:
+        raise CommandError(f"cannot load the encoder or the decoder: {error}") from None
+    except (ValueError, TypeError) as error:  # e.g. a decoder checkpoint without a language-modeling head
+        raise CommandError(str(error)) from None
+    if script_args.freeze_decoder:
+        import torch
+
+        with torch.no_grad():  # z = 0 conditions nothing: training starts from the pretrained decoder
+            model.model.prefix_projection.weight.zero_()
+            if model.model.embedding_projection is not None:
+                model.model.embedding_projection.weight.zero_()
+    return model, LarimarProcessor(*tokenizers)
 
 
 def train(script_args: LarimarScriptArguments, training_args) -> int:
     """Run `larimar-train`; returns the exit status."""
-    from transformers import AutoModelForCausalLM, Trainer
+    from transformers import Trainer
 
     import hf_ext  # noqa: F401  (registers Larimar with the Auto classes)
-    from hf_ext.larimar.processing_larimar import LarimarProcessor
     from hf_ext.larimar.training import LarimarEpisodeCollator, LarimarKLAnnealingCallback
 
     if training_args.per_device_train_batch_size % script_args.episode_size:
@@ -112,8 +179,6 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
             f"per_device_train_batch_size={training_args.per_device_train_batch_size} is not a multiple of "
             f"episode_size={script_args.episode_size}."
         )
-    from hf_ext.testing import resolve_model_name_or_path
-
     if script_args.model_name_or_path is None and None in (
         script_args.encoder_name_or_path,
         script_args.decoder_name_or_path,
@@ -124,40 +189,7 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         )
     if script_args.dataset_name is None:
         raise CommandError("--dataset_name is required (a Hub id, a folder, or hf-ext-testing/larimar-facts)")
-    if script_args.model_name_or_path:
-        path = resolve_model_name_or_path(script_args.model_name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(path)
-        processor = LarimarProcessor.from_pretrained(path)
-    else:
-        from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
-
-        model = LarimarForCausalLM.from_encoder_decoder_pretrained(
-            resolve_model_name_or_path(script_args.encoder_name_or_path),
-            resolve_model_name_or_path(script_args.decoder_name_or_path),
-            latent_size=script_args.latent_size,
-            memory_size=script_args.memory_size,
-            center_latents=script_args.center_latents,
-            pooling=script_args.pooling,
-            episode_size=script_args.episode_size,
-            mask_empty_slot=script_args.mask_empty_slot,
-            scope_threshold=script_args.scope_threshold,
-        )
-        if script_args.freeze_decoder:
-            import torch
-
-            with torch.no_grad():  # z = 0 conditions nothing: training starts from the pretrained decoder
-                model.model.prefix_projection.weight.zero_()
-                if model.model.embedding_projection is not None:
-                    model.model.embedding_projection.weight.zero_()
-        processor = LarimarProcessor(
-            _load_tokenizer(script_args.encoder_name_or_path), _load_tokenizer(script_args.decoder_name_or_path)
-        )
-    processor.check_model(model)
-    if script_args.freeze_encoder:
-        model.model.encoder.requires_grad_(False)
-    if script_args.freeze_decoder:
-        model.model.decoder.requires_grad_(False)
-        model.lm_head.requires_grad_(False)
+    check_training_output(training_args, script_args.overwrite_output_dir)
 
     from hf_ext.testing import FIXTURE_DATASETS, load_fixture_dataset
 
@@ -171,11 +203,19 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         # Synthetic episodes hold facts with distinct prompts: keep them whole.
         training_args.train_sampling_strategy = "sequential"
     else:
-        from datasets import load_dataset
-
-        dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split)
+        dataset = load_any_dataset(script_args.dataset_name, split=script_args.dataset_split)
     if script_args.text_field not in dataset.column_names:
         raise CommandError(f"The dataset has no column {script_args.text_field!r} (columns: {dataset.column_names}).")
+    model, processor = _load_model(script_args)
+    try:
+        processor.check_model(model)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if script_args.freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+    if script_args.freeze_decoder:
+        model.model.decoder.requires_grad_(False)
+        model.lm_head.requires_grad_(False)
     # The collator reads the raw text columns, and episodes must stay whole.
     training_args.remove_unused_columns = False
     trainer = Trainer(
@@ -190,24 +230,28 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         ),
         callbacks=[LarimarKLAnnealingCallback(script_args.kl_zero_ratio, script_args.kl_increase_ratio)],
     )
+    empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    processor.save_pretrained(training_args.output_dir)
-    _replace_pickled_arguments(training_args)
+
+    def write(folder: Path) -> None:
+        trainer.save_model(str(folder))
+        if trainer.args.should_save:
+            processor.save_pretrained(str(folder))
+            _replace_pickled_arguments(training_args, folder)
+
+    save_training_output(trainer, write)
     print(f"Saved the Larimar model and its processor to {training_args.output_dir}")
     return 0
 
 
-def _replace_pickled_arguments(training_args) -> None:
+def _replace_pickled_arguments(training_args, folder: Path) -> None:
     """`Trainer.save_model` pickles its arguments (`training_args.bin`); hf-ext keeps JSON only."""
-    import os
-
     from hf_ext.serialization import save_json
 
-    pickled = os.path.join(training_args.output_dir, "training_args.bin")
-    if os.path.exists(pickled):
-        os.remove(pickled)
-    save_json(os.path.join(training_args.output_dir, "training_args.json"), training_args.to_dict())
+    pickled = folder / "training_args.bin"
+    if pickled.exists():
+        pickled.unlink()
+    save_json(folder / "training_args.json", training_args.to_dict())
 
 
 def make_parser():

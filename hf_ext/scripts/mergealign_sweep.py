@@ -2,7 +2,9 @@
 
 The options are the fields of [`~hf_ext.mergealign.AlphaSweepConfig`] (`--config sweep.yaml` and `--any_field
 value`, as with `trl`). Model fixture ids (`hf-ext-testing/<name>`, see `hf_ext.testing`), in the options or in
-the `merge_config` YAML, are built offline.
+the `merge_config` YAML, are built offline; other model and dataset names (a local `.jsonl` file, for example) are
+tried as local paths first, then as Hub ids. `output_dir` must be absent or empty, or `--overwrite_output_dir` given;
+it is replaced as a whole at the end, so a failed sweep leaves it as it was.
 
 ```bash
 hf-ext mergealign-sweep --config processors/mergealign_sweep.yaml
@@ -13,7 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hf_ext.scripts.utils import CommandError, dataclass_parser, parse_dataclasses, run_command
+from hf_ext.scripts.utils import (
+    CommandError,
+    check_config_file,
+    dataclass_parser,
+    parse_dataclasses,
+    resolve_name_or_path,
+    run_command,
+)
 
 
 __all__ = ["HELP", "main", "make_parser", "resolve_sweep_inputs"]
@@ -33,21 +42,22 @@ def resolve_sweep_inputs(config):
     """`config` with its model fixture ids built and replaced by their folders (those of `merge_config` too, which
     is then passed on as the resolved YAML text)."""
     import dataclasses
-    import os
 
     import yaml
 
-    from hf_ext.testing import resolve_fixture_ids, resolve_model_name_or_path
+    from hf_ext.testing import resolve_fixture_ids
 
     changes = {}
     for name in ("base_model", "domain_model", "alignment_model"):
         value = getattr(config, name)
         if value is not None:
-            changes[name] = resolve_model_name_or_path(value)
-    if config.merge_config is not None and os.path.isfile(config.merge_config):
-        with open(config.merge_config, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
-        resolved = resolve_fixture_ids(data)
+            changes[name] = resolve_name_or_path(value, name)
+    if config.merge_config is not None and "\n" not in config.merge_config:
+        data = check_config_file(config.merge_config, "merge_config")
+        try:
+            resolved = resolve_fixture_ids(data)
+        except ValueError as error:  # an unknown fixture id
+            raise CommandError(f"merge_config={config.merge_config!r}: {error}") from None
         if resolved != data:
             changes["merge_config"] = yaml.safe_dump(resolved, sort_keys=False)
     return dataclasses.replace(config, **changes) if changes else config
@@ -62,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (config,) = parse_dataclasses(make_parser(), argv)
         try:
             run_sweep(resolve_sweep_inputs(config))
-        except ValueError as error:
+        except (ValueError, OSError) as error:  # bad settings, a missing path, an output folder to keep
             raise CommandError(str(error)) from None
         return 0
 

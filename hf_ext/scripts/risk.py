@@ -256,9 +256,35 @@ def _split_inputs(inputs: list[str]) -> tuple[list[tuple[str | None, str]], bool
     return named, bool(tables)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """The numeric options in range, before any input is read or any folder written."""
+    from hf_ext._validation import check_range
+
+    try:
+        check_range("--alpha", args.alpha, gt=0, lt=1, hint="(a significance level)")
+        check_range("--power", args.power, gt=0, lt=1)
+        check_range("--min-effect", args.min_effect, gt=0)
+        check_range("--n-bootstrap", args.n_bootstrap, ge=1, integer=True)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def _check_inputs(named: list[tuple[str | None, str]]) -> None:
+    """Every input is an existing local file or folder (risk reads no Hub repo)."""
+    for name, path in named:
+        if not Path(path).expanduser().exists():
+            shown = f"{name}={path}" if name else path
+            raise CommandError(
+                f"input {shown!r}: no such file or folder {Path(path).expanduser().resolve()}; expected harness log "
+                "folders / files or one CSV / JSONL table on this machine."
+            )
+
+
 def _risk(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     orders = _parse_orders(args.orders)
     named, is_table = _split_inputs(args.inputs)
+    _check_inputs(named)
     if args.harness == "table" or (args.harness == "auto" and is_table):
         if len(named) != 1 or named[0][0] is not None:
             raise CommandError(

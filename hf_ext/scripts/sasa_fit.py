@@ -6,18 +6,23 @@ python -m hf_ext.scripts.sasa_fit --config processors/sasa_fit.yaml
 ```
 
 The texts come from two files (desired / undesired), a labelled dataset, or a judge labelling unlabelled texts or
-the model's own continuations of prompts. Model fixture ids (`hf-ext-testing/<name>`) are built offline.
+the model's own continuations of prompts. Model fixture ids (`hf-ext-testing/<name>`) are built offline; other
+names are tried as local paths first, then as Hub ids. `output_dir` must be absent or empty, or
+`--overwrite_output_dir` given (checked before the model loads); the probe is written all at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hf_ext._validation import check_range
 from hf_ext.scripts.utils import (
     CommandError,
+    check_output,
     dataclass_parser,
+    load_any_dataset,
     load_causal_lm,
     parse_dataclasses,
     read_lines,
@@ -43,6 +48,9 @@ class SASAFitConfig:
     )
     output_dir: str = field(
         default="sasa-probe", metadata={"help": "Where to save the probe (safetensors + JSON + card)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the content of a non-empty output_dir (refused without it)."}
     )
     desired_file: str | None = field(
         default=None, metadata={"help": "Text file of desired (e.g. non-toxic) texts, one per line."}
@@ -177,9 +185,7 @@ def _labelled_texts(config) -> tuple[list[str], list[str]]:
         desired = read_lines(config.desired_file, "desired_file")
         undesired = read_lines(config.undesired_file, "undesired_file")
     else:
-        from datasets import load_dataset
-
-        dataset = load_dataset(config.dataset_name, config.dataset_config, split=config.dataset_split)
+        dataset = load_any_dataset(config.dataset_name, config.dataset_config, config.dataset_split)
         for column in (config.text_column, config.label_column):
             if column not in dataset.column_names:
                 raise CommandError(f"column {column!r} is not in the dataset; it has {dataset.column_names}.")
@@ -242,13 +248,20 @@ def fit(config) -> int:
         batch_size=config.batch_size,
         max_length=config.max_length,
     )
+    from hf_ext.serialization import atomic_directory
+
+    check_output(config.output_dir, config.overwrite_output_dir)
     try:
         probe = (_fit_from_judge if config.labelled_by_judge else _fit_from_labels)(config, options)
     except ValueError as error:
         raise CommandError(str(error)) from None
     if config.model_name_or_path != probe.model_info.get("model_name_or_path"):
         probe.model_info["model_id"] = config.model_name_or_path
-    folder = probe.save_pretrained(config.output_dir, push_to_hub=config.push_to_hub, repo_id=config.hub_model_id)
+    with atomic_directory(config.output_dir, overwrite=config.overwrite_output_dir) as staging:
+        probe.save_pretrained(staging)
+    folder = Path(config.output_dir)
+    if config.push_to_hub:
+        probe.push_to_hub(config.hub_model_id or folder.name)
     info = probe.fit_info
     held_out = (
         f", held-out AUC {info['held_out_auc']:.3f} / balanced accuracy {info['held_out_balanced_accuracy']:.3f}"

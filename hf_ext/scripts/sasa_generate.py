@@ -18,6 +18,7 @@ from hf_ext.scripts.utils import (
     load_causal_lm,
     parse_dataclasses,
     read_lines,
+    resolve_name_or_path,
     run_command,
 )
 
@@ -101,9 +102,15 @@ def generate(config) -> int:
     from hf_ext.serialization import write_text
 
     prompts = list(config.prompt) or read_lines(config.prompts_file, "prompts_file")
+    probe_path = resolve_name_or_path(config.probe, "probe")
     model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
     try:
-        probe = SASAProbe.from_pretrained(config.probe, model=model)
+        probe = SASAProbe.from_pretrained(probe_path, model=model)
+    except OSError as error:  # not on the Hub
+        raise CommandError(f"probe={config.probe!r}: {error}") from None
+    except ValueError as error:  # not a probe folder, or fitted on another model
+        raise CommandError(str(error)) from None
+    try:
         sasa = SASALogitsProcessor(
             model,
             probe,

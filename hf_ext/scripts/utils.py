@@ -2,10 +2,19 @@
 
 A command is a module of `hf_ext.scripts` with `make_parser()` and `main(argv=None) -> int`, runnable alone
 (`python -m hf_ext.scripts.aot --config trainers/aot.yaml`) and listed in `hf_ext.cli.COMMANDS`.
+
+What every command does the same way:
+- bad input is one `hf-ext NAME: error: ...` line and exit status 2 ([`CommandError`]), raised before any model loads;
+- names are fixture ids first, then local paths, then Hub ids ([`resolve_name_or_path`], [`load_causal_lm`],
+  [`load_any_dataset`]); a missing local path says so, a failing Hub id says what the Hub said ([`load_error`]);
+- an output folder must be absent or empty unless its overwrite flag is given ([`check_output`],
+  [`check_training_output`]); it is written all at once (`hf_ext.serialization.atomic_directory`), or for a
+  training run, emptied when training starts and given its final model at the end ([`save_training_output`]).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -14,16 +23,25 @@ from pathlib import Path
 
 
 __all__ = [
+    "OVERWRITE_OUTPUT_HELP",
     "PROG",
     "CommandError",
+    "check_config_file",
+    "check_output",
+    "check_training_output",
     "dataclass_parser",
+    "empty_training_output",
     "launch_or_run",
     "launch_under_accelerate",
     "load_any_dataset",
     "load_causal_lm",
+    "load_error",
+    "load_errors",
     "parse_dataclasses",
     "read_lines",
+    "resolve_name_or_path",
     "run_command",
+    "save_training_output",
 ]
 
 PROG = "hf-ext"
@@ -40,13 +58,56 @@ def dataclass_parser(name: str, help_text: str, dataclass_types: Sequence[type])
     return TrlParser(tuple(dataclass_types), prog=f"{PROG} {name}", description=help_text)
 
 
+def _config_option(argv: Sequence[str]) -> str | None:
+    for index, token in enumerate(argv):
+        if token == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if token.startswith("--config="):
+            return token.partition("=")[2]
+    return None
+
+
+def check_config_file(path: str, what: str = "--config") -> dict:
+    """The options of a `--config` YAML file; a missing, unparsable, empty or non-mapping file is a [`CommandError`]
+    naming the file (and the line of a syntax error), instead of a parser traceback."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{what}={path!r}: no such file {file.resolve()}.")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise CommandError(f"{what}={path!r} is not valid YAML{where}: {problem}.") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{what}={path!r} is not a UTF-8 text file; expected a YAML file of options.") from None
+    if data is None:
+        raise CommandError(f"{what}={path!r} is empty; expected a YAML mapping of options (field: value).")
+    if not isinstance(data, dict):
+        raise CommandError(
+            f"{what}={path!r} holds a YAML {type(data).__name__}; expected a mapping of options (field: value)."
+        )
+    return data
+
+
 def parse_dataclasses(parser, argv: Sequence[str] | None) -> tuple:
-    """One instance per dataclass of `parser`; a bad option or value is a [`CommandError`] (with the usage)."""
+    """One instance per dataclass of `parser`; a bad option or value, or a bad `--config` file, is a
+    [`CommandError`] (with the usage)."""
+    config = _config_option(sys.argv[1:] if argv is None else list(argv))
+    if config is not None:
+        check_config_file(config)
     try:
         return tuple(parser.parse_args_and_config(None if argv is None else list(argv)))
     except ValueError as error:  # HfArgumentParser reports unknown options and bad values this way
         parser.print_usage(sys.stderr)
-        raise CommandError(str(error).splitlines()[0]) from None
+        message = str(error).splitlines()[0]
+        unknown = re.match(r"Unknown arguments from config file: (\[.*?\])", message)
+        if unknown:  # TrlParser's advice (fail_with_unknown_args=False) is for Python callers
+            message = f"--config={config!r} sets unknown option(s) {unknown.group(1)}; see --help for the options"
+        raise CommandError(message) from None
 
 
 def run_command(name: str, function: Callable[[], int | None]) -> int:
@@ -118,51 +179,133 @@ def launch_or_run(name: str, module: str, argv: Sequence[str] | None, run: Calla
     return subprocess.call(launch)
 
 
-def load_causal_lm(name_or_path: str, load_in_4bit: bool = False):
-    """`(model, tokenizer)` in eval mode for a command: a fixture id built offline, a folder or a Hub id; 4-bit
-    bitsandbytes on request; the tokenizer padded with its end-of-sequence token when it has no padding token."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def resolve_name_or_path(name_or_path: str, what: str) -> str:
+    """The local path or Hub id a command option names: a fixture id (`hf-ext-testing/<name>`) built offline and
+    replaced by its folder, then a local path tried first (see [`~hf_ext.paths.resolve_local_or_hub`]); a missing
+    local path or an unknown fixture is a [`CommandError`]."""
+    from hf_ext.paths import resolve_local_or_hub
     from hf_ext.testing import resolve_model_name_or_path
 
-    path = resolve_model_name_or_path(name_or_path)
-    if load_in_4bit:
-        from hf_ext.quantization import load_quantized
+    try:
+        return resolve_local_or_hub(resolve_model_name_or_path(name_or_path), what)
+    except (ValueError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
 
-        model = load_quantized(path, bits=4)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path)
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a checkpoint raises for a bad name or file: `OSError` (not found, not on the Hub) and
+    safetensors' error for a truncated or corrupt weights file (which transformers lets through unnamed)."""
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
+
+
+def load_error(name: str, path: str, what: str, error: BaseException, repo_type: str = "model") -> CommandError:
+    """The [`CommandError`] for `name` (resolved to `path`) that failed to load with `error`: a local folder that
+    cannot be read (naming a truncated safetensors file in it), or a Hub id, with what the Hub said."""
+    from hf_ext.paths import hub_load_error
+    from hf_ext.serialization import open_safetensors
+
+    if Path(path).is_dir() and not isinstance(error, OSError):
+        for file in sorted(Path(path).glob("*.safetensors")):
+            try:
+                open_safetensors(file)
+            except ValueError as named:
+                return CommandError(f"{what}={name!r}: {named}")
+    if Path(path).exists():
+        said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return CommandError(f"{what}={name!r}: cannot load the local {repo_type} {path}: {said}")
+    return CommandError(str(hub_load_error(name, what, error, repo_type)))
+
+
+def load_causal_lm(name_or_path: str, load_in_4bit: bool = False, what: str = "model_name_or_path"):
+    """`(model, tokenizer)` in eval mode for a command: a fixture id built offline, a local folder (tried first) or
+    a Hub id; 4-bit bitsandbytes on request; the tokenizer padded with its end-of-sequence token when it has no
+    padding token. A model that cannot be loaded is a [`CommandError`] saying whether it was a local folder or
+    what the Hub said."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_name_or_path(name_or_path, what)
+    try:
+        if load_in_4bit:
+            from hf_ext.quantization import load_quantized
+
+            model = load_quantized(path, bits=4)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except load_errors() as error:
+        raise load_error(name_or_path, path, what, error) from None
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
-def load_any_dataset(name: str, config: str | None = None, split: str | None = None):
-    """A dataset by fixture id (built offline), local folder (`save_to_disk`), local data file, or Hub id."""
+DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+"""Local data files a command reads, by suffix -> the `datasets` builder that reads them."""
+
+
+def load_any_dataset(
+    name: str,
+    config: str | None = None,
+    split: str | None = None,
+    *,
+    what: str = "dataset_name",
+    streaming: bool = False,
+):
+    """A dataset by fixture id (built offline), local folder (`save_to_disk`, or a folder of data files), local data
+    file (.json / .jsonl / .parquet / .csv: one `train` split), or Hub id; local paths are tried first.
+
+    `split=None` gives every split (a `DatasetDict`); an unknown split is a [`CommandError`] listing the available
+    ones, and so is a missing local path or a Hub id the Hub does not give (with what the Hub said).
+    """
     import datasets
 
+    from hf_ext.paths import resolve_local_or_hub
     from hf_ext.testing import TESTING_PREFIX, load_fixture_dataset
 
     if name.startswith(TESTING_PREFIX):
         try:
-            dataset = load_fixture_dataset(name)
+            return _select_split(load_fixture_dataset(name), split, name, what)
         except ValueError as error:
             raise CommandError(str(error)) from None
-        return dataset if split is None else dataset[split]
-    path = Path(name)
+    try:
+        resolved = resolve_local_or_hub(name, what)
+    except (ValueError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
+    path = Path(resolved)
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         dataset = datasets.load_from_disk(str(path))
-        if split is not None and isinstance(dataset, datasets.DatasetDict):
-            dataset = dataset[split]
+        return _select_split(
+            dataset if isinstance(dataset, datasets.DatasetDict) else None, split, name, what, dataset
+        )
+    try:
+        if path.is_file():
+            builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                kinds = " / ".join(DATA_FILE_BUILDERS)
+                raise CommandError(f"{what}={name!r}: cannot read a {path.suffix or 'suffix-less'} file; expected a "
+                                   f"{kinds} file, a folder or a Hub dataset id.")  # fmt: skip
+            dataset = datasets.load_dataset(builder, data_files=str(path), streaming=streaming)
+        else:  # a Hub id (or a folder of data files): only the split asked for is downloaded
+            return datasets.load_dataset(resolved, config, split=split, streaming=streaming)
+    except CommandError:
+        raise
+    except Exception as error:  # not found, gated, offline, a malformed file: datasets raises many kinds
+        raise load_error(name, resolved, what, error, "dataset") from None
+    return _select_split(dataset, split, name, what)
+
+
+def _select_split(dataset, split: str | None, name: str, what: str, whole=None):
+    """`dataset[split]` (or the whole dataset for `split=None`); a split it lacks is a [`CommandError`]."""
+    if dataset is None:  # a single saved Dataset: no splits to choose from
+        return whole
+    if split is None:
         return dataset
-    if path.is_file():
-        builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
-        if builder is None:
-            raise CommandError(f"cannot read {name}: expected a .json, .jsonl, .parquet or .csv file")
-        return datasets.load_dataset(builder, data_files=str(path), split=split)
-    return datasets.load_dataset(name, config, split=split)
+    if split not in dataset:
+        raise CommandError(f"split {split!r} is not a split of {what}={name!r}; expected one of {list(dataset)}.")
+    return dataset[split]
 
 
 def read_lines(path: str, what: str) -> list[str]:
@@ -176,3 +319,83 @@ def read_lines(path: str, what: str) -> list[str]:
     if not lines:
         raise CommandError(f"{what}={path!r} has no non-empty line.")
     return lines
+
+
+def check_output(path: str, overwrite: bool = False, option: str = "--overwrite_output_dir") -> Path:
+    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`); an
+    existing file or a non-empty folder without `option` is a [`CommandError`]."""
+    from hf_ext.serialization import OutputExistsError, check_output_directory
+
+    try:
+        return check_output_directory(path, overwrite=overwrite, option=option)
+    except (OutputExistsError, NotADirectoryError) as error:
+        raise CommandError(str(error)) from None
+
+
+OVERWRITE_OUTPUT_HELP = (
+    "Replace the content of a non-empty output_dir. Without it a training command refuses such a folder before "
+    "loading anything; with it the folder is emptied when training starts (not when resuming a checkpoint)."
+)
+
+
+def check_training_output(training_args, overwrite: bool) -> None:
+    """Before any model is loaded: a training run's `output_dir` must be absent or empty, or `overwrite` given, or the
+    run resumes a checkpoint (whose run's folder it continues)."""
+    if training_args.resume_from_checkpoint:
+        output_dir = Path(training_args.output_dir)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise CommandError(f"The output folder {output_dir} is an existing file; expected a folder.")
+        return
+    check_output(training_args.output_dir, overwrite, "--overwrite_output_dir")
+
+
+def empty_training_output(trainer, overwrite: bool) -> None:
+    """With `overwrite` (and not resuming), empty `output_dir` on the main process right before training, so that
+    no file of an earlier run survives beside this run's checkpoints and model; every process waits for it."""
+    import shutil
+
+    args = trainer.args
+    output_dir = Path(args.output_dir)
+    if overwrite and not args.resume_from_checkpoint and args.should_save and output_dir.is_dir():
+        for entry in output_dir.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    trainer.accelerator.wait_for_everyone()
+
+
+FINAL_MARKER = "config.json"
+
+
+def save_training_output(trainer, write: Callable[[Path], None]) -> Path:
+    """Write a training run's final model into `output_dir` so that it never appears half-written.
+
+    `write(folder)` runs on every process (saving a sharded model gathers it) with the same staging folder,
+    `<output_dir>/.partial/<name>`; the main process then moves its files into `output_dir`, `config.json` last,
+    after removing the top-level files an earlier save left there (folders, such as this run's `checkpoint-*`,
+    stay). A run that fails before this leaves `output_dir` with its checkpoints only (resume it with
+    `--resume_from_checkpoint`), and never a final model.
+    """
+    import os
+    import shutil
+
+    output_dir = Path(trainer.args.output_dir)
+    staging = output_dir / ".partial" / output_dir.resolve().name
+    main = trainer.args.should_save
+    if main:
+        shutil.rmtree(staging.parent, ignore_errors=True)
+        staging.mkdir(parents=True)
+    trainer.accelerator.wait_for_everyone()
+    write(staging)
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        new = {entry.name for entry in staging.iterdir()}
+        for entry in output_dir.iterdir():
+            if entry.name not in new and (entry.is_file() or entry.is_symlink()):
+                entry.unlink()
+        for entry in sorted(staging.iterdir(), key=lambda entry: (entry.name == FINAL_MARKER, entry.name)):
+            destination = output_dir / entry.name
+            if destination.is_dir() and not destination.is_symlink():
+                shutil.rmtree(destination)
+            os.replace(entry, destination)
+        shutil.rmtree(staging.parent, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return output_dir

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .._checks import check_tokenizer_fits
+from .._validation import check_range
 from .data import tokenize_example
 from .ranking import auroc, sequence_losses, top_k_mask
 
@@ -28,17 +30,28 @@ __all__ = ["dsir_scores", "evaluate_scores", "harmful_example_aurocs", "loss_sco
 def evaluate_scores(scores: torch.Tensor, harmful: torch.Tensor, keep_ratio: float = 0.8) -> tuple[float, int]:
     """`(AUROC, kept)`: the probability that a clean example scores above a harmful one, and how many harmful
     examples are among the top `floor(keep_ratio · N)` scores."""
-    scores = torch.as_tensor(scores, dtype=torch.float64)
-    harmful = torch.as_tensor(harmful, dtype=torch.bool)
+    scores, harmful = _scores_and_flags(scores, harmful)
+    check_range("keep_ratio", keep_ratio, gt=0, le=1)
     kept = top_k_mask(scores, int(keep_ratio * len(scores) + 1e-9))
     return auroc(scores[~harmful], scores[harmful]), int((kept & harmful).sum())
+
+
+def _scores_and_flags(scores, harmful) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    harmful = torch.as_tensor(harmful, dtype=torch.bool).flatten()
+    if scores.shape != harmful.shape:
+        raise ValueError(
+            f"Got {scores.numel()} scores but {harmful.numel()} harmful flags; expected one flag per scored example."
+        )
+    if torch.isnan(scores).any():
+        raise ValueError(f"scores hold NaN at positions {torch.isnan(scores).nonzero().flatten()[:5].tolist()}.")
+    return scores, harmful
 
 
 def harmful_example_aurocs(scores: torch.Tensor, harmful: torch.Tensor) -> list[float]:
     """For each harmful example (in order), the fraction of clean examples scored above it (ties count one half):
     1 when it ranks below every clean example. Their mean is the AUROC of [`evaluate_scores`]."""
-    scores = torch.as_tensor(scores, dtype=torch.float64)
-    harmful = torch.as_tensor(harmful, dtype=torch.bool)
+    scores, harmful = _scores_and_flags(scores, harmful)
     clean = scores[~harmful]
     if clean.numel() == 0:
         raise ValueError("harmful_example_aurocs needs at least one clean example.")
@@ -68,6 +81,7 @@ def loss_scores(model, tokenizer, rows, data_format: str = "messages", batch_siz
     """
     from .trainer import SEALDataCollator
 
+    check_tokenizer_fits(tokenizer, model, tokenizer_name="tokenizer")
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate = SEALDataCollator(pad_token_id)
     features = [tokenize_example(row, tokenizer, data_format) for row in rows]

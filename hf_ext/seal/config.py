@@ -9,6 +9,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .._compat import adopt_activation_checkpointing
+from .._validation import check_range
 
 
 __all__ = ["SEALConfig"]
@@ -140,28 +141,20 @@ class SEALConfig(TrainingArguments):
         super().__post_init__()
 
     def _validate_seal(self) -> None:
-        if not self.ranker_learning_rate > 0:
-            raise ValueError(f"ranker_learning_rate={self.ranker_learning_rate} must be > 0.")
+        check_range("ranker_learning_rate", self.ranker_learning_rate, gt=0)
         if self.ranker_optimizer not in ("adam", "sgd"):
             raise ValueError(f"ranker_optimizer={self.ranker_optimizer!r} is not supported; expected 'adam' or 'sgd'.")
         for name in ("ranker_adam_beta1", "ranker_adam_beta2"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"{name}={value} must be in [0, 1).")
+            check_range(name, getattr(self, name), ge=0, lt=1)
         if self.weighting not in ("softmax", "sigmoid"):
             raise ValueError(f"weighting={self.weighting!r} is not supported; expected 'softmax' or 'sigmoid'.")
-        if not 0 <= self.upper_level_weight <= 1:
-            raise ValueError(f"upper_level_weight={self.upper_level_weight} must be in [0, 1].")
-        if not 0 <= self.upper_level_weight_decay <= 1:
-            raise ValueError(f"upper_level_weight_decay={self.upper_level_weight_decay} must be in [0, 1].")
+        check_range("upper_level_weight", self.upper_level_weight, ge=0, le=1)
+        check_range("upper_level_weight_decay", self.upper_level_weight_decay, ge=0, le=1)
         if self.algorithm not in ("penalty", "full"):
             raise ValueError(f"algorithm={self.algorithm!r} is not supported; expected 'penalty' or 'full'.")
-        if not 0 < self.keep_ratio <= 1:
-            raise ValueError(f"keep_ratio={self.keep_ratio} must be in (0, 1].")
-        if self.safe_batch_size is not None and self.safe_batch_size < 1:
-            raise ValueError(f"safe_batch_size={self.safe_batch_size} must be at least 1.")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length={self.max_length} must be at least 2 (or None).")
+        check_range("keep_ratio", self.keep_ratio, gt=0, le=1)
+        check_range("safe_batch_size", self.safe_batch_size, ge=1, integer=True, optional=True)
+        check_range("max_length", self.max_length, ge=2, integer=True, optional=True)
         if self.weighting == "sigmoid" and self.ranker_optimizer == "adam":
             warnings.warn(
                 "weighting='sigmoid' with ranker_optimizer='adam' gives a near-random ranking: every logit's gradient "

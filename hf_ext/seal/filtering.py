@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._validation import check_range
 from ..hub import HubMixin, make_card
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .data import FORMATS, HASH_BYTES, hash_batch
@@ -109,8 +110,9 @@ class SEALScores(HubMixin):
         return math.floor(keep_ratio * len(self) + 1e-9)
 
     def kept_hashes(self, keep_ratio: float) -> set[str]:
-        """The hashes of the top floor(keep_ratio · N) scored examples."""
+        """The hashes of the top floor(keep_ratio · N) scored examples; a `keep_ratio` that keeps none is an error."""
         k = self.num_kept(keep_ratio)
+        _check_keeps_some(keep_ratio, k, len(self), "scored examples")
         return {h for h, r in zip(self.hashes, self.ranks.tolist()) if r < k}
 
     def digest(self) -> str:
@@ -245,8 +247,16 @@ def _histogram_rows(scores: torch.Tensor, kept_mask: torch.Tensor, bins: int) ->
 
 
 def _check_keep_ratio(keep_ratio: float) -> None:
-    if not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
-        raise ValueError(f"keep_ratio={keep_ratio!r} must be in (0, 1].")
+    check_range("keep_ratio", keep_ratio, gt=0, le=1)
+
+
+def _check_keeps_some(keep_ratio: float, kept: int, total: int, what: str = "rows") -> None:
+    """A filter that keeps nothing is an error, as `datasets`' `train_test_split` refuses an empty split."""
+    if kept == 0 and total > 0:
+        raise ValueError(
+            f"keep_ratio={keep_ratio} keeps floor({keep_ratio} x {total}) = 0 of the {total} {what}; expected "
+            f"keep_ratio >= 1/{total} = {1 / total:.4g} to keep at least one."
+        )
 
 
 def _fingerprint(*parts) -> str:
@@ -379,6 +389,9 @@ def seal_filter(
 ):
     """Keep the `floor(keep_ratio · N)` best-scored rows of a dataset, in their original order.
 
+    A `keep_ratio` that keeps no row (`keep_ratio · N < 1`) is an error, as an empty split is for `datasets`'
+    `train_test_split`: raise `keep_ratio` to at least `1 / N`.
+
     - `Dataset` (and each split of a `DatasetDict`): N is the number of rows; ties go to the earlier row; the
       result carries an explicit fingerprint derived from the dataset's and the scores', so a re-run over a cached
       dataset loads it from the `datasets` cache.
@@ -395,17 +408,18 @@ def seal_filter(
         num_proc (`int`, *optional*): Processes for `Dataset.map` / `Dataset.filter`.
 
     Raises:
-        `ValueError`: keep_ratio outside (0, 1], a dataset without the scored fields, or rows without a score (no
-        row at all: scores from another dataset).
+        `ValueError`: keep_ratio outside (0, 1] or keeping no row, a dataset without the scored fields, or rows
+        without a score (no row at all: scores from another dataset).
     """
     _check_keep_ratio(keep_ratio)
     if _is_dict(dataset):
-        return type(dataset)(
-            {
-                split: seal_filter(ds, scores, keep_ratio, allow_missing=allow_missing, num_proc=num_proc)
-                for split, ds in dataset.items()
-            }
-        )
+        filtered = {}
+        for split, ds in dataset.items():
+            try:
+                filtered[split] = seal_filter(ds, scores, keep_ratio, allow_missing=allow_missing, num_proc=num_proc)
+            except ValueError as error:
+                raise ValueError(f"split {split!r}: {error}") from None
+        return type(dataset)(filtered)
     _check_fields(dataset.column_names, scores)
     fields = scores.hash_fields
     if _is_iterable(dataset):
@@ -436,6 +450,7 @@ def seal_filter(
         )
     num_scored = int((~missing).sum())
     k = math.floor(keep_ratio * num_scored + 1e-9)
+    _check_keeps_some(keep_ratio, k, num_scored, "scored rows" if allow_missing else "rows")
     keep = top_k_mask(torch.where(missing, torch.full_like(row_scores, -math.inf), row_scores), k).numpy()
     return dataset.filter(
         lambda _, indices: keep[indices].tolist(),

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from .._validation import check_range
+
 
 __all__ = [
     "WEIGHTINGS",
@@ -35,6 +37,21 @@ WEIGHTINGS = ("softmax", "sigmoid")
 """How logits become example weights: `N · softmax(ω)` or `2 · sigmoid(ω)` (both average 1 at uniform logits)."""
 
 
+def _check_vector(name: str, x: torch.Tensor, length: int | None = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
+    if x.dim() != 1 or (length is not None and x.shape[0] != length):
+        expected = f"({length},)" if length is not None else "(N,)"
+        raise ValueError(f"{name} must have shape {expected}; got {tuple(x.shape)}.")
+
+
+def _check_finite(name: str, x: torch.Tensor, hint: str = "") -> None:
+    # One device-to-host copy (the trainer reads its losses back every step anyway).
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).nonzero()[:5].tolist()
+        raise ValueError(f"{name} hold NaN or infinite values (at {bad}){hint}.")
+
+
 def _check_weighting(weighting: str) -> None:
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r} is not supported; expected one of {list(WEIGHTINGS)}.")
@@ -44,8 +61,7 @@ def initial_logits(num_examples: int, weighting: str = "softmax", dtype: torch.d
     """Uniform starting logits: every example weighs 1 (softmax: ω = 0, so `N · softmax(ω) = 1`; sigmoid: ω = 0,
     so `2 · sigmoid(ω) = 1`)."""
     _check_weighting(weighting)
-    if num_examples < 1:
-        raise ValueError(f"num_examples={num_examples} must be at least 1.")
+    check_range("num_examples", num_examples, ge=1, integer=True)
     return torch.zeros(num_examples, dtype=dtype, device=device)
 
 
@@ -59,6 +75,8 @@ def example_weights(logits: torch.Tensor, weighting: str = "softmax") -> torch.T
             `"sigmoid"`: `2 · sigmoid(ω)` (each weight in (0, 2), independent of the others).
     """
     _check_weighting(weighting)
+    _check_vector("logits", logits)
+    _check_finite("logits", logits)
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     if weighting == "softmax":
         return logits.numel() * torch.softmax(logits, dim=0)
@@ -84,8 +102,17 @@ def ranker_objective(
         weighting (`str`, *optional*, defaults to `"softmax"`): See [`example_weights`].
         reference_losses (`torch.Tensor` of shape `(B,)`, *optional*): ℓ_i(θ̂) for the full algorithm.
     """
+    _check_vector("indices", indices)
+    _check_vector("losses", losses, indices.shape[0])
+    if reference_losses is not None:
+        _check_vector("reference_losses", reference_losses, indices.shape[0])
     if indices.numel() == 0:
         return logits.sum() * 0.0
+    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+        raise TypeError(f"indices must be integer positions into logits; got dtype {indices.dtype}.")
+    _check_finite("losses", losses)
+    if reference_losses is not None:
+        _check_finite("reference_losses", reference_losses)
     weights = example_weights(logits, weighting)[indices]
     signal = losses.detach().to(weights.dtype)
     if reference_losses is not None:
@@ -95,6 +122,9 @@ def ranker_objective(
 
 def upper_level_weight(start: float, decay: float, epoch: float) -> float:
     """λ for an epoch: `start - decay · floor(epoch)`, clipped to [0, 1] (λ = 1 trains on the safe set only)."""
+    check_range("start", start, ge=0, le=1)
+    check_range("decay", decay, ge=0)
+    check_range("epoch", epoch, ge=0)
     return float(min(1.0, max(0.0, start - decay * math.floor(epoch + 1e-9))))
 
 
@@ -119,12 +149,29 @@ def sequence_losses(
         `(losses, counts)`: the `(B,)` token-mean losses in float32 (0 where an example has no target token) and
         the `(B,)` numbers of target tokens.
     """
+    if logits.dim() != 3 or input_ids.shape != logits.shape[:2] or loss_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"logits must be [B, T, V] with input_ids and loss_mask [B, T]; got logits {tuple(logits.shape)}, "
+            f"input_ids {tuple(input_ids.shape)} and loss_mask {tuple(loss_mask.shape)}."
+        )
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"logits must be floating point; got dtype {logits.dtype}.")
+    check_range("chunk_size", chunk_size, ge=1, integer=True, optional=True)
     if chunk_size is None:
-        chunk_size = max(1, 2**24 // logits.size(-1))
+        chunk_size = max(1, 2**24 // max(1, logits.size(-1)))
+    if input_ids.numel():
+        low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()  # one device-to-host copy
+        if low < 0 or high >= logits.size(-1):
+            raise ValueError(
+                f"input_ids hold token ids from {low} to {high}, outside the {logits.size(-1)} columns of the logits: "
+                "the tokenizer does not belong to the model."
+            )
     token_losses = _ShiftedTokenCrossEntropy.apply(logits, input_ids[:, 1:], chunk_size)
     mask = loss_mask[:, 1:].to(token_losses.dtype)
     counts = mask.sum(dim=1)
     losses = (token_losses * mask).sum(dim=1) / counts.clamp(min=1)
+    # Checked on the (B,) result rather than the [B, T, V] logits: a NaN or infinite logit makes its row's loss NaN.
+    _check_finite("losses", torch.where(counts > 0, losses, 0.0), " (the logits are not finite)")
     return losses, counts
 
 
@@ -169,10 +216,9 @@ def cycling_indices(num_examples: int, start: int, count: int, seed: int = 0) ->
 
     The stream is a pure function of `(num_examples, seed)`: resuming at any `start` continues it exactly.
     """
-    if num_examples < 1:
-        raise ValueError(f"num_examples={num_examples} must be at least 1.")
-    if start < 0 or count < 0:
-        raise ValueError(f"start={start} and count={count} must be non-negative.")
+    check_range("num_examples", num_examples, ge=1, integer=True)
+    check_range("start", start, ge=0, integer=True)
+    check_range("count", count, ge=0, integer=True)
     out: list[int] = []
     position = start
     while len(out) < count:
@@ -186,8 +232,16 @@ def cycling_indices(num_examples: int, start: int, count: int, seed: int = 0) ->
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """A boolean mask of the `k` highest scores; ties go to the earlier position, so the result is deterministic."""
+    """A boolean mask of the `k` highest scores; ties go to the earlier position, so the result is deterministic.
+
+    `±inf` scores rank first / last (`seal_filter` gives unscored rows `-inf`); a NaN score has no rank and is a
+    `ValueError`.
+    """
     n = scores.numel()
+    if torch.isnan(scores).any():
+        raise ValueError(
+            f"scores hold NaN at positions {torch.isnan(scores).flatten().nonzero().flatten()[:5].tolist()}."
+        )
     if not 0 <= k <= n:
         raise ValueError(f"k={k} must be between 0 and the number of scores ({n}).")
     scores = scores.detach().double().cpu()
@@ -205,6 +259,8 @@ def auroc(positive_scores, negative_scores) -> float:
     neg = torch.as_tensor(negative_scores, dtype=torch.float64).flatten()
     if pos.numel() == 0 or neg.numel() == 0:
         raise ValueError("auroc needs at least one positive and one negative score.")
+    if torch.isnan(pos).any() or torch.isnan(neg).any():
+        raise ValueError("auroc got NaN scores; NaN has no rank (±inf is fine).")
     values = torch.cat([pos, neg])
     # Mid-ranks (average rank of ties), then the Mann-Whitney U statistic.
     sorted_values, order = torch.sort(values, stable=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
+from .._checks import check_no_missing_values, check_tokenizer_fits
 from ..quantization import keep_4bit_trainable
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .config import SEALConfig
@@ -70,6 +71,10 @@ class SEALTrainer(Trainer):
 
     ℓ_i is the token-mean causal-LM loss of example i on its completion: prompts are masked through the tokenizer's
     chat template (conversational data), or by the prompt's length (prompt-completion data).
+
+    Examples are identified by their content (a hash of their `messages`, `prompt` + `completion` or `text`), so
+    rows with the same content are one example: they share one logit and one score (a warning says how many
+    duplicate rows were merged), and [`SEALScores`] holds one entry per distinct example.
 
     The ranker's logits and optimiser state are saved in every checkpoint (`seal_ranker.safetensors` +
     `seal_ranker.json`) and restored by `train(resume_from_checkpoint=...)`, so a resumed run gives the same
@@ -147,6 +152,7 @@ class SEALTrainer(Trainer):
             processing_class = AutoTokenizer.from_pretrained(model_id or model.config._name_or_path)
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
+        check_tokenizer_fits(processing_class, model)
         model = self._prepare_peft_model(model, peft_config, args)
         keep_4bit_trainable(model)  # evaluation in the middle of training must not freeze 4-bit CPU layers
 
@@ -204,9 +210,11 @@ class SEALTrainer(Trainer):
         if len(dataset) == 0:
             raise ValueError(f"{name} is empty; SEAL needs at least one example in it.")
         try:
-            return detect_format(dataset.column_names)
+            data_format = detect_format(dataset.column_names)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
+        check_no_missing_values(dataset, format_fields(data_format), name)
+        return data_format
 
     @staticmethod
     def _prepare_peft_model(model, peft_config, args: SEALConfig):
@@ -251,6 +259,15 @@ class SEALTrainer(Trainer):
             if h not in index_of:
                 index_of[h] = len(hashes)
                 hashes.append(h)
+        duplicates = len(hashed) - len(hashes)
+        if duplicates:
+            warnings.warn(
+                f"train_dataset has {len(hashed)} rows but {len(hashes)} distinct examples: {duplicates} duplicate "
+                f"row(s) were merged with the first row of the same content ({', '.join(fields)}). SEAL learns one "
+                "logit per distinct example, so copies share one score. Deduplicate the dataset first to silence this.",
+                UserWarning,
+                stacklevel=3,
+            )
         data_format, max_length = self.train_format, args.max_length
 
         def tokenize(example):

@@ -144,7 +144,7 @@ def fact_dataset(num_episodes: int, episode_size: int = 64, seed: int = 0):
     return Dataset.from_list(rows)
 
 
-_RECIPE_VERSION = 2  # bump when the recipe, the fact corpus or the model code changes what is trained
+_RECIPE_VERSION = 3  # bump when the recipe, the fact corpus or the model code changes what is trained
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_different_tokenizers_for_encoder_and_decoder(tmp_path, tiny_tokenizer):
     assert AutoTokenizer.from_pretrained(tmp_path / "encoder_tokenizer").vocab_size == small.vocab_size
 
 
-def test_bad_input(tiny_processor, larimar_factory):
+def test_bad_input(tiny_processor, larimar_factory, tiny_llama_path):
     with pytest.raises(ValueError, match="text is empty"):
         tiny_processor([])
     with pytest.raises(TypeError, match="must be a string or a list of strings"):
@@ -75,8 +75,11 @@ def test_bad_input(tiny_processor, larimar_factory):
         tiny_processor(["a"], padding_side="middle")
     model = larimar_factory("gpt2")
     tiny_processor.check_model(model)
-    model.config.decoder.vocab_size = 100
+    # The embeddings themselves are compared (not the config's vocab_size), with every id the tokenizer can produce.
+    larger = AutoTokenizer.from_pretrained(tiny_llama_path)
+    larger.add_tokens([f"<extra_{i}>" for i in range(40)])
     with pytest.raises(
-        ValueError, match="The decoder tokenizer has \\d+ tokens but the model's decoder embeds only 100"
+        ValueError,
+        match=r"The decoder tokenizer .* produces token ids up to 1063 but the model's decoder \(gpt2\) embeds only 1024",
     ):
-        tiny_processor.check_model(model)
+        LarimarProcessor(tiny_processor.encoder_tokenizer, larger).check_model(model)

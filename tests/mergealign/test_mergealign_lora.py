@@ -205,3 +205,65 @@ def test_any_mergekit_method_reads_lora_inputs_without_merged_copies(tmp_path, t
         np.testing.assert_allclose(value.numpy(), expected.numpy(), atol=1e-6, err_msg=name)
         changed += not torch.equal(value, base[name])
     assert changed >= 2 * len([n for n in actual if "q_proj" in n])
+
+
+def _resized_model(folder):
+    from hf_ext.testing import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm("llama", num_layers=3)
+    model.resize_token_embeddings(model.config.vocab_size + 8, mean_resizing=False)
+    model.save_pretrained(folder)
+    return folder
+
+
+def _resized_adapter(tmp_path):
+    from peft import LoraConfig
+
+    _adapter(
+        _resized_model(tmp_path / "resized"), tmp_path / "input", LoraConfig(r=2, modules_to_save=["embed_tokens"])
+    )
+
+
+def _nan_adapter(tmp_path, triple):
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    _adapter(triple["base"], tmp_path / "input", LoraConfig(r=2, target_modules=["q_proj"]))
+    weights = load_file(tmp_path / "input" / "adapter_model.safetensors")
+    key = sorted(weights)[0]
+    weights[key][0, 0] = float("nan")
+    save_file(weights, tmp_path / "input" / "adapter_model.safetensors")
+
+
+VOCABULARY = r"The vocabularies differ \(1032 rows in (model.embed_tokens|lm_head).weight vs 1024 in the base\)"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda tmp_path, triple: _resized_model(tmp_path / "input"),
+            rf"The domain model .*input does not match the base model: 2 tensor\(s\) differ in shape \(lm_head.weight: \(1032, 64\) vs \(1024, 64\) in the base.*{VOCABULARY}",
+        ),
+        (
+            lambda tmp_path, triple: _resized_adapter(tmp_path),
+            rf"The domain adapter .*input does not fit the base model: model.embed_tokens.weight: saved \(1032, 64\) vs \(1024, 64\) in the base.*{VOCABULARY}",
+        ),
+        (
+            _nan_adapter,
+            r"The adapter .*input holds NaN or infinite values in 1 tensor\(s\) \(base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\)",
+        ),
+    ],
+    ids=["resized-vocabulary-model", "resized-vocabulary-adapter", "nan-adapter"],
+)
+def test_inputs_that_do_not_fit_the_base_are_named_before_merging(tmp_path, triple, make, message):
+    """Issue 18, item 4: the tensor and both shapes (or the non-finite tensor) are named, and nothing is written;
+    `lora_task_vector` against the same base says the same."""
+    make(tmp_path, triple)
+    inputs = {"base": triple["base"], "domain": tmp_path / "input", "aligned": triple["aligned"]}
+    with pytest.raises(ValueError, match=message):
+        merge(write_config(tmp_path / "c.yaml", inputs), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    if (tmp_path / "input" / "adapter_config.json").exists():
+        with pytest.raises(ValueError, match=message.replace("domain adapter", "input adapter")):
+            lora_task_vector(tmp_path / "input", triple["base"])

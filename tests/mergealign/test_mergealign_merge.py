@@ -356,3 +356,22 @@ def test_other_merge_methods_run_as_mergekit_yaml_runs_them(tmp_path, triple):
     assert not (tmp_path / "out" / "mergealign_similarity.json").exists()
     expected = _mergekit(tmp_path, "reference", linear)
     assert all(torch.equal(_tensors(tmp_path / "out")[n], t) for n, t in expected.items())
+
+
+@pytest.mark.parametrize(("role", "value"), [("domain", float("nan")), ("aligned", float("inf"))])
+def test_a_non_finite_checkpoint_tensor_is_named_not_merged(tmp_path, role, value):
+    """A NaN / inf weight (a diverged fine-tune) would make the merged tensor NaN: the merge stops at that tensor and
+    names the input and the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    triple = save_triple(tmp_path / "models")
+    weights = load_file(triple[role] / "model.safetensors")
+    weights["model.layers.1.mlp.up_proj.weight"][3, 4] = value
+    save_file(weights, triple[role] / "model.safetensors", metadata={"format": "pt"})
+    kind = "domain" if role == "domain" else "alignment"
+    with pytest.raises(
+        ValueError,
+        match=rf"The {kind} tensor 'model.layers.1.mlp.up_proj.weight' holds 1 NaN or infinite value\(s\) of 8192",
+    ):
+        merge(_config(triple), tmp_path / "out", report=False)
+    assert not (tmp_path / "out").exists()  # nothing half-written: the merge stopped before its output was placed

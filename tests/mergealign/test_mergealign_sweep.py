@@ -267,3 +267,30 @@ def test_half_precision_candidates_are_the_float32_merge_rounded_once(tmp_path, 
         got, expected = candidate.model(inputs).logits.float(), reference(inputs).logits
     # Logits of a 3-layer model with weights and activations rounded to 8 / 11 bits: within 5% of the logit range.
     assert 0 < (got - expected).abs().max() <= 0.05 * (expected.max() - expected.min())
+
+
+def test_candidates_with_non_finite_scores_are_left_out_with_a_warning(triple):
+    """A NaN (or infinite) score is never selected nor on the front: the candidate is named in a warning; when every
+    candidate is, the sweep is an error."""
+    safety_scores, domain_scores = iter([1.0, math.inf, 1.0]), iter([math.nan, 2.0, 3.0])  # one per candidate
+    safety = lambda model, tokenizer: next(safety_scores)  # noqa: E731
+    domain = lambda model, tokenizer: next(domain_scores)  # noqa: E731
+    with pytest.warns(
+        UserWarning, match=r"2 candidate\(s\) got a NaN or infinite .*: alpha=0,scale=1, alpha=0.5,scale=1\."
+    ):
+        result = sweep_alpha(
+            triple["base"], triple["domain"], triple["aligned"],
+            safety_evaluator=safety, domain_evaluator=domain, alphas=[0.0, 0.5, 1.0], progress=False,
+        )  # fmt: skip
+    rows = result.candidates
+    assert math.isnan(rows[0]["domain"]) and math.isinf(rows[1]["safety"])  # kept as returned
+    assert [(r["pareto"], r["meets_floor"], r["selected"]) for r in rows] == [
+        (False, False, False),
+        (False, False, False),
+        (True, True, True),
+    ]
+    with pytest.raises(ValueError, match=r"Every candidate got a NaN or infinite score \(safety \[nan, nan\]"):
+        sweep_alpha(
+            triple["base"], triple["domain"], triple["aligned"], safety_evaluator=lambda m, t: math.nan,
+            domain_evaluator=lambda m, t: 1.0, alphas=[0.0, 1.0], progress=False,
+        )  # fmt: skip

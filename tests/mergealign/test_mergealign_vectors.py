@@ -61,9 +61,54 @@ def test_bfloat16_inputs_are_accumulated_in_float32():
     assert bool(((merged.double() - exact).abs() <= 0.5 * ulp + 1e-12).all())
 
 
-def test_task_vector_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match=r"shape \(3, 2\) but the base has shape \(2, 3\)"):
-        task_vector(torch.zeros(3, 2), torch.zeros(2, 3))
+def _with(tensor, index, value):
+    tensor = tensor.clone()
+    tensor.view(-1)[index] = value
+    return tensor
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda b, d, a: task_vector(torch.zeros(3, 2), torch.zeros(2, 3), name="w"),
+            r"tensor 'w': its shapes differ \(base \(2, 3\), finetuned \(3, 2\)\)",
+        ),
+        (
+            lambda b, d, a: mergealign_tensor(b, d[:3], a, name="layers.0.q.weight"),
+            r"tensor 'layers.0.q.weight': its shapes differ \(base \(7, 5\), domain \(3, 5\), alignment \(7, 5\)\)",
+        ),
+        (
+            lambda b, d, a: mergealign_tensor(b, _with(d, 4, math.nan), a, name="w"),
+            r"The domain tensor 'w' holds 1 NaN or infinite value\(s\) of 35; its merge would be NaN",
+        ),
+        (
+            lambda b, d, a: mergealign_tensor(_with(b, 0, math.inf), d, a, name="w"),
+            r"The base tensor 'w' holds 1 NaN or infinite",
+        ),
+        (
+            lambda b, d, a: task_vector(_with(d, 2, -math.inf), b, name="w"),
+            r"The fine-tuned tensor 'w' holds 1 NaN or infinite value\(s\) of 35; its task vector would be NaN",
+        ),
+        (
+            lambda b, d, a: mergealign_tensor(b.half(), (d * 1e4).half(), (a * 1e4).half(), scale=100.0, name="w"),
+            r"The merge of tensor 'w' overflows \(its inputs are finite\)",
+        ),
+        (
+            lambda b, d, a: mergealign_tensor(b, d, a, alpha=1.5),
+            r"alpha=1.5 is out of range; expected a number in \[0, 1\]",
+        ),
+        (lambda b, d, a: mergealign_tensor(b, d, a, scale=math.nan), r"scale=nan is out of range"),
+        (
+            lambda b, d, a: vector_statistics(_with(d - b, 0, math.nan), a - b),
+            r"The domain vector\(s\) hold NaN or infinite values",
+        ),
+    ],
+)
+def test_bad_tensors_are_named_and_never_merged_into_nan(call, message):
+    """A merge is never silently NaN / inf or of the wrong shape: the error names the tensor, the input, the shapes."""
+    with pytest.raises(ValueError, match=message):
+        call(*_triple())
 
 
 def test_vector_statistics_match_numpy():

@@ -200,6 +200,7 @@ def test_bad_input_fails_before_any_bootstrap(tmp_path, monkeypatch):
         ({"correction": "sidak"}, "correction"),
         ({"min_effect": 0}, "min_effect"),
         ({"power": 1.5}, "power"),
+        ({"weights": {"los": 2.0}}, r"weights: \['los'\] match no metric of the logs; .* metrics: \['acc', 'loss'\]"),
     ):
         with pytest.raises(ValueError, match=message):
             compare_harness_logs(read_harness_logs(tmp_path / "dir", directions={"loss": "min"}), **kwargs)

@@ -59,6 +59,19 @@ def test_portfolio_orders_samples_consistently_with_every_metric():
         ({"a": {"x": [1.0, np.nan]}}, {"x": "max"}, None, "non-finite"),
         ({"a": {"x": [1.0]}}, {"x": "max"}, {"x": -1.0}, "weights: expected non-negative"),
         ({}, {}, None, "metrics: expected a non-empty mapping"),
+        (
+            {"a": {"x": [1.0]}},
+            {"x": "max", "fluncy": "min"},
+            None,
+            r"directions: unknown metric\(s\) \['fluncy'\]; the metrics are \['x'\]",
+        ),
+        (
+            {"a": {"x": [1.0]}},
+            {"x": "max"},
+            {"x": 1.0, "y": 2.0},
+            r"weights: unknown metric\(s\) \['y'\]; the metrics",
+        ),
+        ({"a": {"x": [1.0]}}, {"x": "max"}, {"x": np.nan}, "weights: expected non-negative finite"),
     ],
 )
 def test_bad_portfolio_input(metrics, directions, weights, message):
@@ -73,3 +86,7 @@ def test_aggregate_rankings_by_borda():
     assert aggregate_rankings(rankings, weights=[0, 1, 0]) == ["b", "a", "c"]
     with pytest.raises(ValueError, match=r"rankings\[1\]: expected a permutation"):
         aggregate_rankings([["a", "b"], ["a", "c"]])
+    with pytest.raises(ValueError, match=r"weights: expected 3 finite non-negative weights, got \[1, nan, 1\]"):
+        aggregate_rankings(rankings, weights=[1, float("nan"), 1])
+    with pytest.raises(TypeError, match="rankings must be a list of rankings, each a list of model names"):
+        aggregate_rankings(["abc", "bca"])

@@ -129,6 +129,9 @@ def test_directions_selection_and_unknown_names(tmp_path):
         read_harness_logs(tmp_path, directions={"acc": "up"})
     with pytest.raises(HarnessLogError, match=r"tasks: \['mmlu'\] not in the logs; the tasks are \['t'\]"):
         read_harness_logs(tmp_path, tasks=["mmlu"])
+    for option in ("tasks", "metrics"):
+        with pytest.raises(TypeError, match=rf"{option} must be a list of names, got one string \('t'\); wrap it"):
+            read_harness_logs(tmp_path, **{option: "t"})
 
 
 def test_a_folder_that_is_not_a_harness_log(tmp_path):

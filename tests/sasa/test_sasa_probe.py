@@ -1,7 +1,6 @@
 """SASAProbe: batched last-token embeddings, the fit, save / load / push, and its checks of the model."""
 
 import json
-import math
 import random
 from pathlib import Path
 
@@ -141,9 +140,9 @@ def test_push_to_hub_sends_safetensors_json_and_card(monkeypatch, probe):
 
 
 def test_fit_bad_input(llama, tiny_tokenizer, tiny_llama_path):
-    with pytest.raises(ValueError, match="desired_texts must be a non-empty list"):
+    with pytest.raises(ValueError, match="desired_texts is empty; expected a non-empty list of texts"):
         SASAProbe.fit(llama, tiny_tokenizer, [], UNDESIRED)
-    with pytest.raises(ValueError, match="undesired_texts must be a non-empty list"):
+    with pytest.raises(ValueError, match=r"undesired_texts holds 1 empty text\(s\) \(at index 1\)"):
         SASAProbe.fit(llama, tiny_tokenizer, DESIRED, ["fine", ""])
     with pytest.raises(ValueError, match=r"layer=5 is out of range; expected an integer in \[-3, 2\]"):
         SASAProbe.fit(llama, tiny_tokenizer, DESIRED, UNDESIRED, layer=5)
@@ -155,8 +154,10 @@ def test_fit_bad_input(llama, tiny_tokenizer, tiny_llama_path):
         SASAProbe.fit(llama, no_pad, DESIRED, UNDESIRED)
     with pytest.raises(ValueError, match="direction and midpoint must be 1-D of the same size"):
         SASAProbe(torch.ones(4), torch.ones(5))
-    with pytest.raises(ValueError, match="got one string .* one character a text"):
-        SASAProbe.fit(llama, tiny_tokenizer, "the cat sat", UNDESIRED)
+    with pytest.raises(
+        TypeError, match=r"undesired_texts must be a list of strings; 1 item\(s\) are not.*index 1 \(int\)"
+    ):
+        SASAProbe.fit(llama, tiny_tokenizer, DESIRED, ["fine", 3])
     with pytest.raises(ValueError, match="layer='best' is not supported; expected 'auto' or an integer"):
         SASAProbe.fit(llama, tiny_tokenizer, DESIRED, UNDESIRED, layer="best")
     with pytest.raises(ValueError, match="validation_fraction=1.0 is out of range"):
@@ -271,12 +272,6 @@ def test_fit_from_judge_bad_input(llama, tiny_tokenizer):
         SASAProbe.fit_from_judge(llama, tiny_tokenizer, "profanity", DESIRED)
     with pytest.raises(ValueError, match="judge labelled no text undesired"):
         SASAProbe.fit_from_judge(llama, tiny_tokenizer, _keyword_judge, DESIRED)
-    with pytest.raises(ValueError, match=r"scores outside \[0, 1\] \(e.g. nan\)"):
-        SASAProbe.fit_from_judge(llama, tiny_tokenizer, lambda t, p: [math.nan] * len(t), DESIRED)
-    with pytest.raises(ValueError, match=r"scores outside \[0, 1\] \(e.g. 5.0\)"):
-        SASAProbe.fit_from_judge(llama, tiny_tokenizer, lambda t, p: [5.0] * len(t), DESIRED)
-    with pytest.raises(ValueError, match="returned 1 scores for"):
-        SASAProbe.fit_from_judge(llama, tiny_tokenizer, lambda t, p: [0.0], DESIRED)
     with pytest.raises(ValueError, match="Got 1 prompts for 5 texts"):
         SASAProbe.fit_from_judge(llama, tiny_tokenizer, _keyword_judge, DESIRED, prompts=["x"])
 

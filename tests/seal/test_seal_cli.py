@@ -57,7 +57,7 @@ def test_seal_commands_report_bad_input_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hf-ext seal-filter: error: cannot load SEAL scores") and len(err.strip().splitlines()) == 1
     assert main(["seal-filter", "--scores", "s", *dataset, "--keep_ratio", "1.5"]) == 2
-    assert "keep_ratio=1.5 must be in (0, 1]" in capsys.readouterr().err
+    assert "keep_ratio=1.5 is out of range; expected a number in (0, 1]" in capsys.readouterr().err
     assert main(["seal-filter", *dataset]) == 2
     assert "scores is required" in capsys.readouterr().err
     assert main(["seal-rank", "--model_name_or_path", "hf-ext-testing/seal-aligned"]) == 2

@@ -200,8 +200,8 @@ def test_bad_input_fails_before_loading_anything(planted_data, tmp_path):
 
 def test_config_validation_and_the_sigmoid_adam_warning(tmp_path):
     for field, value, message in [
-        ("keep_ratio", 0.0, "keep_ratio=0.0 must be in"),
-        ("keep_ratio", 1.2, "keep_ratio=1.2 must be in"),
+        ("keep_ratio", 0.0, r"keep_ratio=0.0 is out of range; expected a number in \(0, 1\]"),
+        ("keep_ratio", 1.2, r"keep_ratio=1.2 is out of range"),
         ("upper_level_weight", 1.5, "upper_level_weight=1.5"),
         ("weighting", "relu", "weighting='relu'"),
         ("algorithm", "exact", "algorithm='exact'"),

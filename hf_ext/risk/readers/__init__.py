@@ -182,6 +182,9 @@ def read_harness_logs(
         raise HarnessLogError(f"harness: expected 'auto' or one of {HARNESSES}, got {harness!r}")
     if runs not in RUNS:
         raise HarnessLogError(f"runs: expected one of {RUNS}, got {runs!r}")
+    for name, names in (("tasks", tasks), ("metrics", metrics)):
+        if isinstance(names, str):
+            raise TypeError(f"{name} must be a list of names, got one string ({names!r}); wrap it: [{names!r}]")
     if isinstance(sources, (str, os.PathLike)):
         named = [(None, sources)]
     elif isinstance(sources, Mapping):
