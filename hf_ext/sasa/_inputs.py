@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable
 
 
-__all__ = ["check_tokenizer_fits", "judge_name", "judge_scores", "text_list"]
+__all__ = ["judge_name", "judge_scores", "text_list"]
 
 SHOWN = 3
 """How many bad values an error message quotes."""
@@ -87,19 +87,3 @@ def judge_scores(judge: Callable, texts: list[str], prompts: list[str]) -> list[
             "(1 = undesired)."
         )
     return scores
-
-
-def check_tokenizer_fits(model, tokenizer) -> None:
-    """Raise a `ValueError` when `tokenizer` has ids beyond the model's embedding table (an `IndexError` deep in torch
-    otherwise, at the first forward that meets such a token)."""
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    rows = getattr(embeddings, "num_embeddings", None)
-    if rows is None:
-        return
-    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
-    if size is not None and size > rows:
-        raise ValueError(
-            f"The tokenizer has {size} tokens but the model's embedding table has {rows} rows: token ids >= {rows} "
-            "would index past it. Use the tokenizer saved with this model (or resize the model's embeddings with "
-            "`model.resize_token_embeddings(len(tokenizer))` and train them)."
-        )

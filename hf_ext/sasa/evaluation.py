@@ -24,7 +24,8 @@ import torch
 
 from hf_ext._validation import check_range
 
-from ._inputs import check_tokenizer_fits, judge_name, judge_scores, text_list
+from .._checks import check_tokenizer_fits
+from ._inputs import judge_name, judge_scores, text_list
 
 
 __all__ = ["Continuations", "DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox", "sample_continuations"]
@@ -176,7 +177,7 @@ def sample_continuations(
     check_range("batch_size", batch_size, ge=1, integer=True)
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` first.")
-    check_tokenizer_fits(model, tokenizer)
+    check_tokenizer_fits(tokenizer, model, tokenizer_name="tokenizer")
     device = _device_of(model)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -308,7 +309,7 @@ def evaluate_detox(
     check_range("batch_size", batch_size, ge=1, integer=True)
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` first.")
-    check_tokenizer_fits(model, tokenizer)
+    check_tokenizer_fits(tokenizer, model, tokenizer_name="tokenizer")
     if processor is None:
         processor = SASALogitsProcessor(
             model,

@@ -24,8 +24,9 @@ import torch
 
 from hf_ext._validation import check_range
 
+from .._checks import check_tokenizer_fits
 from ..hub import HubMixin, make_card
-from ._inputs import check_tokenizer_fits, judge_name, judge_scores, text_list
+from ._inputs import judge_name, judge_scores, text_list
 from .hidden_states import causal_lm_of, decoder_body, hidden_states_at, model_signature, positions_from_mask
 from .lda import fit_lda, linear_margin, separability
 
@@ -70,7 +71,7 @@ def last_token_hidden_states(
     device = _device_of(model)
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before fitting a probe.")
-    check_tokenizer_fits(causal_lm_of(model), tokenizer)
+    check_tokenizer_fits(tokenizer, causal_lm_of(model), tokenizer_name="tokenizer")
     layers = None if isinstance(layer, int) else list(layer)
     rows = []
     starts = range(0, len(texts), batch_size)
@@ -133,7 +134,7 @@ def prefix_hidden_states(
         raise ValueError("prefix_hidden_states needs a fast tokenizer (character offsets of the tokens).")
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before fitting a probe.")
-    check_tokenizer_fits(causal_lm_of(model), tokenizer)
+    check_tokenizer_fits(tokenizer, causal_lm_of(model), tokenizer_name="tokenizer")
     if len(ends) != len(texts):
         raise ValueError(f"Got {len(ends)} lists of prefix ends for {len(texts)} texts.")
     body = decoder_body(model)
