@@ -177,6 +177,9 @@ class FakeArgs:
         self.resume_from_checkpoint = resume_from_checkpoint
         self.should_save = True
 
+    def to_dict(self):
+        return {"output_dir": self.output_dir}
+
 
 class FakeTrainer:
     """What the output helpers use of a `Trainer`: `args` and `accelerator.wait_for_everyone`."""
@@ -198,6 +201,7 @@ def _write_final(folder):
     (folder / "model-00001-of-00002.safetensors").write_text("new shard 1")
     (folder / "model-00002-of-00002.safetensors").write_text("new shard 2")
     (folder / "config.json").write_text('{"new": true}')
+    (folder / "training_args.bin").write_bytes(b"a pickle, as Trainer.save_model writes")
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -215,8 +219,10 @@ def test_a_training_run_never_leaves_an_earlier_runs_file_beside_its_model(tmp_p
     assert (out / "checkpoint-3").is_dir() == resume
     save_training_output(trainer, _write_final)
     expected = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    expected.append("training_args.json")  # never the pickle Trainer.save_model writes
     assert sorted(p.name for p in out.iterdir()) == sorted(expected + (["checkpoint-3"] if resume else []))
     assert json.loads((out / "config.json").read_text()) == {"new": True}
+    assert json.loads((out / "training_args.json").read_text()) == {"output_dir": str(out)}
 
 
 def test_a_failed_final_save_leaves_no_final_model(tmp_path):

@@ -237,21 +237,10 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         trainer.save_model(str(folder))
         if trainer.args.should_save:
             processor.save_pretrained(str(folder))
-            _replace_pickled_arguments(training_args, folder)
 
     save_training_output(trainer, write)
     print(f"Saved the Larimar model and its processor to {training_args.output_dir}")
     return 0
-
-
-def _replace_pickled_arguments(training_args, folder: Path) -> None:
-    """`Trainer.save_model` pickles its arguments (`training_args.bin`); hf-ext keeps JSON only."""
-    from hf_ext.serialization import save_json
-
-    pickled = folder / "training_args.bin"
-    if pickled.exists():
-        pickled.unlink()
-    save_json(folder / "training_args.json", training_args.to_dict())
 
 
 def make_parser():

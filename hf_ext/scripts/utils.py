@@ -372,7 +372,8 @@ def save_training_output(trainer, write: Callable[[Path], None]) -> Path:
     `<output_dir>/.partial/<name>`; the main process then moves its files into `output_dir`, `config.json` last,
     after removing the top-level files an earlier save left there (folders, such as this run's `checkpoint-*`,
     stay). A run that fails before this leaves `output_dir` with its checkpoints only (resume it with
-    `--resume_from_checkpoint`), and never a final model.
+    `--resume_from_checkpoint`), and never a final model. The arguments `Trainer.save_model` pickles
+    (`training_args.bin`) are kept as `training_args.json` instead.
     """
     import os
     import shutil
@@ -387,6 +388,7 @@ def save_training_output(trainer, write: Callable[[Path], None]) -> Path:
     write(staging)
     trainer.accelerator.wait_for_everyone()
     if main:
+        _replace_pickled_arguments(trainer.args, staging)
         new = {entry.name for entry in staging.iterdir()}
         for entry in output_dir.iterdir():
             if entry.name not in new and (entry.is_file() or entry.is_symlink()):
@@ -399,3 +401,13 @@ def save_training_output(trainer, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(staging.parent, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return output_dir
+
+
+def _replace_pickled_arguments(training_args, folder: Path) -> None:
+    """`Trainer.save_model` pickles its arguments (`training_args.bin`); hf-ext's outputs keep JSON only."""
+    from hf_ext.serialization import save_json
+
+    pickled = folder / "training_args.bin"
+    if pickled.exists():
+        pickled.unlink()
+    save_json(folder / "training_args.json", training_args.to_dict())
