@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_config
+from mergealign_files import write_config
 from safetensors.torch import load_file
 
 from hf_ext.mergealign import lora_task_vector, merge

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import save_triple, write_config
+from mergealign_files import save_triple, write_config
 from safetensors.torch import load_file
 
 from hf_ext.cli import main

@@ -6,7 +6,7 @@ The reported case: a folder holding a single-file merge, merged again with `--ou
 
 import pytest
 import torch
-from conftest import write_config
+from mergealign_files import write_config
 from safetensors.torch import load_file
 
 from hf_ext.cli import main

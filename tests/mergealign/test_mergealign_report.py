@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-from conftest import save_triple, write_config
+from mergealign_files import save_triple, write_config
 from safetensors.torch import load_file
 
 from hf_ext.mergealign import SimilarityReport, merge, similarity_report

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_config
+from mergealign_files import write_config
 from safetensors.torch import load_file
 
 from hf_ext.cli import main
