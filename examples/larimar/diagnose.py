@@ -10,6 +10,10 @@ as `train_real_larimar` does for `NATURAL_RECIPE`.
   the arg-max, teacher-forced) of those facts given their own latent.
 - `generalise`: varied training episodes, then exact match of 32 CounterFact rewrites (objects never in training)
   given their own latent.
+- `probe`: no training. Is the object linearly readable from the frozen MiniLM embedding? A ridge regression
+  from the latent of a fact (or of the fact minus its prompt) to the decoder's input embedding of the object's
+  first token, fitted on `--steps` episodes of training facts; accuracy of picking the right first token among
+  every object's, on held-out facts with training objects and on the CounterFact rewrites (unseen objects).
 - `--ablate kv` keeps the KV slot at zero (embedding offset only); `--ablate embedding` keeps the offset at zero
   (KV slot only).
 
@@ -110,13 +114,77 @@ def train(model, episodes, lr: float, ablate: str, log_every: int = 5) -> list[f
     return losses
 
 
+@torch.no_grad()
+def probe(model, train_facts, tests: dict, ridge: float = 1e-2) -> dict:
+    """Ridge probe from the encoder's latent to the object's first-token decoder embedding (see the docstring)."""
+    model.eval()
+    larimar, tokenizer = model.model, PROCESSOR.decoder_tokenizer
+    table = larimar.decoder.get_input_embeddings().weight
+
+    def first_token(word: str) -> int:
+        return tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
+
+    def latents(texts):
+        inputs = PROCESSOR.encode_memory(texts)
+        return torch.cat(
+            [
+                larimar.encode(inputs["encoder_input_ids"][i : i + 256], inputs["encoder_attention_mask"][i : i + 256])
+                for i in range(0, len(texts), 256)
+            ]
+        )
+
+    everything = [*train_facts, *(f for facts in tests.values() for f in facts)]
+    candidates = torch.tensor(sorted({first_token(f.object) for f in everything}))
+    result = {"num_train": len(train_facts), "num_candidates": len(candidates)}
+    for name, delta in (("fact", False), ("fact_minus_prompt", True)):
+
+        def features(facts, delta=delta):
+            x = latents([f.text for f in facts])
+            return x - latents([f.prompt for f in facts]) if delta else x
+
+        x = features(train_facts)
+        mean = x.mean(0)
+        x = x - mean
+        y = table[torch.tensor([first_token(f.object) for f in train_facts])]
+        weight = torch.linalg.solve(x.T @ x + ridge * len(x) * torch.eye(x.shape[1]), x.T @ y)
+        for test, facts in {"train": train_facts, **tests}.items():
+            predicted = (features(facts) - mean) @ weight @ table[candidates].T
+            picked = candidates[predicted.argmax(-1)]
+            truth = torch.tensor([first_token(f.object) for f in facts])
+            result[f"{name}/{test}"] = round((picked == truth).float().mean().item(), 3)
+
+    # A vocabulary-wide alignment instead: fit on single words of the decoder's vocabulary (every object's first
+    # token left out), then read the objects from the latent of the object word alone and of fact minus prompt.
+    held = set(candidates.tolist())
+    words = [
+        (token[1:], index)
+        for token, index in tokenizer.get_vocab().items()
+        if token.startswith("\u0120") and token[1:].isalpha() and len(token) > 3 and index not in held
+    ]
+    x = latents([word for word, _ in words])
+    mean = x.mean(0)
+    x = x - mean
+    y = table[torch.tensor([index for _, index in words])]
+    weight = torch.linalg.solve(x.T @ x + ridge * len(x) * torch.eye(x.shape[1]), x.T @ y)
+    result["vocabulary_fit_words"] = len(words)
+    for test, facts in {"held_out_facts": tests["held_out_facts"], "unseen_objects": tests["unseen_objects"]}.items():
+        truth = torch.tensor([first_token(f.object) for f in facts])
+        for name, feats in (
+            ("object_word", latents([f.object for f in facts])),
+            ("fact_minus_prompt", latents([f.text for f in facts]) - latents([f.prompt for f in facts])),
+        ):
+            picked = candidates[((feats - mean) @ weight @ table[candidates].T).argmax(-1)]
+            result[f"vocabulary_fit/{name}/{test}"] = round((picked == truth).float().mean().item(), 3)
+    return result
+
+
 PROCESSOR = None
 
 
 def main(argv=None) -> int:
     global PROCESSOR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["overfit", "generalise"])
+    parser.add_argument("experiment", choices=["overfit", "generalise", "probe"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--ablate", choices=["none", "kv", "embedding"], default="none")
@@ -128,6 +196,14 @@ def main(argv=None) -> int:
     model, PROCESSOR = build_real_larimar(NATURAL_RECIPE)
     rng = random.Random(0)
     fixed = natural_training_episode(rng, args.episode_size)
+    if args.experiment == "probe":
+        train_facts = [f for _ in range(args.steps) for f in natural_training_episode(rng, args.episode_size)]
+        tests = {"held_out_facts": fixed, "unseen_objects": counterfact_records(32)}
+        result = {"args": vars(args), "probe": probe(model, train_facts, tests)}
+        print(json.dumps(result, indent=1))
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(result) + "\n")
+        return 0
     if args.experiment == "overfit":
         episodes = [fixed] * args.steps
     else:
