@@ -14,6 +14,8 @@ as `train_real_larimar` does for `NATURAL_RECIPE`.
   from the latent of a fact (or of the fact minus its prompt) to the decoder's input embedding of the object's
   first token, fitted on `--steps` episodes of training facts; accuracy of picking the right first token among
   every object's, on held-out facts with training objects and on the CounterFact rewrites (unseen objects).
+- `context`: no training. The frozen decoder given the rewrite sentences as plain text before the prompt (its own
+  fact, or all 32 rewrites): teacher-forced exact match of the new object on the rewrite and paraphrase prompts.
 - `--ablate kv` keeps the KV slot at zero (embedding offset only); `--ablate embedding` keeps the offset at zero
   (KV slot only).
 
@@ -178,13 +180,40 @@ def probe(model, train_facts, tests: dict, ridge: float = 1e-2) -> dict:
     return result
 
 
+@torch.no_grad()
+def in_context(model, records) -> dict:
+    """Exact match and P(new) > P(old) of the frozen decoder (zero latent: exactly SmolLM2) with the facts as text."""
+    from hf_ext.larimar.evaluation import target_scores
+
+    model.eval()
+    everything = " ".join(f"{r.rewrite_text}." for r in records)
+    cases = {
+        "no_context/rewrite": [(r.rewrite_prompt, r) for r in records],
+        "own_fact/rewrite": [(f"{r.rewrite_text}. {r.rewrite_prompt}", r) for r in records],
+        "own_fact/paraphrase": [(f"{r.rewrite_text}. {p}", r) for r in records for p in r.paraphrase_prompts],
+        "all_32_facts/rewrite": [(f"{everything} {r.rewrite_prompt}", r) for r in records],
+        "all_32_facts/paraphrase": [(f"{everything} {p}", r) for r in records for p in r.paraphrase_prompts],
+    }
+    result = {}
+    for name, items in cases.items():
+        prompts = [prompt for prompt, _ in items]
+        new, exact = target_scores(model, PROCESSOR, prompts, [r.target_new for _, r in items], read_memory=False)
+        old, _ = target_scores(model, PROCESSOR, prompts, [r.target_true for _, r in items], read_memory=False)
+        result[name] = {
+            "exact": round(sum(exact) / len(exact), 3),
+            "new_more_likely": round(sum(n > o for n, o in zip(new, old)) / len(new), 3),
+            "prompts": len(prompts),
+        }
+    return result
+
+
 PROCESSOR = None
 
 
 def main(argv=None) -> int:
     global PROCESSOR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["overfit", "generalise", "probe"])
+    parser.add_argument("experiment", choices=["overfit", "generalise", "probe", "context"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--ablate", choices=["none", "kv", "embedding"], default="none")
@@ -196,6 +225,12 @@ def main(argv=None) -> int:
     model, PROCESSOR = build_real_larimar(NATURAL_RECIPE)
     rng = random.Random(0)
     fixed = natural_training_episode(rng, args.episode_size)
+    if args.experiment == "context":
+        result = {"args": vars(args), "context": in_context(model, counterfact_records(32))}
+        print(json.dumps(result, indent=1))
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(result) + "\n")
+        return 0
     if args.experiment == "probe":
         train_facts = [f for _ in range(args.steps) for f in natural_training_episode(rng, args.episode_size)]
         tests = {"held_out_facts": fixed, "unseen_objects": counterfact_records(32)}
