@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from examples.larimar.model import NATURAL_RECIPE, build_real_larimar
+from examples.larimar.model import NATURAL_RECIPE, build_real_larimar, label_answers_only
 from hf_ext.testing.larimar_natural import counterfact_records, natural_training_episode
 
 
@@ -41,11 +41,7 @@ def answer_batch(processor, facts):
     """The training batch of `facts` with only the object's tokens labelled (no prompt, no EOS), as
     `train_real_larimar` builds it for `NATURAL_RECIPE`."""
     batch = processor.episode([f.text for f in facts])
-    prompts = processor._decoder_ids([f.prompt for f in facts], False, None)
-    for row, prompt in enumerate(prompts):
-        batch["labels"][row, : len(prompt)] = -100
-    batch["labels"][batch["labels"] == processor.decoder_tokenizer.eos_token_id] = -100
-    return batch
+    return label_answers_only(batch, processor, [f.prompt for f in facts], eos=False)
 
 
 def own_latent_loss(model, batch, latent=None):

@@ -54,7 +54,14 @@ import torch
 from hf_ext.caching import hash_recipe
 
 
-__all__ = ["NATURAL_RECIPE", "RealLarimarRecipe", "build_real_larimar", "real_larimar_dir", "train_real_larimar"]
+__all__ = [
+    "NATURAL_RECIPE",
+    "RealLarimarRecipe",
+    "build_real_larimar",
+    "label_answers_only",
+    "real_larimar_dir",
+    "train_real_larimar",
+]
 
 _RECIPE_VERSION = 1  # bump when the recipe, the fact corpus or the model code changes what is trained
 CORPORA = ("template", "natural")
@@ -154,6 +161,16 @@ def build_real_larimar(recipe: RealLarimarRecipe | None = None):
     return model.eval(), processor
 
 
+def label_answers_only(batch: dict, processor, prompts: list[str], eos: bool = True) -> dict:
+    """Keep the labels of the answer only (the tokens after each row's prompt, the prompt being what the user types),
+    in place; with `eos=False` the end-of-sequence token is not labelled either. Returns `batch`."""
+    for row, prompt in enumerate(processor._decoder_ids(prompts, False, None)):
+        batch["labels"][row, : len(prompt)] = -100
+    if not eos:
+        batch["labels"][batch["labels"] == processor.decoder_tokenizer.eos_token_id] = -100
+    return batch
+
+
 def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None, progress: bool = True):
     """Train `model` on fact episodes (frozen encoder, LoRA on the decoder, the new parts in full), then merge the
     adapter. Returns the trained `LarimarForCausalLM` and a log (losses, CPU and wall seconds)."""
@@ -205,15 +222,9 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
                 episode = training_episode(rng, recipe.episode_size)
             batch = processor.episode([f.text for f in episode], [f.prompt for f in episode])
             if recipe.answer_only:
-                # Decode only the answer (the object and EOS): the prompt is what the user types.
-                prompts = processor._decoder_ids([f.prompt for f in episode], False, None)
-                for row, prompt in enumerate(prompts):
-                    batch["labels"][row, : len(prompt)] = -100
-                if not recipe.decoder_lora:
-                    # A frozen decoder continues the sentence after the answer ("Lisbon, Portugal"); teaching the
-                    # memory path to force EOS there would take all of its capacity, so only the object counts.
-                    eos = processor.decoder_tokenizer.eos_token_id
-                    batch["labels"][batch["labels"] == eos] = -100
+                # A frozen decoder continues the sentence after the answer ("Lisbon, Portugal"); teaching the memory
+                # path to force EOS there would take all of its capacity, so only the object counts.
+                label_answers_only(batch, processor, [f.prompt for f in episode], eos=recipe.decoder_lora)
             output = peft_model(**batch)
             output.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
