@@ -265,21 +265,12 @@ class HubMixin:
         (`hub_files`) are replaced or removed, files of any other kind are kept (see
         [`~hf_ext.serialization.install_files`]). The commands refuse a non-empty folder unless asked to replace it.
         """
-        import shutil
-
-        from .serialization import install_files, staging_directory
+        from .serialization import staged_save
 
         save_directory = Path(save_directory).expanduser()
-        if save_directory.exists() and not save_directory.is_dir():
-            raise NotADirectoryError(f"save_directory={str(save_directory)!r} is an existing file; expected a folder.")
-        save_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_directory(save_directory)
-        try:
+        with staged_save(save_directory, replace=self.hub_files or ()) as staging:
             self._save_files(staging)
             save_card(self.model_card(), staging)
-            install_files(staging, save_directory, replace=self.hub_files or ())
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         if push_to_hub:
             push_folder(save_directory, repo_id or save_directory.name, repo_type=self.hub_repo_type, **push_kwargs)
         return save_directory

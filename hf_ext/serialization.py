@@ -27,6 +27,7 @@ __all__ = [
     "safetensors_error",
     "save_json",
     "save_tensors",
+    "staged_save",
     "staging_directory",
     "write_text",
 ]
@@ -186,6 +187,24 @@ def open_safetensors(path: str | os.PathLike, framework: str = "pt"):
         return safe_open(str(path), framework=framework)
     except SafetensorError as error:
         raise safetensors_error(path, error) from None
+
+
+@contextmanager
+def staged_save(
+    target: str | os.PathLike, *, replace: Iterable[str] = (), what: str = "save_directory"
+) -> Iterator[Path]:
+    """Yield a staging folder beside the folder `target`; when the block succeeds, move its files into `target` with
+    [`install_files`] (the earlier files of the kinds in `replace` go, other files stay). A block that raises leaves
+    `target` as it was. An existing file at `target` is an error naming `what`, raised before the block runs."""
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{what}={str(target)!r} is an existing file; expected a folder.")
+    staging = staging_directory(target)
+    try:
+        yield staging
+        install_files(staging, target, replace=replace)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def install_files(staging: str | os.PathLike, target: str | os.PathLike, *, replace: Iterable[str] = ()) -> Path:

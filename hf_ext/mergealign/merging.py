@@ -379,12 +379,10 @@ def merge(
     so that e.g. a `model.safetensors` never survives beside new shards; other files are kept. (`hf-ext merge`
     refuses a non-empty folder unless given `--overwrite`.)
     """
-    import shutil
-
     from mergekit.merge import run_merge
 
     from ..hub import save_card
-    from ..serialization import install_files, staging_directory, write_text
+    from ..serialization import staged_save, write_text
     from . import method
     from .report import SimilarityReport
 
@@ -392,12 +390,7 @@ def merge(
     options = _merge_options(options, option_overrides)
     check_model_paths(load_config(config)[0])
     plan = validate_config(config)
-    out_path = Path(out_path).expanduser()
-    if out_path.exists() and not out_path.is_dir():
-        raise NotADirectoryError(f"out_path={str(out_path)!r} is an existing file; expected a folder.")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_directory(out_path)
-    try:
+    with staged_save(out_path, replace=MERGE_OUTPUT_FILES, what="out_path") as staging:
         with adapter_loaders(plan, options), method.record_statistics() if report else _nothing() as statistics:
             run_merge(
                 plan.config.model_copy(deep=True),  # mergekit normalizes the configuration in place
@@ -418,9 +411,6 @@ def merge(
         if options.write_model_card:
             write_text(staging / "mergekit_config.yml", plan.source)
             save_card(model_card(plan, similarity), staging)
-        install_files(staging, out_path, replace=MERGE_OUTPUT_FILES)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if similarity is not None:
         for message in similarity.warnings:
             warnings.warn(message, MergeAlignWarning, stacklevel=2)

@@ -335,16 +335,10 @@ class AlphaSweepResult:
         All or nothing, as `save_pretrained`: the files are written to a staging folder and moved into `output_dir`
         once all are written; the files of an earlier sweep there are replaced, other files are kept.
         """
-        import shutil
-
-        from ..serialization import install_files, save_json, save_tensors, staging_directory, write_text
+        from ..serialization import save_json, save_tensors, staged_save, write_text
 
         output_dir = Path(output_dir).expanduser()
-        if output_dir.exists() and not output_dir.is_dir():
-            raise NotADirectoryError(f"output_dir={str(output_dir)!r} is an existing file; expected a folder.")
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_directory(output_dir)
-        try:
+        with staged_save(output_dir, replace=SWEEP_FILES, what="output_dir") as staging:
             save_json(staging / "sweep.json", self.to_dict())
             write_text(staging / "sweep.md", self.to_markdown())
             tensors = {
@@ -354,9 +348,6 @@ class AlphaSweepResult:
             }
             save_tensors(staging / "per_sample_scores.safetensors", tensors)
             self.plot(staging / "pareto.png")
-            install_files(staging, output_dir, replace=SWEEP_FILES)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return output_dir
 
     def plot(self, path: str | os.PathLike) -> Path:
