@@ -18,6 +18,7 @@ PINV_METHODS = ("exact", "ben_israel")
 MEMORY_DTYPES = ("float32", "float64")
 W_LOGVAR_MODES = ("memory", "slot", "scalar")
 POOLINGS = ("pooler", "cls", "mean")
+MEMORY_READOUTS = ("latent", "context")
 
 # Keys `PreTrainedConfig` accepts besides its fields: those its `__post_init__` consumes, and the common attributes
 # of configurations written by earlier transformers releases (a checkpoint's config.json may still carry them).
@@ -123,6 +124,18 @@ class LarimarConfig(PreTrainedConfig):
             a zero key and value that still takes a share of every attention softmax, so without this flag "no
             memory" is not the plain decoder; with it (and the latent embedding, which is linear without bias, at
             zero) a zero latent gives the decoder's own output. Not in the official model.
+        memory_readout (`str`, *optional*, defaults to `"latent"`):
+            How a read reaches the decoder. `"latent"` (the paper's): the read latent conditions the decoder through
+            the memory slot and the embedding offset. `"context"` (hf-ext's): the read's weights over the stored
+            items ([`~hf_ext.larimar.memory.item_weights`]) pick the item the query draws on most, and that item's
+            text, formatted with `context_template`, is placed before the prompt (after its BOS); the latent is
+            zero. The decoder then needs no training to use what it is given: a pretrained LM reads a fact it is
+            shown, while a frozen sentence encoder's latent does not carry words it was never trained to decode
+            (see examples/larimar/README.md). Needs texts at `write_memory`; forward passes gather the outputs back
+            to the prompt's positions.
+        context_template (`str`, *optional*, defaults to `"New fact: {memory}\n"`):
+            How a remembered text is placed before the prompt for `memory_readout="context"`; each `{memory}` is
+            the text, with a full stop added when it ends without punctuation.
         episode_size (`int`, *optional*, defaults to 16):
             Items per memory in a hierarchical (long-context) read, and the default training episode size.
         kl_beta (`float`, *optional*, defaults to 0.5):
@@ -163,6 +176,8 @@ class LarimarConfig(PreTrainedConfig):
     center_latents: bool = False
     latent_as_embedding: bool = True
     mask_empty_slot: bool = False
+    memory_readout: str = "latent"
+    context_template: str = "New fact: {memory}\n"
     episode_size: int = 16
     kl_beta: float = 0.5
     reconstruction_weight: float = 1.0
@@ -181,6 +196,12 @@ class LarimarConfig(PreTrainedConfig):
         _check_choice("pinv_method", self.pinv_method, PINV_METHODS)
         _check_choice("memory_dtype", self.memory_dtype, MEMORY_DTYPES)
         _check_choice("w_logvar_mode", self.w_logvar_mode, W_LOGVAR_MODES)
+        _check_choice("memory_readout", self.memory_readout, MEMORY_READOUTS)
+        if not isinstance(self.context_template, str) or "{memory}" not in self.context_template:
+            raise ValueError(
+                f"context_template={self.context_template!r} must be a string with '{{memory}}' in it (where the "
+                "remembered text goes)."
+            )
         check_range("episode_size", self.episode_size, ge=2, integer=True)
         check_range("scope_threshold", self.scope_threshold, ge=0, le=2, optional=True, hint="(a cosine distance)")
         check_range("memory_ridge", self.memory_ridge, gt=0)

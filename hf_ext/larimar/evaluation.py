@@ -160,11 +160,14 @@ def target_scores(
         input_ids, attention_mask = processor._pad(full, "right")
         kwargs = {}
         if isinstance(model, LarimarForCausalLM):
-            if read_memory:
+            if read_memory and model.config.memory_readout == "context":
+                kwargs.update({k: v.to(model.device) for k, v in processor.encode_memory(chunk_prompts).items()})
+            elif read_memory:
                 latent = model.read_memory(chunk_prompts, processor=processor)
             else:
                 latent = torch.zeros(len(chunk_prompts), model.config.latent_size, device=model.device)
-            kwargs["memory_latent"] = latent.to(model.device)
+            if "encoder_input_ids" not in kwargs:
+                kwargs["memory_latent"] = latent.to(model.device)
         logits = model(
             input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), **kwargs
         ).logits.float()

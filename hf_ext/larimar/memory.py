@@ -55,6 +55,7 @@ __all__ = [
     "compute_dtype",
     "default_rtol",
     "hierarchical_read",
+    "item_weights",
     "pinv",
     "read",
     "read_with_keys",
@@ -466,6 +467,37 @@ def sequential_write(
     residual = z - keys @ memory
     memory = memory + alpha * torch.linalg.solve(precision, keys_t @ residual)
     return memory, precision
+
+
+@_autocast_off
+def item_weights(query_keys: torch.Tensor, item_keys: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """How much of each stored item a read draws on: `A = W_q C⁻¹ W_itemsᵀ` (`[B, Q, N]`).
+
+    A memory written with [`sequential_write`] from [`ridge_memory`] is the ridge solution `M = C⁻¹ Wᵀ Z` for the
+    items stored, so a read is a combination of their encodings: `W_q M = A Z`. Row `q` of `A` says which items query
+    `q` reads (with fewer items than slots and a small ridge, `A ≈ W_q W⁺`, the least-squares fit of the query's key
+    by the items' keys; past the memory's capacity the items blur into each other and `A` spreads).
+
+    Args:
+        query_keys (`torch.Tensor` of shape `[B, Q, K]`): Keys of the queries, e.g. from [`reference_keys`].
+        item_keys (`torch.Tensor` of shape `[B, N, K]`): Keys of the items currently stored.
+        precision (`torch.Tensor` of shape `[B, K, K]`): The state's `C` (from [`sequential_write`]).
+    """
+    if query_keys.ndim != 3 or item_keys.ndim != 3 or precision.ndim != 3:
+        raise ValueError(
+            f"query_keys [B, Q, K], item_keys [B, N, K] and precision [B, K, K] expected; got "
+            f"{tuple(query_keys.shape)}, {tuple(item_keys.shape)} and {tuple(precision.shape)}."
+        )
+    k = precision.shape[-1]
+    if query_keys.shape[-1] != k or item_keys.shape[-1] != k or precision.shape[-2] != k:
+        raise ValueError(
+            f"Keys of shapes {tuple(query_keys.shape)} and {tuple(item_keys.shape)} do not match a precision "
+            f"matrix of shape {tuple(precision.shape)}."
+        )
+    _check_finite(query_keys=query_keys, item_keys=item_keys, precision=precision)
+    dtype = compute_dtype(query_keys, item_keys, precision)
+    solved = torch.linalg.solve(precision.to(dtype), item_keys.to(dtype).transpose(-2, -1))  # [B, K, N]
+    return query_keys.to(dtype) @ solved
 
 
 @_autocast_off

@@ -10,6 +10,7 @@ Llama-family models among them), with `generate`, left padding, beam search and 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import warnings
 import weakref
@@ -27,6 +28,7 @@ from .._checks import embedding_rows
 from .._compat import CACHE_NAME, cache_kwargs, model_output_cache, named_cache_field, pop_cache
 from . import memory as memory_math
 from .configuration_larimar import LarimarConfig
+from .context import splice_context
 
 
 logger = logging.get_logger(__name__)
@@ -139,7 +141,8 @@ class EpisodicMemoryState:
     """What `write_memory` / `forget_memory` maintain: the sequential (ridge) memory, its precision matrix, the
     reference memory its keys come from, the latents currently stored (for scope detection and to forget exactly what
     was written) and the encoder tokens of each (to find an item again whatever the padding, batch or dtype of a
-    later encoding; `None` for items restored from a file that has no tokens)."""
+    later encoding; `None` for items restored from a file that has no tokens), and each item's text and the decoder
+    tokens of its context (for `memory_readout="context"`; `None` for items written as token ids)."""
 
     memory: torch.Tensor  # [K, C]
     precision: torch.Tensor  # [K, K]
@@ -148,10 +151,20 @@ class EpisodicMemoryState:
     ridge: float
     reference_pinv: torch.Tensor | None = field(default=None, repr=False)  # cached M_ref⁺, [C, K]
     tokens: list[tuple[int, ...] | None] = field(default_factory=list, repr=False)  # [S]
+    texts: list[str | None] = field(default_factory=list, repr=False)  # [S]
+    contexts: list[tuple[int, ...] | None] = field(default_factory=list, repr=False)  # [S]
 
     def __post_init__(self):
-        if not self.tokens:
-            self.tokens = [None] * self.size
+        for name in ("tokens", "texts", "contexts"):
+            if not getattr(self, name):
+                setattr(self, name, [None] * self.size)
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only the per-item records (latents, tokens, texts, contexts) of the stored items `indices`."""
+        self.latents = self.latents[indices]
+        self.tokens = [self.tokens[i] for i in indices]
+        self.texts = [self.texts[i] for i in indices]
+        self.contexts = [self.contexts[i] for i in indices]
 
     @property
     def size(self) -> int:
@@ -174,6 +187,8 @@ class EpisodicMemoryState:
             self.ridge,
             reference_pinv=self.reference_pinv.to(device) if self.reference_pinv is not None else None,
             tokens=list(self.tokens),
+            texts=list(self.texts),
+            contexts=list(self.contexts),
         )
 
     def find(self, latents: torch.Tensor, tokens: list[tuple[int, ...]], rtol: float) -> list[int | None]:
@@ -465,6 +480,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         Returns:
             `int`: the number of items the memory holds.
         """
+        contexts = self._context_tokens(texts, processor)
         z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
         model = self._larimar()
         state = model._memory_state or self._new_state()
@@ -476,6 +492,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
         state.memory, state.precision = memory[0], precision[0]
         state.latents = torch.cat([state.latents, z], 0)
         state.tokens = state.tokens + tokens
+        state.texts = state.texts + ([texts] if isinstance(texts, str) else list(texts or [None] * len(tokens)))
+        state.contexts = state.contexts + (contexts if contexts is not None else [None] * len(tokens))
         model._memory_state = state
         if state.size > self.memory_capacity:
             warnings.warn(
@@ -486,6 +504,70 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 stacklevel=2,
             )
         return state.size
+
+    def _context_tokens(self, texts, processor) -> list[tuple[int, ...] | None] | None:
+        """The decoder tokens each text is read back as with `memory_readout="context"`; `None` without texts."""
+        needed = self.config.memory_readout == "context"
+        if texts is None:
+            if needed:
+                raise ValueError(
+                    'memory_readout="context" places the written texts before the prompt, so write_memory needs the '
+                    "texts (and a processor), not encoder_input_ids."
+                )
+            return None
+        items = [texts] if isinstance(texts, str) else list(texts)
+        processor = processor or getattr(self, "processor", None)
+        if processor is None or not hasattr(processor, "context_ids"):
+            if needed:
+                raise ValueError(
+                    'memory_readout="context" needs a LarimarProcessor (it tokenizes the texts for the decoder); got '
+                    f"{type(processor).__name__}."
+                )
+            return [None] * len(items)
+        return [tuple(ids) for ids in processor.context_ids(items, self.config.context_template)]
+
+    @property
+    def memory_texts(self) -> list[str | None]:
+        """The texts stored in the episodic memory, in the order written (`None` for items written as token ids)."""
+        state = self.memory_state
+        return list(state.texts) if state is not None else []
+
+    def read_memory_items(
+        self,
+        queries=None,
+        processor=None,
+        *,
+        encoder_input_ids=None,
+        encoder_attention_mask=None,
+        scope: bool = True,
+    ) -> list[int | None]:
+        """For each query, the index (in [`memory_texts`]) of the stored item its read draws on most: the largest
+        of the read's weights over the items ([`~hf_ext.larimar.memory.item_weights`]). `None` for a query out of
+        scope (`config.scope_threshold`, with `scope=True`) and for every query of an empty memory."""
+        q = self.encode_texts(
+            queries, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
+        )
+        return self._read_items(q, scope=scope)
+
+    def _read_items(self, q: torch.Tensor, scope: bool = True) -> list[int | None]:
+        state = self._larimar()._memory_state
+        if state is None or state.size == 0:
+            return [None] * q.shape[0]
+        state = state.to(q.device)
+        weights = memory_math.item_weights(state.keys(q[None]), state.keys(state.latents[None]), state.precision[None])
+        best = weights[0].argmax(-1)
+        if scope and self.config.scope_threshold is not None:
+            in_scope = memory_math.scope_mask(q[None], state.latents[None], self.config.scope_threshold)[0]
+            best = torch.where(in_scope, best, -1)
+        return [index if index >= 0 else None for index in best.tolist()]
+
+    def _memory_contexts(self, encoder_input_ids, encoder_attention_mask) -> list[tuple[int, ...] | None]:
+        """The context tokens each query reads (`memory_readout="context"`); `None` where it reads nothing."""
+        state = self._larimar()._memory_state
+        if state is None or state.size == 0:
+            return [None] * encoder_input_ids.shape[0]
+        q = self.encode_texts(encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask)
+        return [state.contexts[i] if i is not None else None for i in self._read_items(q)]
 
     def forget_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
         """Forget texts written earlier with [`write_memory`] (a recursive least-squares step with weight -1).
@@ -522,10 +604,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
             memory, precision = memory_math.sequential_write(
                 z_found, state.keys(z_found), state.memory[None], state.precision[None], alpha=-1.0
             )
-            keep = [i for i in range(state.size) if i not in set(indices)]
             state.memory, state.precision = memory[0], precision[0]
-            state.latents = state.latents[keep]
-            state.tokens = [state.tokens[i] for i in keep]
+            state.keep([i for i in range(state.size) if i not in set(indices)])
         model._memory_state = state
         return state.size
 
@@ -692,9 +772,10 @@ class LarimarPreTrainedModel(PreTrainedModel):
             )
             return
 
-        # Each item's encoder tokens (for forget_memory), concatenated; length -1 marks an item stored without them.
-        lengths = [len(t) if t is not None else -1 for t in state.tokens]
-        flat = [token for t in state.tokens if t is not None for token in t]
+        # Each item's encoder tokens (for forget_memory) and context tokens (for memory_readout="context"),
+        # concatenated; length -1 marks an item stored without them. The texts go in the metadata, as JSON.
+        lengths, flat = _flatten_token_lists(state.tokens)
+        context_lengths, context_flat = _flatten_token_lists(state.contexts)
         save_tensors(
             target,
             {
@@ -702,10 +783,16 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 "precision": state.precision,
                 "reference": state.reference,
                 "latents": state.latents,
-                "item_lengths": torch.tensor(lengths, dtype=torch.long),
-                "item_tokens": torch.tensor(flat, dtype=torch.long),
+                "item_lengths": lengths,
+                "item_tokens": flat,
+                "context_lengths": context_lengths,
+                "context_tokens": context_flat,
             },
-            metadata={**self._memory_metadata(items=state.size), "ridge": repr(state.ridge)},
+            metadata={
+                **self._memory_metadata(items=state.size),
+                "ridge": repr(state.ridge),
+                "item_texts": json.dumps(state.texts),
+            },
         )
 
     def _memory_metadata(self, items: int) -> dict[str, str]:
@@ -755,12 +842,10 @@ class LarimarPreTrainedModel(PreTrainedModel):
         if "memory" not in tensors:  # an empty memory (`items` = 0)
             self._larimar()._memory_state = None
             return
-        tokens = []
-        if "item_lengths" in tensors:  # files written before hf-ext stored tokens have none
-            flat, start = tensors["item_tokens"].tolist(), 0
-            for length in tensors["item_lengths"].tolist():
-                tokens.append(tuple(flat[start : start + length]) if length >= 0 else None)
-                start += max(length, 0)
+        # (files written before hf-ext stored tokens, contexts or texts have none of them)
+        tokens = _unflatten_token_lists(tensors.get("item_lengths"), tensors.get("item_tokens"))
+        contexts = _unflatten_token_lists(tensors.get("context_lengths"), tensors.get("context_tokens"))
+        texts = json.loads(metadata["item_texts"]) if "item_texts" in metadata else []
         device = self.device
         self._larimar()._memory_state = EpisodicMemoryState(
             tensors["memory"].to(device),
@@ -769,7 +854,26 @@ class LarimarPreTrainedModel(PreTrainedModel):
             tensors["latents"].to(device),
             float(metadata.get("ridge", self.config.memory_ridge)),
             tokens=tokens,
+            texts=texts,
+            contexts=contexts,
         )
+
+
+def _flatten_token_lists(lists: list[tuple[int, ...] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item token lists as `(lengths, concatenated tokens)`; length -1 marks an item without a list."""
+    lengths = [len(t) if t is not None else -1 for t in lists]
+    flat = [token for t in lists if t is not None for token in t]
+    return torch.tensor(lengths, dtype=torch.long), torch.tensor(flat, dtype=torch.long)
+
+
+def _unflatten_token_lists(lengths: torch.Tensor | None, flat: torch.Tensor | None) -> list[tuple[int, ...] | None]:
+    if lengths is None:
+        return []
+    tokens, flat, start = [], flat.tolist(), 0
+    for length in lengths.tolist():
+        tokens.append(tuple(flat[start : start + length]) if length >= 0 else None)
+        start += max(length, 0)
+    return tokens
 
 
 def _find_memory_file(name_or_path, kwargs) -> str | None:
@@ -934,6 +1038,17 @@ class LarimarModel(LarimarPreTrainedModel):
         """
         kwargs.pop("return_dict", None)
         cache = pop_cache(kwargs, cache)
+        if memory_latent is None and encoder_input_ids is not None and self.config.memory_readout == "context":
+            return self._forward_with_context(
+                input_ids,
+                attention_mask,
+                cache,
+                inputs_embeds,
+                use_cache,
+                encoder_input_ids,
+                encoder_attention_mask,
+                kwargs,
+            )
         if memory_latent is None:
             memory_latent = self.latents_for(input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask)
         return self.decode(
@@ -946,6 +1061,70 @@ class LarimarModel(LarimarPreTrainedModel):
             memory_latent=memory_latent,
             **kwargs,
         )
+
+    def _forward_with_context(
+        self,
+        input_ids,
+        attention_mask,
+        cache,
+        inputs_embeds,
+        use_cache,
+        encoder_input_ids,
+        encoder_attention_mask,
+        kwargs,
+    ) -> LarimarModelOutput:
+        """`memory_readout="context"`: each row's remembered text is placed after its BOS, the decoder runs on the
+        longer rows with a zero latent, and `last_hidden_state` is gathered back to the rows' own positions (the
+        hidden states and attentions, when asked for, keep the longer rows; no cache is returned)."""
+        if input_ids is None:
+            raise ValueError('memory_readout="context" needs input_ids (the context is placed between tokens).')
+        if cache is not None and cache.get_seq_length() > 0:
+            raise ValueError(
+                'memory_readout="context" reads the memory for a whole prompt: call it without a filled cache, or '
+                "use generate()."
+            )
+        contexts = self._memory_contexts(encoder_input_ids, encoder_attention_mask)
+        zero = torch.zeros(input_ids.shape[0], self.config.latent_size, device=input_ids.device, dtype=self.dtype)
+        if not any(contexts):
+            return self.decode(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                cache=cache,
+                use_cache=use_cache,
+                memory_latent=zero,
+                **kwargs,
+            )
+        spliced = splice_context(
+            input_ids,
+            attention_mask,
+            contexts,
+            pad_token_id=self._pad_id(),
+            bos_token_id=self.config.decoder.bos_token_id,
+        )
+        outputs = self.decode(
+            input_ids=spliced.input_ids,
+            attention_mask=spliced.attention_mask,
+            use_cache=False,
+            memory_latent=zero,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        gathered = hidden.gather(1, spliced.positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        return LarimarModelOutput(
+            last_hidden_state=gathered,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            memory_latent=zero,
+        )
+
+    def _pad_id(self) -> int:
+        decoder = self.config.decoder
+        for candidate in (decoder.pad_token_id, decoder.eos_token_id, 0):
+            if isinstance(candidate, int):
+                return candidate
+            if isinstance(candidate, list) and candidate:
+                return candidate[0]
+        return 0
 
     def latents_for(self, input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask) -> torch.Tensor:
         """The latents a batch reads: from the episodic memory with the encoder queries, else zero."""
@@ -1202,13 +1381,22 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
           with padding masked (`labels == -100`). The query term needs `query_input_ids` (the prompts' encoder
           tokens); see [`LarimarEpisodeCollator`].
         - **Inference**: the decoder conditioned on `memory_latent`, or on what the encoder queries read from the
-          episodic memory (with scope detection), or on a zero latent; `labels` give the usual LM loss.
+          episodic memory (with scope detection), or on a zero latent; `labels` give the usual LM loss. With
+          `config.memory_readout="context"`, the text each query reads is placed before its tokens instead (see
+          [`LarimarConfig`]); in eval mode, `labels` with encoder inputs then give the LM loss of the prompt's own
+          tokens after that text (the training objective is used in training mode only).
 
         Other arguments are those of [`LarimarModel.forward`].
         """
         kwargs.pop("return_dict", None)
         cache = pop_cache(kwargs, cache)
-        if labels is not None and encoder_input_ids is not None and memory_latent is None:
+        context_readout = self.config.memory_readout == "context"
+        if (
+            labels is not None
+            and encoder_input_ids is not None
+            and memory_latent is None
+            and not (context_readout and not self.training)
+        ):
             return self._objective(
                 input_ids,
                 attention_mask,
@@ -1342,6 +1530,10 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         [`LarimarProcessor`]) and scope detection, and the latent conditions every step; pass `memory_latent` to
         condition on a latent of your own (e.g. from [`read_long_context`]). Everything else is `generate`'s.
         """
+        if memory_latent is None and encoder_input_ids is not None and self.config.memory_readout == "context":
+            return self._generate_with_context(
+                input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, kwargs
+            )
         if memory_latent is None:
             if encoder_input_ids is not None:
                 memory_latent = self.read_memory(
@@ -1361,6 +1553,34 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
         )
+
+    def _generate_with_context(self, input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, kwargs):
+        """`memory_readout="context"`: generate after each prompt's remembered text (placed after its BOS, the rows
+        padded on the left again), then return the prompts as given followed by what was generated."""
+        if input_ids is None:
+            raise ValueError('memory_readout="context" needs input_ids (the context is placed between tokens).')
+        contexts = self._memory_contexts(encoder_input_ids, encoder_attention_mask)
+        zero = torch.zeros(input_ids.shape[0], self.config.latent_size, device=self.device, dtype=self.dtype)
+        if not any(contexts):
+            return self.generate(input_ids=input_ids, attention_mask=attention_mask, memory_latent=zero, **kwargs)
+        model = self.model
+        spliced = splice_context(
+            input_ids,
+            attention_mask,
+            contexts,
+            pad_token_id=model._pad_id(),
+            bos_token_id=self.config.decoder.bos_token_id,
+            side="left",
+        )
+        output = self.generate(
+            input_ids=spliced.input_ids, attention_mask=spliced.attention_mask, memory_latent=zero, **kwargs
+        )
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        restored = torch.cat([input_ids.to(sequences.device), sequences[:, spliced.input_ids.shape[1] :]], dim=1)
+        if isinstance(output, torch.Tensor):
+            return restored
+        output.sequences = restored
+        return output
 
     def _prepare_cache_for_generation(
         self, generation_config, model_kwargs, generation_mode, batch_size: int, max_cache_length: int

@@ -90,6 +90,20 @@ class LarimarProcessor(ProcessorMixin):
             result.append(ids)
         return result
 
+    def context_ids(self, texts: list[str], template: str = "New fact: {memory}\n") -> list[list[int]]:
+        """Decoder tokens (no BOS, no EOS) of each remembered text as it is placed before a prompt
+        (`memory_readout="context"`): `template` with `{memory}` replaced by the text, a full stop added to a text
+        that ends without punctuation."""
+        texts = _as_list(texts, "texts")
+        _check_not_blank(texts, "texts")
+        formatted = []
+        for text in texts:
+            text = text.strip()
+            if text[-1] not in ".!?;:":
+                text += "."
+            formatted.append(template.replace("{memory}", text))
+        return [list(ids) for ids in self.decoder_tokenizer(formatted, add_special_tokens=False)["input_ids"]]
+
     def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
         tokenizer = self.decoder_tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

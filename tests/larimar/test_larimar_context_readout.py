@@ -1,0 +1,184 @@
+"""`memory_readout="context"`: the remembered text placed before the prompt, picked by the memory read's weights."""
+
+import pytest
+import torch
+
+from hf_ext.larimar import memory as memory_math
+from hf_ext.larimar.context import splice_context
+
+
+FACTS = ["the old harbour keeps a red boat", "a short walk leads to the market", "the tall tower has a bell"]
+
+
+def _context_model(larimar_factory, family="gpt2", **config):
+    model = larimar_factory(family, memory_readout="context", mask_empty_slot=True, scope_threshold=None, **config)
+    with torch.no_grad():  # a zero latent is then exactly the decoder
+        model.model.prefix_projection.weight.zero_()
+        model.model.embedding_projection.weight.zero_()
+    return model
+
+
+def _plain_logits(model, processor, texts):
+    """The decoder's own logits (zero latent, masked slot) on each text, one at a time."""
+    rows = []
+    for ids in processor._decoder_ids(texts, False, None):
+        input_ids = torch.tensor([ids])
+        with torch.no_grad():
+            rows.append(model(input_ids=input_ids, memory_latent=torch.zeros(1, model.config.latent_size)).logits[0])
+    return rows
+
+
+def test_item_weights_combine_the_stored_items_into_the_read():
+    torch.manual_seed(0)
+    z = torch.randn(1, 6, 16, dtype=torch.float64)
+    reference = torch.randn(24, 16, dtype=torch.float64)
+    memory, precision = memory_math.ridge_memory(1, 24, 16, 1e-6, dtype=torch.float64)
+    keys = memory_math.reference_keys(z, reference)
+    for row in range(6):  # one write per call, as write_memory does
+        memory, precision = memory_math.sequential_write(
+            z[:, row : row + 1], keys[:, row : row + 1], memory, precision
+        )
+    queries = torch.randn(1, 5, 16, dtype=torch.float64)
+    query_keys = memory_math.reference_keys(queries, reference)
+    weights = memory_math.item_weights(query_keys, keys, precision)
+    assert weights.shape == (1, 5, 6)
+    torch.testing.assert_close(weights @ z, memory_math.read_with_keys(query_keys, memory), rtol=1e-9, atol=1e-9)
+    # A stored item reads itself: its weights are one-hot (up to the ridge).
+    own = memory_math.item_weights(keys, keys, precision)[0]
+    torch.testing.assert_close(own, torch.eye(6, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_item_weights_refuse_mismatched_keys():
+    with pytest.raises(ValueError, match="do not match a precision"):
+        memory_math.item_weights(torch.ones(1, 2, 4), torch.ones(1, 3, 5), torch.eye(4)[None])
+    with pytest.raises(ValueError, match="precision"):
+        memory_math.item_weights(torch.ones(2, 4), torch.ones(1, 3, 4), torch.eye(4)[None])
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_splice_context_places_each_context_after_the_bos_and_maps_positions_back(side):
+    bos, pad = 1, 0
+    rows = [[1, 5, 6, 7], [1, 8], [9, 10, 11]]  # the last row has no BOS
+    contexts = [[20, 21], None, [30]]
+    length = max(map(len, rows))
+    input_ids = torch.full((3, length), pad)
+    mask = torch.zeros(3, length, dtype=torch.long)
+    labels = torch.full((3, length), -100)
+    for i, row in enumerate(rows):
+        span = slice(length - len(row), length) if side == "left" else slice(0, len(row))
+        input_ids[i, span], mask[i, span], labels[i, span] = torch.tensor(row), 1, torch.tensor(row)
+    spliced = splice_context(input_ids, mask, contexts, pad_token_id=pad, bos_token_id=bos, labels=labels)
+    expected = [[1, 20, 21, 5, 6, 7], [1, 8], [30, 9, 10, 11]]
+    width = spliced.input_ids.shape[1]
+    assert width == 6
+    for i, row in enumerate(expected):
+        real = spliced.attention_mask[i].bool()
+        assert spliced.input_ids[i, real].tolist() == row
+        assert bool(real[-1] if side == "left" else real[0])  # padded on the same side as the input
+        context = set(contexts[i] or ())
+        assert spliced.labels[i, real].tolist() == [-100 if t in context else t for t in row]
+        positions = spliced.positions[i, mask[i].bool()]
+        new_tokens = spliced.input_ids[i, positions].tolist()
+        if rows[i][0] == bos and contexts[i]:
+            # the BOS position maps to the last context token (it has seen BOS + context); the rest to themselves
+            assert new_tokens == [contexts[i][-1]] + rows[i][1:]
+        else:
+            assert new_tokens == rows[i]
+    with pytest.raises(ValueError, match="one per row"):
+        splice_context(input_ids, mask, contexts[:2], pad_token_id=pad, bos_token_id=bos)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_factory, tiny_processor, family):
+    model = _context_model(larimar_factory, family)
+    model.write_memory(FACTS, processor=tiny_processor)
+    prompts = ["the old harbour keeps a", "the tall tower has a"]
+    assert model.read_memory_items(prompts, tiny_processor) == [0, 2]
+    texts = [f"New fact: {FACTS[0]}.\n{prompts[0]}", f"New fact: {FACTS[2]}.\n{prompts[1]}"]
+    references = _plain_logits(model, tiny_processor, texts)
+    for side in ("left", "right"):
+        inputs = tiny_processor(prompts, padding_side=side)
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        assert logits.shape[:2] == inputs["input_ids"].shape
+        for row, reference in enumerate(references):
+            keep = inputs["attention_mask"][row].bool()
+            ours = logits[row, keep]
+            torch.testing.assert_close(ours, reference[-ours.shape[0] :], atol=1e-4, rtol=1e-4)
+    # generate returns the prompts as given, followed by what the decoder writes after the fact and the prompt
+    kwargs = {"max_new_tokens": 4, "do_sample": False, "pad_token_id": tiny_processor.decoder_tokenizer.pad_token_id}
+    inputs = tiny_processor(prompts)
+    generated = model.generate(**inputs, **kwargs)
+    assert torch.equal(generated[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+    for row, text in enumerate(texts):
+        alone = torch.tensor(tiny_processor._decoder_ids([text], False, None))
+        expected = model.generate(input_ids=alone, memory_latent=torch.zeros(1, model.config.latent_size), **kwargs)
+        assert generated[row, inputs["input_ids"].shape[1] :].tolist() == expected[0, alone.shape[1] :].tolist()
+
+
+def test_context_readout_with_labels_scores_the_prompt_tokens_only(larimar_factory, tiny_processor):
+    model = _context_model(larimar_factory)
+    model.write_memory(FACTS, processor=tiny_processor)
+    inputs = tiny_processor(["the old harbour keeps a red boat"], padding_side="right")
+    labels = inputs["input_ids"].clone()
+    with torch.no_grad():
+        output = model(**inputs, labels=labels)
+    expected = torch.nn.functional.cross_entropy(output.logits[0, :-1], labels[0, 1:])
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_out_of_scope_and_empty_memory_leave_the_decoder_alone(larimar_factory, tiny_processor):
+    model = _context_model(larimar_factory)
+    prompt = ["a short walk leads to the"]
+    inputs = tiny_processor(prompt, padding_side="right")
+    reference = _plain_logits(model, tiny_processor, prompt)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits[0], reference, atol=1e-5, rtol=1e-5)  # empty memory
+    model.write_memory(FACTS[:1], processor=tiny_processor)
+    model.config.scope_threshold = 0.0  # nothing is in scope
+    assert model.read_memory_items(prompt, tiny_processor) == [None]
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits[0], reference, atol=1e-5, rtol=1e-5)
+
+
+def test_forgetting_removes_the_text_a_query_reads(larimar_factory, tiny_processor):
+    model = _context_model(larimar_factory)
+    model.write_memory(FACTS, processor=tiny_processor)
+    model.forget_memory(FACTS[0], processor=tiny_processor)
+    assert model.memory_texts == FACTS[1:]
+    assert model.read_memory_items(["the old harbour keeps a red boat"], tiny_processor) != [0]
+    assert model.read_memory_items(["the tall tower has a bell"], tiny_processor) == [1]
+
+
+def test_texts_and_contexts_survive_save_and_load(larimar_factory, tiny_processor, tmp_path):
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+
+    model = _context_model(larimar_factory)
+    model.write_memory(FACTS, processor=tiny_processor)
+    model.save_pretrained(tmp_path)
+    loaded = LarimarForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.config.memory_readout == "context"
+    assert loaded.memory_texts == FACTS
+    assert loaded.memory_state.contexts == model.memory_state.contexts
+    inputs = tiny_processor(["the tall tower has a"], padding_side="right")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_context_readout_refuses_what_it_cannot_place(larimar_factory, tiny_processor):
+    from hf_ext.larimar.configuration_larimar import LarimarConfig
+
+    model = _context_model(larimar_factory)
+    encoded = tiny_processor.encode_memory(FACTS)
+    with pytest.raises(ValueError, match="needs the texts"):
+        model.write_memory(**encoded)
+    assert model.memory_state is None  # refused before anything was written
+    model.write_memory(FACTS, processor=tiny_processor)
+    inputs = tiny_processor(["the tall tower has a"])
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    with pytest.raises(ValueError, match="needs input_ids"):
+        model(inputs_embeds=embeds, encoder_input_ids=inputs["encoder_input_ids"])
+    with pytest.raises(ValueError, match="memory_readout='bogus' is not supported"):
+        LarimarConfig(memory_readout="bogus")
+    with pytest.raises(ValueError, match="must be a string with"):
+        LarimarConfig(context_template="Fact: {text}\n")
