@@ -8,9 +8,11 @@ import torch
 __all__ = [
     "DECODER_LORA_TARGETS",
     "answer",
+    "calibrate_scope_threshold",
     "evaluate_counterfact",
     "exact_match_recall",
     "lora_edit",
+    "scope_distances",
     "target_scores",
 ]
 
@@ -271,3 +273,53 @@ def evaluate_counterfact(model, processor, records, *, write: bool = True, max_n
         per_record.append(entry)
     figures["per_record"] = per_record
     return figures
+
+
+@torch.no_grad()
+def scope_distances(model, processor, queries: list[str]) -> list[float]:
+    """Each query's smallest cosine distance to the latents stored in `model`'s episodic memory: what scope
+    detection compares with `config.scope_threshold` (a query is in scope when its distance is at most that)."""
+    state = model.memory_state
+    if state is None or state.size == 0:
+        raise ValueError("The memory is empty: write the facts first, then measure the queries' distances.")
+    q = model.encode_texts(queries, processor)
+    stored = torch.nn.functional.normalize(state.latents.to(q.device, torch.float32), dim=-1)
+    return (1 - (torch.nn.functional.normalize(q, dim=-1) @ stored.T).amax(-1)).tolist()
+
+
+def calibrate_scope_threshold(model, processor, records, *, neighbour_rate: float = 0.05) -> dict:
+    """The scope threshold that keeps at most `neighbour_rate` of the neighbourhood prompts (other subjects) in
+    scope once the records' rewrites are written, and the shares of rewrite and paraphrase prompts it keeps in scope.
+
+    Calibrate on records of your own that the evaluation does not use (e.g.
+    `counterfact_records(..., held_out=False)`, about training subjects). The memory is written afresh and reset
+    afterwards; the model's config is not changed. Returns a dict: `scope_threshold`, `rewrite_in_scope`,
+    `paraphrase_in_scope`, `neighbourhood_in_scope`, `num_records`.
+    """
+    from .._validation import check_range
+
+    check_range("neighbour_rate", neighbour_rate, ge=0, le=1)
+    records = list(records)
+    if not records:
+        raise ValueError("records is empty.")
+    neighbours = [p for r in records for p in r.neighbourhood_prompts]
+    if not neighbours:
+        raise ValueError("The records have no neighbourhood prompts to calibrate against.")
+    model.reset_memory()
+    try:
+        model.write_memory([r.rewrite_text for r in records], processor=processor)
+        distances = {
+            "rewrite": scope_distances(model, processor, [r.rewrite_prompt for r in records]),
+            "paraphrase": scope_distances(model, processor, [p for r in records for p in r.paraphrase_prompts]),
+            "neighbourhood": scope_distances(model, processor, neighbours),
+        }
+    finally:
+        model.reset_memory()
+    ordered = sorted(distances["neighbourhood"])
+    allowed = int(neighbour_rate * len(ordered))
+    threshold = max(0.0, ordered[allowed] - 1e-6) if allowed < len(ordered) else 2.0
+    result = {"scope_threshold": threshold, "num_records": len(records)}
+    for name, values in distances.items():
+        if values:
+            result[f"{name}_in_scope"] = sum(d <= threshold for d in values) / len(values)
+    return result

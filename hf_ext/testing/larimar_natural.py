@@ -319,19 +319,24 @@ class CounterFactRecord:
         }
 
 
-def counterfact_records(count: int = 32, seed: int = 1234, num_neighbours: int = 2) -> list[CounterFactRecord]:
+def counterfact_records(
+    count: int = 32, seed: int = 1234, num_neighbours: int = 2, *, held_out: bool = True
+) -> list[CounterFactRecord]:
     """`count` CounterFact-style edits about distinct evaluation subjects (never in training), each changing a
     relation from `target_true` to `target_new` (two different evaluation objects, never answers in training).
 
     The rewrite prompt is the relation's first phrasing; the other phrasings are the paraphrases. The
     neighbourhood prompts ask the same relation (first phrasing) about `num_neighbours` other evaluation subjects
     that no record of the set edits.
+
+    With `held_out=False` the subjects and objects are the *training* ones instead: a validation set in the
+    training distribution, for choosing settings (e.g. a scope threshold) without looking at the evaluation set.
     """
     from hf_ext._validation import check_range
 
     check_range("count", count, ge=1, integer=True)
     check_range("num_neighbours", num_neighbours, ge=0, integer=True)
-    people = _cached_people(True)
+    people = _cached_people(held_out)
     needed = count * (1 + num_neighbours)
     if needed > len(people):
         raise ValueError(
@@ -344,7 +349,7 @@ def counterfact_records(count: int = 32, seed: int = 1234, num_neighbours: int =
     records = []
     for index, subject in enumerate(subjects):
         relation = RELATIONS[rng.randrange(len(RELATIONS))]
-        target_true, target_new = rng.sample(_cached_objects(relation.name, True), 2)
+        target_true, target_new = rng.sample(_cached_objects(relation.name, held_out), 2)
         others = neighbours[index * num_neighbours : (index + 1) * num_neighbours]
         records.append(
             CounterFactRecord(

@@ -182,3 +182,39 @@ def test_context_readout_refuses_what_it_cannot_place(larimar_factory, tiny_proc
         LarimarConfig(memory_readout="bogus")
     with pytest.raises(ValueError, match="must be a string with"):
         LarimarConfig(context_template="Fact: {text}\n")
+
+
+def test_calibrated_scope_threshold_keeps_the_asked_share_of_neighbours_in_scope(larimar_factory, tiny_processor):
+    from types import SimpleNamespace
+
+    from hf_ext.larimar.evaluation import calibrate_scope_threshold, scope_distances
+
+    model = _context_model(larimar_factory)
+    records = [
+        SimpleNamespace(
+            rewrite_prompt=f"the {place} keeps a",
+            rewrite_text=f"the {place} keeps a {thing}",
+            paraphrase_prompts=(f"in the {place} you find a",),
+            neighbourhood_prompts=(f"the {other} keeps a", f"a walk to the {other} and"),
+        )
+        for place, thing, other in [("harbour", "boat", "market"), ("tower", "bell", "garden"), ("mill", "wheel", "road")]
+    ]
+    for rate in (0.0, 0.5, 1.0):
+        result = calibrate_scope_threshold(model, tiny_processor, records, neighbour_rate=rate)
+        assert model.memory_state is None  # reset afterwards
+        model.write_memory([r.rewrite_text for r in records], processor=tiny_processor)
+        distances = scope_distances(model, tiny_processor, [p for r in records for p in r.neighbourhood_prompts])
+        manual = [d <= result["scope_threshold"] for d in distances]
+        assert sum(manual) / len(manual) == result["neighbourhood_in_scope"] <= rate
+        # the threshold is the tightest one that still admits the allowed share: the next neighbour is just above it
+        if rate < 1.0:
+            assert sorted(distances)[int(rate * len(distances))] > result["scope_threshold"]
+        # the memory's own scope detection agrees once the threshold is set
+        model.config.scope_threshold = result["scope_threshold"]
+        items = model.read_memory_items([p for r in records for p in r.neighbourhood_prompts], tiny_processor)
+        assert [i is not None for i in items] == [d <= result["scope_threshold"] for d in distances]
+        model.reset_memory()
+    with pytest.raises(ValueError, match="neighbour_rate"):
+        calibrate_scope_threshold(model, tiny_processor, records, neighbour_rate=1.5)
+    with pytest.raises(ValueError, match="memory is empty"):
+        scope_distances(model, tiny_processor, ["the harbour"])
