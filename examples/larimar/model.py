@@ -55,9 +55,11 @@ from hf_ext.caching import hash_recipe
 
 
 __all__ = [
+    "LATENT_NATURAL_RECIPE",
     "NATURAL_RECIPE",
     "RealLarimarRecipe",
     "build_real_larimar",
+    "calibrate_real_scope",
     "label_answers_only",
     "real_larimar_dir",
     "train_real_larimar",
@@ -87,6 +89,9 @@ class RealLarimarRecipe:
     seed: int = 0
     corpus: str = "template"
     decoder_lora: bool = True
+    memory_readout: str = "latent"
+    context_template: str = "New fact: {memory}\n"
+    scope_neighbour_rate: float | None = None
 
     def __post_init__(self):
         for name in ("latent_size", "memory_size", "steps", "lora_rank"):
@@ -97,6 +102,10 @@ class RealLarimarRecipe:
             raise ValueError(f"episode_size={self.episode_size!r} is out of range; expected an integer >= 2.")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps!r} is out of range; expected an integer >= 0.")
+        if self.memory_readout not in ("latent", "context"):
+            raise ValueError(f"memory_readout={self.memory_readout!r} is not supported; expected 'latent' or 'context'.")
+        if self.memory_readout == "context" and (self.corpus != "natural" or self.decoder_lora):
+            raise ValueError('memory_readout="context" trains the addressing on the natural corpus, decoder frozen.')
         if self.corpus not in CORPORA:
             raise ValueError(f"corpus={self.corpus!r} is not supported; expected one of {list(CORPORA)}.")
         for name in ("learning_rate", "lora_learning_rate"):
@@ -107,17 +116,40 @@ class RealLarimarRecipe:
     def fingerprint(self) -> str:
         fields = asdict(self)
         # Options added after the first cached models: left out at their defaults, so those keep their folders.
-        for name, default in (("corpus", "template"), ("decoder_lora", True)):
+        for name, default in (
+            ("corpus", "template"),
+            ("decoder_lora", True),
+            ("memory_readout", "latent"),
+            ("context_template", "New fact: {memory}\n"),
+            ("scope_neighbour_rate", None),
+        ):
             if fields[name] == default:
                 del fields[name]
         return hash_recipe({"version": _RECIPE_VERSION, **fields})
 
 
 NATURAL_RECIPE = RealLarimarRecipe(
+    corpus="natural",
+    decoder_lora=False,
+    memory_readout="context",
+    context_template="New fact: {memory} {memory}\n",
+    latent_size=384,
+    memory_size=384,
+    steps=300,
+    episode_size=32,
+    learning_rate=1e-3,
+    scope_threshold=0.4,
+    scope_neighbour_rate=0.05,
+)
+"""The natural-facts recipe (issue 16): `memory_readout="context"` (the text of the item a prompt addresses is
+placed before it), the addressing trained on [`hf_ext.testing.larimar_natural`]'s facts and paraphrases, the scope
+threshold calibrated on training subjects; SmolLM2 is never changed (see examples/larimar/README.md)."""
+
+LATENT_NATURAL_RECIPE = RealLarimarRecipe(
     corpus="natural", decoder_lora=False, steps=100, episode_size=32, learning_rate=1e-3, scope_threshold=None
 )
-"""The natural-facts recipe (issue 16): the memory path alone, trained on
-[`hf_ext.testing.larimar_natural`]'s facts; SmolLM2 stays itself (see examples/larimar/README.md)."""
+"""The first natural recipe: the paper's latent read-out, the memory path alone trained to decode the facts'
+objects from the read latent (measured in examples/larimar/README.md: it does not recall unseen objects)."""
 
 
 def build_real_larimar(recipe: RealLarimarRecipe | None = None):
@@ -148,6 +180,8 @@ def build_real_larimar(recipe: RealLarimarRecipe | None = None):
             autoencoder_weight=0.0,
             no_memory_weight=0.0,
             scope_threshold=recipe.scope_threshold,
+            memory_readout=recipe.memory_readout,
+            context_template=recipe.context_template,
             # With the decoder left as it is, an empty memory (or an out-of-scope query) gives exactly the decoder.
             mask_empty_slot=not recipe.decoder_lora,
         )
@@ -190,12 +224,15 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     else:  # only the memory path trains: with an empty memory (z = 0) the decoder is the pretrained one
         peft_model = model
     larimar = model.model
-    new_parts = [
-        *larimar.latent_projection.parameters(),
-        *larimar.prefix_projection.parameters(),
-        *larimar.embedding_projection.parameters(),
-        larimar.memory.prior,
-    ]
+    if recipe.memory_readout == "context":  # the decoder reads text: only the addressing (the latents) trains
+        new_parts = list(larimar.latent_projection.parameters())
+    else:
+        new_parts = [
+            *larimar.latent_projection.parameters(),
+            *larimar.prefix_projection.parameters(),
+            *larimar.embedding_projection.parameters(),
+            larimar.memory.prior,
+        ]
     for parameter in new_parts:
         parameter.requires_grad_(True)
     lora = [p for name, p in peft_model.named_parameters() if p.requires_grad and "lora_" in name]
@@ -220,8 +257,12 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
                 episode = natural_training_episode(rng, recipe.episode_size)
             else:
                 episode = training_episode(rng, recipe.episode_size)
-            batch = processor.episode([f.text for f in episode], [f.prompt for f in episode])
-            if recipe.answer_only:
+            if recipe.memory_readout == "context":
+                # each fact's query is a paraphrase of its prompt (see LarimarForCausalLM._addressing_objective)
+                batch = processor.episode([f.text for f in episode], [f.query for f in episode])
+            else:
+                batch = processor.episode([f.text for f in episode], [f.prompt for f in episode])
+            if recipe.answer_only and recipe.memory_readout == "latent":
                 # A frozen decoder continues the sentence after the answer ("Lisbon, Portugal"); teaching the memory
                 # path to force EOS there would take all of its capacity, so only the object counts.
                 label_answers_only(batch, processor, [f.prompt for f in episode], eos=recipe.decoder_lora)
@@ -247,6 +288,18 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     return model.eval(), log
 
 
+def calibrate_real_scope(model, processor, neighbour_rate: float, num_records: int = 64, seed: int = 7) -> dict:
+    """Set `model.config.scope_threshold` to the threshold that keeps `neighbour_rate` of neighbourhood prompts in
+    scope on a validation set of *training* subjects and objects (never the evaluation's); returns the calibration."""
+    from hf_ext.larimar.evaluation import calibrate_scope_threshold
+    from hf_ext.testing.larimar_natural import counterfact_records
+
+    records = counterfact_records(num_records, seed=seed, held_out=False)
+    result = calibrate_scope_threshold(model, processor, records, neighbour_rate=neighbour_rate)
+    model.config.scope_threshold = result["scope_threshold"]
+    return result
+
+
 def real_larimar_dir(
     recipe: RealLarimarRecipe | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Path:
@@ -262,6 +315,8 @@ def real_larimar_dir(
     def build(staging: Path) -> None:
         model, processor = build_real_larimar(recipe)
         model, log = train_real_larimar(model, processor, recipe, progress=progress)
+        if recipe.scope_neighbour_rate is not None:
+            log["scope_calibration"] = calibrate_real_scope(model, processor, recipe.scope_neighbour_rate)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")

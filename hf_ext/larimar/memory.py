@@ -57,6 +57,7 @@ __all__ = [
     "hierarchical_read",
     "item_weights",
     "pinv",
+    "addressing_loss",
     "read",
     "read_with_keys",
     "reference_keys",
@@ -498,6 +499,45 @@ def item_weights(query_keys: torch.Tensor, item_keys: torch.Tensor, precision: t
     dtype = compute_dtype(query_keys, item_keys, precision)
     solved = torch.linalg.solve(precision.to(dtype), item_keys.to(dtype).transpose(-2, -1))  # [B, K, N]
     return query_keys.to(dtype) @ solved
+
+
+@_autocast_off
+def addressing_loss(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    threshold: float,
+    temperature: float = 0.05,
+) -> torch.Tensor:
+    """Cross-entropy of "which stored item does each query address, or none": the logits are the queries' cosine
+    similarities to the items over `temperature`, plus one "none" logit `(1 - threshold) / temperature` (the
+    similarity at the scope threshold's distance). A query about a stored item learns to be nearer to it than to
+    the others and than the threshold; a query about nothing stored (target `-1`) learns to stay beyond it.
+
+    Args:
+        queries (`torch.Tensor` of shape `[B, Q, C]`), items (`torch.Tensor` of shape `[B, N, C]`): Latents.
+        targets (`torch.LongTensor` of shape `[B, Q]`): The item each query is about, `-1` for none.
+        threshold (`float`): The scope threshold (a cosine distance in `[0, 2]`).
+    """
+    check_range("threshold", threshold, ge=0, le=2, hint="(a cosine distance)")
+    check_range("temperature", temperature, gt=0)
+    if queries.ndim != 3 or items.ndim != 3 or queries.shape[::2] != items.shape[::2]:
+        raise ValueError(
+            f"queries [B, Q, C] and items [B, N, C] expected; got {tuple(queries.shape)} and {tuple(items.shape)}."
+        )
+    if targets.shape != queries.shape[:2]:
+        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match queries {tuple(queries.shape)}.")
+    if bool(((targets < -1) | (targets >= items.shape[1])).any()):
+        raise ValueError(f"targets must be item indices in [0, {items.shape[1]}) or -1 (none).")
+    dtype = compute_dtype(queries, items)
+    q = torch.nn.functional.normalize(queries.to(dtype), dim=-1)
+    k = torch.nn.functional.normalize(items.to(dtype), dim=-1)
+    similarity = q @ k.transpose(-2, -1)
+    none = similarity.new_full((*similarity.shape[:2], 1), 1.0 - threshold)
+    logits = torch.cat([similarity, none], -1) / temperature
+    labels = torch.where(targets < 0, items.shape[1], targets)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
 @_autocast_off

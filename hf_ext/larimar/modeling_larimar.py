@@ -1457,6 +1457,10 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             )
         episodes = items // episode_size
         model = self.model
+        if config.memory_readout == "context":
+            return self._addressing_objective(
+                encoder_input_ids, encoder_attention_mask, query_input_ids, query_attention_mask, episodes
+            )
         z = model.encode(encoder_input_ids, encoder_attention_mask)
         z_episodes = z.view(episodes, episode_size, -1)
         queries = z_episodes
@@ -1510,6 +1514,31 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             query_loss=losses["query"].detach() if "query" in losses else None,
             kl_loss=kl.detach(),
         )
+
+    def _addressing_objective(
+        self, encoder_input_ids, encoder_attention_mask, query_input_ids, query_attention_mask, episodes
+    ) -> LarimarCausalLMOutputWithPast:
+        """The objective of `memory_readout="context"`: the decoder only reads the text of the item a query
+        addresses, so what trains is the addressing. In each episode the first half of the items is stored; every
+        item's query must address its own item among those ([`~hf_ext.larimar.memory.addressing_loss`]), and the
+        second half's queries (about nothing stored) must fall outside the scope threshold."""
+        if query_input_ids is None:
+            raise ValueError(
+                'memory_readout="context" trains the addressing: the batch needs query_input_ids (each item\'s query, '
+                "e.g. a paraphrase of its prompt; LarimarEpisodeCollator(prompt_field=...))."
+            )
+        model = self.model
+        size = encoder_input_ids.shape[0] // episodes
+        if size < 2:
+            raise ValueError(f"episode_size={size} is too small to store some items and query others; use >= 2.")
+        z = model.encode(encoder_input_ids, encoder_attention_mask).view(episodes, size, -1)
+        q = model.encode(query_input_ids, query_attention_mask).view(episodes, size, -1)
+        stored = (size + 1) // 2
+        targets = torch.arange(size, device=z.device)
+        targets = torch.where(targets < stored, targets, -1).expand(episodes, -1)
+        threshold = self.config.scope_threshold if self.config.scope_threshold is not None else 0.5
+        loss = memory_math.addressing_loss(q, z[:, :stored], targets, threshold=threshold)
+        return LarimarCausalLMOutputWithPast(loss=loss, query_loss=loss.detach())
 
     kl_scale: float = 1.0
     """Multiplies `config.kl_beta` (set by [`LarimarKLAnnealingCallback`] during training)."""

@@ -81,6 +81,17 @@ class LarimarScriptArguments:
     scope_threshold: float | None = field(
         default=0.5, metadata={"help": "New model: cosine distance beyond which a query reads nothing (None: off)."}
     )
+    memory_readout: str = field(
+        default="latent",
+        metadata={
+            "help": "New model: how a read reaches the decoder, 'latent' (the paper's memory slot) or 'context' (the "
+            "text of the item read, placed before the prompt)."
+        },
+    )
+    context_template: str = field(
+        default="New fact: {memory}\n",
+        metadata={"help": "New model, memory_readout=context: how the text read is placed ({memory} is the text)."},
+    )
     dataset_name: str | None = field(
         default=None,
         metadata={
@@ -152,6 +163,8 @@ def _load_model(script_args: LarimarScriptArguments):
             episode_size=script_args.episode_size,
             mask_empty_slot=script_args.mask_empty_slot,
             scope_threshold=script_args.scope_threshold,
+            memory_readout=script_args.memory_readout,
+            context_template=script_args.context_template,
         )
     except load_errors() as error:
         raise CommandError(f"cannot load the encoder or the decoder: {error}") from None

@@ -23,7 +23,7 @@ phrasings (`paraphrase_prompts`, *generalisation*) and about other evaluation su
 "P(target_new) > P(target_true)" starts near 50 % for a model that has read nothing.
 
 Training rows ([`natural_fact_dataset`], the fixture dataset `hf-ext-testing/larimar-natural-facts`) are
-`text` / `prompt` / `answer`, `episode_size` facts with distinct subjects per episode, in episode order.
+`text` / `prompt` / `answer` / `query` (a paraphrase of the prompt), `episode_size` facts with distinct subjects per episode, in episode order.
 """
 
 from __future__ import annotations
@@ -228,20 +228,22 @@ def relation_objects(relation: Relation, held_out: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class NaturalFact:
-    """One natural fact: `prompt` (a phrasing of the relation about the subject) followed by `object`."""
+    """One natural fact: `prompt` (a phrasing of the relation about the subject) followed by `object`; `query` is
+    another phrasing of the same question (a paraphrase, for training the memory's addressing)."""
 
     subject: str
     relation: str
     phrasing: int
     prompt: str
     object: str
+    query: str = ""
 
     @property
     def text(self) -> str:
         return f"{self.prompt} {self.object}"
 
     def as_dict(self) -> dict[str, str]:
-        return {"text": self.text, "prompt": self.prompt, "answer": self.object}
+        return {"text": self.text, "prompt": self.prompt, "answer": self.object, "query": self.query}
 
 
 def _relation(name: str) -> Relation:
@@ -257,14 +259,22 @@ def natural_training_episode(rng: random.Random, size: int) -> list[NaturalFact]
         relation = RELATIONS[rng.randrange(len(RELATIONS))]
         phrasing = rng.randrange(len(relation.phrasings))
         objects = _cached_objects(relation.name, False)
+        other = rng.choice([p for p in range(len(relation.phrasings)) if p != phrasing])
         facts.append(
-            NaturalFact(subject, relation.name, phrasing, relation.prompt(subject, phrasing), rng.choice(objects))
+            NaturalFact(
+                subject,
+                relation.name,
+                phrasing,
+                relation.prompt(subject, phrasing),
+                rng.choice(objects),
+                relation.prompt(subject, other),
+            )
         )
     return facts
 
 
 def natural_fact_dataset(num_episodes: int, episode_size: int = 32, seed: int = 0):
-    """A `datasets.Dataset` of training facts (`text`, `prompt`, `answer`), `episode_size` rows per episode, in
+    """A `datasets.Dataset` of training facts (`text`, `prompt`, `answer`, `query`), `episode_size` rows per episode, in
     episode order (train with `train_sampling_strategy="sequential"` to keep episodes whole)."""
     from datasets import Dataset
 

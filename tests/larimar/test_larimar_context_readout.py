@@ -11,7 +11,8 @@ FACTS = ["the old harbour keeps a red boat", "a short walk leads to the market",
 
 
 def _context_model(larimar_factory, family="gpt2", **config):
-    model = larimar_factory(family, memory_readout="context", mask_empty_slot=True, scope_threshold=None, **config)
+    config = {"memory_readout": "context", "mask_empty_slot": True, "scope_threshold": None, **config}
+    model = larimar_factory(family, **config)
     with torch.no_grad():  # a zero latent is then exactly the decoder
         model.model.prefix_projection.weight.zero_()
         model.model.embedding_projection.weight.zero_()
@@ -218,3 +219,46 @@ def test_calibrated_scope_threshold_keeps_the_asked_share_of_neighbours_in_scope
         calibrate_scope_threshold(model, tiny_processor, records, neighbour_rate=1.5)
     with pytest.raises(ValueError, match="memory is empty"):
         scope_distances(model, tiny_processor, ["the harbour"])
+
+
+def test_addressing_loss_is_the_cross_entropy_over_items_and_none():
+    torch.manual_seed(0)
+    queries, items = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    targets = torch.tensor([[0, 3, -1], [-1, 2, 1]])
+    loss = memory_math.addressing_loss(queries, items, targets, threshold=0.3, temperature=0.1)
+    expected = []
+    for b in range(2):
+        for q in range(3):
+            cosines = [float(torch.cosine_similarity(queries[b, q], items[b, n], dim=0)) for n in range(4)]
+            logits = torch.tensor(cosines + [0.7]) / 0.1
+            label = int(targets[b, q]) if targets[b, q] >= 0 else 4
+            expected.append(-logits.log_softmax(0)[label])
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="targets must be item indices"):
+        memory_math.addressing_loss(queries, items, torch.full((2, 3), 4), threshold=0.3)
+    with pytest.raises(ValueError, match="do not match queries"):
+        memory_math.addressing_loss(queries, items, targets[:, :2], threshold=0.3)
+
+
+def test_context_objective_trains_the_addressing_only(larimar_factory, tiny_processor):
+    model = _context_model(larimar_factory, scope_threshold=0.3, episode_size=4)
+    texts = FACTS + ["the green garden grows a rose"]
+    queries = ["which boat does the harbour keep", "where does the walk lead", "what does the tower hold", "the rose"]
+    batch = tiny_processor.episode(texts, queries)
+    model.train()
+    for module in model.modules():  # the same encodings in the oracle below
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    output = model(**batch)
+    # the oracle: the first half of the episode is stored, the second half's queries address nothing
+    z = model.model.encode(batch["encoder_input_ids"], batch["encoder_attention_mask"])[None]
+    q = model.model.encode(batch["query_input_ids"], batch["query_attention_mask"])[None]
+    expected = memory_math.addressing_loss(q, z[:, :2], torch.tensor([[0, 1, -1, -1]]), threshold=0.3)
+    torch.testing.assert_close(output.loss, expected)
+    output.loss.backward()
+    assert model.model.latent_projection.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.model.decoder.parameters())  # the decoder is not even run
+    model.zero_grad()
+    del batch["query_input_ids"], batch["query_attention_mask"]
+    with pytest.raises(ValueError, match="needs query_input_ids"):
+        model(**batch)
