@@ -1,7 +1,7 @@
 """Larimar sequential edits: natural counterfactual facts written one call at a time, against a LoRA editor.
 
-The model is the natural-facts Larimar (`examples.larimar.model.NATURAL_RECIPE`: MiniLM + SmolLM2, memory path
-trained, trained once and cached). Facts are CounterFact-style rewrites
+The model is the natural-facts Larimar (`examples.larimar.model.NATURAL_RECIPE`: MiniLM + SmolLM2,
+`memory_readout="context"`, the addressing trained, trained once and cached). Facts are CounterFact-style rewrites
 (`hf_ext.testing.larimar_natural.counterfact_records`), subjects and new objects never seen in training.
 
 1. **Larimar**: `write_memory` once per fact (the sequential, recursive least-squares write), up to `--edits`
@@ -168,7 +168,8 @@ def main(argv=None) -> int:
         "",
         f"`python benchmarks/larimar_sequential.py --edits {args.edits} --lora-edits {args.lora_edits}` "
         f"({platform.processor() or platform.machine()}, torch {torch.__version__}, one thread). Model: "
-        f"`NATURAL_RECIPE` (MiniLM + SmolLM2, memory path trained; memory capacity {capacity} items). Facts: "
+        f"`NATURAL_RECIPE` (MiniLM + SmolLM2, context read-out, addressing trained; memory capacity {capacity} "
+        "items). Facts: "
         "CounterFact-style rewrites about subjects never seen in training, new objects never answers in training.",
         "",
         f"Recall = every token of the new object is the greedy one after the rewrite prompt; score = P(new) > "
@@ -209,9 +210,39 @@ def main(argv=None) -> int:
         ),
         "",
     ]
+    figure = _plot(larimar, lora, capacity, args.output.with_suffix(".png"))
+    if figure is not None:
+        lines += [f"![recall against edits]({figure.name})", ""]
     args.output.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
+
+
+def _plot(larimar: list[dict], lora: list[dict], capacity: int, path: Path) -> Path | None:
+    """Recall against the number of edits, both editors (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for rows, name, style in ((larimar, "Larimar", "-"), (lora, "LoRA", "--")):
+        for key, colour in (("first", "tab:blue"), ("latest", "tab:orange"), ("forgotten", "tab:red")):
+            points = [(row["edits"], row[key]) for row in rows if key in row]
+            if points:
+                ax.plot(*zip(*points), style, color=colour, marker="o", label=f"{name}: {key}")
+    ax.axvline(capacity, color="grey", linestyle=":", label=f"capacity ({capacity})")
+    ax.set_xscale("log")
+    ax.set_xlabel("edits written one at a time")
+    ax.set_ylabel("exact recall")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

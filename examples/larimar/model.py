@@ -103,7 +103,9 @@ class RealLarimarRecipe:
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps!r} is out of range; expected an integer >= 0.")
         if self.memory_readout not in ("latent", "context"):
-            raise ValueError(f"memory_readout={self.memory_readout!r} is not supported; expected 'latent' or 'context'.")
+            raise ValueError(
+                f"memory_readout={self.memory_readout!r} is not supported; expected 'latent' or 'context'."
+            )
         if self.memory_readout == "context" and (self.corpus != "natural" or self.decoder_lora):
             raise ValueError('memory_readout="context" trains the addressing on the natural corpus, decoder frozen.')
         if self.corpus not in CORPORA:

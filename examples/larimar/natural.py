@@ -15,7 +15,16 @@ from pathlib import Path
 import torch
 
 
-__all__ = ["general_prompts", "greedy_agreement", "heldout_text", "measure_model", "measure_natural", "perplexity"]
+__all__ = [
+    "addressing",
+    "compare_addressing",
+    "general_prompts",
+    "greedy_agreement",
+    "heldout_text",
+    "measure_model",
+    "measure_natural",
+    "perplexity",
+]
 
 DATA = Path(__file__).parent / "data"
 
@@ -121,6 +130,65 @@ def measure_model(
     }
 
 
+@torch.no_grad()
+def addressing(model, processor, records) -> dict:
+    """How the memory is addressed once the records' rewrites are written (context read-out): the share of rewrite
+    and paraphrase prompts that read their own record's text, and of neighbourhood prompts that read nothing.
+    The memory is reset afterwards."""
+    model.reset_memory()
+    model.write_memory([r.rewrite_text for r in records], processor=processor)
+    try:
+        groups = {
+            "rewrite": [(i, r.rewrite_prompt) for i, r in enumerate(records)],
+            "paraphrase": [(i, p) for i, r in enumerate(records) for p in r.paraphrase_prompts],
+            "neighbourhood": [(None, p) for r in records for p in r.neighbourhood_prompts],
+        }
+        result = {}
+        for name, items in groups.items():
+            read = model.read_memory_items([p for _, p in items], processor)
+            result[f"{name}_reads_own"] = sum(got == want for (want, _), got in zip(items, read)) / len(items)
+    finally:
+        model.reset_memory()
+    return result
+
+
+def compare_addressing(num_facts: int = 32, fact_seed: int = 1234) -> list[dict]:
+    """The context read-out with three ways of addressing the memory (each scope threshold calibrated on training
+    subjects, 5 % of neighbours in scope): the untrained latent projection of the frozen MiniLM, the projection the
+    latent recipe trained (`LATENT_NATURAL_RECIPE`), and the addressing `NATURAL_RECIPE` trains."""
+    from examples.larimar.model import (
+        LATENT_NATURAL_RECIPE,
+        NATURAL_RECIPE,
+        build_real_larimar,
+        calibrate_real_scope,
+        real_larimar_dir,
+    )
+    from hf_ext.larimar.evaluation import evaluate_counterfact
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+    from hf_ext.testing.larimar_natural import counterfact_records
+
+    records = counterfact_records(num_facts, seed=fact_seed)
+    context = {"memory_readout": "context", "context_template": NATURAL_RECIPE.context_template}
+    rows = []
+    for name in ("untrained projection", "latent recipe's projection", "addressing trained (NATURAL_RECIPE)"):
+        if name.startswith("untrained"):
+            model, processor = build_real_larimar(NATURAL_RECIPE)
+        else:
+            path = real_larimar_dir(NATURAL_RECIPE if "addressing" in name else LATENT_NATURAL_RECIPE)
+            model = LarimarForCausalLM.from_pretrained(path, **context).eval()
+            processor = LarimarProcessor.from_pretrained(path)
+        calibration = calibrate_real_scope(model, processor, NATURAL_RECIPE.scope_neighbour_rate)
+        row = {"addressing": name, "scope_threshold": calibration["scope_threshold"]}
+        row.update(addressing(model, processor, records))
+        figures = evaluate_counterfact(model, processor, records)
+        model.reset_memory()
+        row.update({k: v for k, v in figures.items() if k.endswith(("_exact", "_score")) and "before" not in k})
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     """`python -m examples.larimar.natural [--output FILE] [--scope-threshold X]`: every figure for `NATURAL_RECIPE`
     (trained once and cached), as JSON."""
@@ -132,7 +200,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Measure the natural-facts Larimar (issue 16's protocol).")
     parser.add_argument("--output", default="larimar_natural.json")
     parser.add_argument("--scope-threshold", type=float, default=None)
+    parser.add_argument("--compare", action="store_true", help="Compare ways of addressing the memory instead.")
     args = parser.parse_args(argv)
+    if args.compare:
+        rows = compare_addressing()
+        Path(args.output).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        return 0
     result = measure_natural(real_larimar_dir(NATURAL_RECIPE), scope_threshold=args.scope_threshold)
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     summary = {k: v for k, v in result["counterfact"].items() if k != "per_record"}

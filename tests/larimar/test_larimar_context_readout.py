@@ -198,7 +198,11 @@ def test_calibrated_scope_threshold_keeps_the_asked_share_of_neighbours_in_scope
             paraphrase_prompts=(f"in the {place} you find a",),
             neighbourhood_prompts=(f"the {other} keeps a", f"a walk to the {other} and"),
         )
-        for place, thing, other in [("harbour", "boat", "market"), ("tower", "bell", "garden"), ("mill", "wheel", "road")]
+        for place, thing, other in [
+            ("harbour", "boat", "market"),
+            ("tower", "bell", "garden"),
+            ("mill", "wheel", "road"),
+        ]
     ]
     for rate in (0.0, 0.5, 1.0):
         result = calibrate_scope_threshold(model, tiny_processor, records, neighbour_rate=rate)

@@ -37,7 +37,7 @@ def test_zero_latent_is_the_plain_decoder_only_with_the_slot_masked(
 
 
 @pytest.mark.slow
-def test_natural_recipe_trains_only_the_memory_path(tmp_path, tiny_bert_path, tiny_llama_path):
+def test_natural_recipe_trains_only_the_addressing(tmp_path, tiny_bert_path, tiny_llama_path):
     from transformers import AutoModelForCausalLM
 
     from hf_ext.cli import main
@@ -58,10 +58,14 @@ def test_natural_recipe_trains_only_the_memory_path(tmp_path, tiny_bert_path, ti
     assert main(argv + [item for pair in overrides.items() for item in pair]) == 0
     model = AutoModelForCausalLM.from_pretrained(output).eval()
     plain = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
-    assert model.config.mask_empty_slot and model.config.scope_threshold is None
+    assert model.config.mask_empty_slot and model.config.scope_threshold == 0.4
+    assert model.config.memory_readout == "context"
+    assert model.config.context_template == "New fact: {memory} {memory}\n"
     for name, parameter in plain.model.named_parameters():  # the decoder is untouched
         assert torch.equal(model.model.decoder.get_parameter(name), parameter), name
-    assert model.model.prefix_projection.weight.abs().sum() > 0  # the memory path trained
+    # only the addressing trains: the projections into the decoder are still the zeros they started at
+    assert model.model.prefix_projection.weight.abs().sum() == 0
+    assert model.model.embedding_projection.weight.abs().sum() == 0
     ids = torch.tensor([[1, 5, 9, 13]])
     with torch.no_grad():
         torch.testing.assert_close(

@@ -47,7 +47,11 @@ def test_training_episode_facts_have_distinct_subjects_and_prompt_prefixes():
     assert len({f.subject for f in episode}) == 64
     for fact in episode:
         assert fact.text == f"{fact.prompt} {fact.object}"
-        assert fact.as_dict() == {"text": fact.text, "prompt": fact.prompt, "answer": fact.object}
+        assert fact.as_dict() == {"text": fact.text, "prompt": fact.prompt, "answer": fact.object, "query": fact.query}
+        # the query is another phrasing of the same question about the same subject
+        relation = next(r for r in natural.RELATIONS if r.name == fact.relation)
+        others = {relation.prompt(fact.subject, p) for p in range(len(relation.phrasings)) if p != fact.phrasing}
+        assert fact.query in others
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -89,7 +93,7 @@ def test_fixture_dataset():
     from hf_ext.testing import load_fixture_dataset
 
     dataset = load_fixture_dataset("hf-ext-testing/larimar-natural-facts", size=3, episode_size=8, seed=1)["train"]
-    assert dataset.column_names == ["text", "prompt", "answer"]
+    assert dataset.column_names == ["text", "prompt", "answer", "query"]
     assert len(dataset) == 24
     assert dataset["text"] == natural.natural_fact_dataset(3, 8, seed=1)["text"]
 
@@ -104,3 +108,18 @@ def test_natural_recipe_options():
     assert RealLarimarRecipe().fingerprint() == "bfc313ec3fba"
     assert NATURAL_RECIPE.fingerprint() not in {RealLarimarRecipe().fingerprint()}
     assert NATURAL_RECIPE.corpus == "natural" and not NATURAL_RECIPE.decoder_lora
+    assert NATURAL_RECIPE.memory_readout == "context"
+    with pytest.raises(ValueError, match="memory_readout='bogus'"):
+        RealLarimarRecipe(memory_readout="bogus")
+    with pytest.raises(ValueError, match="decoder frozen"):
+        RealLarimarRecipe(memory_readout="context")  # the template corpus, with a decoder LoRA
+
+
+def test_validation_records_use_training_subjects_and_objects():
+    train_subjects = set(natural.person_names(False))
+    records = natural.counterfact_records(64, seed=7, held_out=False)
+    assert all(r.subject in train_subjects for r in records)
+    relation_objects = {r.name: set(natural.relation_objects(r, False)) for r in natural.RELATIONS}
+    assert all({r.target_new, r.target_true} <= relation_objects[r.relation] for r in records)
+    evaluation = {r.subject for r in natural.counterfact_records(200, seed=7)}
+    assert not evaluation & {r.subject for r in records}
