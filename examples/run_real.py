@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable fro
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples.aot.experiment import STAGE as AOT_STAGE  # noqa: E402
+from examples.larimar.experiment import NATURAL_STAGE as LARIMAR_NATURAL_STAGE  # noqa: E402
 from examples.larimar.experiment import STAGE as LARIMAR_STAGE  # noqa: E402
 from examples.mergealign.experiment import STAGE as MERGEALIGN_STAGE  # noqa: E402
 from examples.risk.experiment import STAGE as RISK_STAGE  # noqa: E402
@@ -24,7 +25,7 @@ from examples.sasa.experiment import STAGE as SASA_STAGE  # noqa: E402
 from examples.seal.experiment import STAGE as SEAL_STAGE  # noqa: E402
 
 
-REAL_STAGES = [AOT_STAGE, LARIMAR_STAGE, SASA_STAGE, MERGEALIGN_STAGE, SEAL_STAGE, RISK_STAGE]
+REAL_STAGES = [AOT_STAGE, LARIMAR_STAGE, LARIMAR_NATURAL_STAGE, SASA_STAGE, MERGEALIGN_STAGE, SEAL_STAGE, RISK_STAGE]
 """The real experiments in the order they run (the risk stage ranks the models the others measured)."""
 
 

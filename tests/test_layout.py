@@ -98,7 +98,7 @@ def test_demo_and_examples_list_their_stages_explicitly():
     assert [s.name for s in DEMO_STAGES] == ["foundation", "aot", "larimar", "sasa", "mergealign", "seal", "risk"]
     from examples.run_real import REAL_STAGES
 
-    assert [s.name for s in REAL_STAGES] == ["aot", "larimar", "sasa", "mergealign", "seal", "risk"]
+    assert [s.name for s in REAL_STAGES] == ["aot", "larimar", "larimar-natural", "sasa", "mergealign", "seal", "risk"]
     for method in METHODS:
         assert (ROOT / "examples" / method / "README.md").is_file()
 

@@ -341,15 +341,17 @@ def run_real_natural(
         ),
         figures=figures,
         details=(
-            "A Larimar of all-MiniLM-L6-v2 and SmolLM2-135M-Instruct whose memory path alone was trained on natural "
-            "facts (hf_ext.testing.larimar_natural), measured with hf_ext.larimar.evaluation.evaluate_counterfact "
-            "on edits whose subjects and new objects never occur in training."
+            "A Larimar of all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (both frozen) with the context read-out: a "
+            "prompt addresses the memory and the text of the fact it addresses is placed before it; the addressing "
+            "was trained on natural facts (hf_ext.testing.larimar_natural) and its scope calibrated on training "
+            "subjects. Measured with hf_ext.larimar.evaluation.evaluate_counterfact on edits whose subjects and new "
+            "objects never occur in training."
         ),
     )
 
 
 NATURAL_STAGE = DemoStage(
     name="larimar-natural",
-    title="Larimar: natural counterfactual facts (MiniLM + SmolLM2, memory path only)",
+    title="Larimar: natural counterfactual facts (MiniLM + SmolLM2, context read-out)",
     run=run_real_natural,
 )

@@ -146,7 +146,8 @@ def addressing(model, processor, records) -> dict:
         result = {}
         for name, items in groups.items():
             read = model.read_memory_items([p for _, p in items], processor)
-            result[f"{name}_reads_own"] = sum(got == want for (want, _), got in zip(items, read)) / len(items)
+            key = "neighbourhood_reads_nothing" if name == "neighbourhood" else f"{name}_reads_own"
+            result[key] = sum(got == want for (want, _), got in zip(items, read)) / len(items)
     finally:
         model.reset_memory()
     return result
