@@ -1,10 +1,10 @@
-"""Why does the natural recipe not make the frozen SmolLM2 say the object? (issue 16, diagnosis)
+"""Why does the latent natural recipe not make the frozen SmolLM2 say the object? (issue 16, diagnosis)
 
-Trains only the memory path of a fresh `NATURAL_RECIPE` Larimar (latent projection, `prefix_projection`: one KV
-slot per decoder layer, `embedding_projection`: an offset added to every token embedding) on the autoencoder term
+Trains only the memory path of a fresh `LATENT_NATURAL_RECIPE` Larimar, the paper's latent read-out (latent
+projection, `prefix_projection`: one KV slot per decoder layer, `embedding_projection`: an offset added to every token embedding) on the autoencoder term
 alone, CE(object | e(fact)): the decoder is conditioned on each fact's *own* latent, no memory read, so this is the
 most the conditioning can carry. Frozen encoder and decoder, `mask_empty_slot`, loss on the object's tokens only,
-as `train_real_larimar` does for `NATURAL_RECIPE`.
+as `train_real_larimar` does for `LATENT_NATURAL_RECIPE`.
 
 - `overfit`: one fixed episode of 32 training facts, `--steps` steps at `--lr`; exact match (every object token is
   the arg-max, teacher-forced) of those facts given their own latent.
@@ -33,13 +33,13 @@ import time
 
 import torch
 
-from examples.larimar.model import NATURAL_RECIPE, build_real_larimar, label_answers_only
+from examples.larimar.model import LATENT_NATURAL_RECIPE, build_real_larimar, label_answers_only
 from hf_ext.testing.larimar_natural import counterfact_records, natural_training_episode
 
 
 def answer_batch(processor, facts):
     """The training batch of `facts` with only the object's tokens labelled (no prompt, no EOS), as
-    `train_real_larimar` builds it for `NATURAL_RECIPE`."""
+    `train_real_larimar` builds it for `LATENT_NATURAL_RECIPE`."""
     batch = processor.episode([f.text for f in facts])
     return label_answers_only(batch, processor, [f.prompt for f in facts], eos=False)
 
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, PROCESSOR = build_real_larimar(NATURAL_RECIPE)
+    model, PROCESSOR = build_real_larimar(LATENT_NATURAL_RECIPE)
     rng = random.Random(0)
     fixed = natural_training_episode(rng, args.episode_size)
     if args.experiment == "context":

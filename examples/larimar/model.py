@@ -33,11 +33,15 @@ recipe of the `real` tests), 262 s, 41 %; 300 steps of 16, 650 s, 78 %; 150 step
 then separates a fact from its prompt; one run (250 steps of 24, learning rate 5e-4) stalled at a high loss.
 
 **The natural recipe** (`NATURAL_RECIPE`, issue 16) trains on the natural facts of
-[`hf_ext.testing.larimar_natural`] instead (`corpus="natural"`) and leaves the decoder alone
-(`decoder_lora=False`): only the latent projection, the memory prior and the two projections into the decoder
-train, with `mask_empty_slot`, so that an empty memory or an out-of-scope query gives exactly SmolLM2; the answer's
-loss counts the object's tokens only (a frozen decoder continues the sentence after the answer, so it is not taught
-to stop there). What it measures, and every alternative tried, is in `examples/larimar/README.md`.
+[`hf_ext.testing.larimar_natural`] instead (`corpus="natural"`), leaves the decoder alone (`decoder_lora=False`,
+`mask_empty_slot`: an empty memory or an out-of-scope query gives exactly SmolLM2) and reads the memory into the
+decoder's context (`memory_readout="context"`: the text of the fact a prompt addresses is placed before it). Only
+the addressing trains (the latent projection; each fact's paraphrased query must address it, queries about nothing
+stored must fall out of scope), in about 2 CPU-minutes; then the scope threshold is calibrated on training
+subjects ([`calibrate_real_scope`]). `LATENT_NATURAL_RECIPE` is the first natural recipe, with the paper's latent
+read-out (the memory path trained to make the frozen decoder say the object from the read latent; the answer's
+loss counts the object's tokens only). What each measures, and every alternative tried, is in
+`examples/larimar/README.md`.
 """
 
 from __future__ import annotations
