@@ -846,6 +846,16 @@ class LarimarPreTrainedModel(PreTrainedModel):
         tokens = _unflatten_token_lists(tensors.get("item_lengths"), tensors.get("item_tokens"))
         contexts = _unflatten_token_lists(tensors.get("context_lengths"), tensors.get("context_tokens"))
         texts = json.loads(metadata["item_texts"]) if "item_texts" in metadata else []
+        if self.config.memory_readout == "context" and (
+            len(contexts) < tensors["latents"].shape[0] or None in contexts
+        ):
+            warnings.warn(
+                f"{path} holds items without their text (written as token ids, or by an older hf-ext): with "
+                'memory_readout="context" a prompt that addresses one of them gets no context. Write them again with '
+                "write_memory(texts, processor=...).",
+                UserWarning,
+                stacklevel=3,
+            )
         device = self.device
         self._larimar()._memory_state = EpisodicMemoryState(
             tensors["memory"].to(device),

@@ -7,7 +7,13 @@ from transformers import TrainerCallback
 from .._validation import check_range
 
 
-__all__ = ["LarimarEpisodeCollator", "LarimarKLAnnealingCallback", "kl_annealing_scale", "warmup_linear_decay"]
+__all__ = [
+    "LarimarEpisodeCollator",
+    "LarimarKLAnnealingCallback",
+    "freeze_all_but_addressing",
+    "kl_annealing_scale",
+    "warmup_linear_decay",
+]
 
 
 class LarimarEpisodeCollator:
@@ -118,3 +124,15 @@ def _unwrap(model):
                 break
         else:
             return model
+
+
+def freeze_all_but_addressing(model, *, train_encoder: bool = False) -> list:
+    """Make only what the `memory_readout="context"` objective trains require gradients: the latent projection, and
+    the encoder with `train_encoder`. Every other parameter would get no gradient (DDP refuses those unless
+    `find_unused_parameters`). Returns the trainable parameters."""
+    larimar = model.model if hasattr(model, "model") else model
+    model.requires_grad_(False)
+    larimar.latent_projection.requires_grad_(True)
+    if train_encoder:
+        larimar.encoder.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]

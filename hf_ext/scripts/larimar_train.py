@@ -229,6 +229,16 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
     if script_args.freeze_decoder:
         model.model.decoder.requires_grad_(False)
         model.lm_head.requires_grad_(False)
+    if model.config.memory_readout == "context":
+        # Its objective trains the addressing alone: every other part would get no gradient, which DDP refuses.
+        if script_args.prompt_field is None or script_args.prompt_field not in dataset.column_names:
+            raise CommandError(
+                "memory_readout=context trains the addressing from each text's query: give --prompt_field, a column "
+                f"of the dataset (columns: {dataset.column_names})."
+            )
+        from hf_ext.larimar.training import freeze_all_but_addressing
+
+        freeze_all_but_addressing(model, train_encoder=not script_args.freeze_encoder)
     # The collator reads the raw text columns, and episodes must stay whole.
     training_args.remove_unused_columns = False
     trainer = Trainer(

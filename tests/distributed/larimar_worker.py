@@ -5,6 +5,8 @@ the model wrapped in DDP, or sharded with FSDP2's `fully_shard`), or imported an
 episodes, one process). The encoder is trainable and mean-pooled (its pooler unused) and DDP runs with
 `find_unused_parameters=False` and activation checkpointing: the setting where an unused parameter is an error.
 Writes `OUT/<wrapper>-rank<r>.safetensors` with each step's loss and every parameter's gradient (gathered in full).
+The wrapper `ddp-context` is DDP on a `memory_readout="context"` Larimar, whose objective trains the addressing alone
+(the encoder and the latent projection; everything else frozen, as `larimar-train` does).
 """
 
 import os
@@ -33,8 +35,9 @@ def episodes(processor):
     return chosen
 
 
-def build():
+def build(readout="latent"):
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.training import freeze_all_but_addressing
     from hf_ext.testing import tiny_model_dir
 
     torch.manual_seed(0)
@@ -46,10 +49,14 @@ def build():
         pooling="mean",
         w_logvar_mode="memory",
         deterministic_read=True,
+        memory_readout=readout,
+        scope_threshold=0.5,
     )
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+    if readout == "context":
+        freeze_all_but_addressing(model, train_encoder=True)
     return model
 
 
@@ -78,9 +85,9 @@ def run(out_dir, wrapper="ddp", world_size=None):
     mine = facts[rank * share : (rank + 1) * share]
     batch = processor.episode([f.text for f in mine], [f.prompt for f in mine])
 
-    model = build().train()
+    model = build("context" if wrapper == "ddp-context" else "latent").train()
     enable_activation_checkpointing(model, {"use_reentrant": False})
-    if distributed and wrapper == "ddp":
+    if distributed and wrapper in ("ddp", "ddp-context"):
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
     elif distributed and wrapper == "fsdp2":
         from torch.distributed.fsdp import fully_shard
@@ -91,7 +98,7 @@ def run(out_dir, wrapper="ddp", world_size=None):
     else:
         wrapped = model
     names = {id(p): n for n, p in model.named_parameters()}  # FSDP2 replaces the parameters by sharded ones
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
     tensors = {}
     for step in range(STEPS):
         optimizer.zero_grad(set_to_none=True)

@@ -22,9 +22,13 @@ TOLERANCE = {0: {"total": 1e-5, "parameter": 1e-4}, 1: {"total": 1e-4, "paramete
 
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
-    out = tmp_path_factory.mktemp("larimar-single")
-    load_worker(WORKER).run(out, world_size=1)
-    return load_tensors(out / "ddp-rank0.safetensors")
+    """One process on both episodes, for each read-out."""
+    results = {}
+    for wrapper in ("ddp", "ddp-context"):
+        out = tmp_path_factory.mktemp("larimar-single")
+        load_worker(WORKER).run(out, wrapper, world_size=1)
+        results[wrapper] = load_tensors(out / f"{wrapper}-rank0.safetensors")
+    return results
 
 
 def _rel(a, b):
@@ -33,9 +37,11 @@ def _rel(a, b):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2", "ddp-context"])
 def test_two_gloo_processes_equal_one_process(wrapper, single_process, tmp_path):
     run_two_processes(WORKER, tmp_path, wrapper, timeout=300)
+    single_process = single_process["ddp-context" if wrapper == "ddp-context" else "ddp"]
+    readout = "context" if wrapper == "ddp-context" else "latent"
 
     ranks = [load_tensors(tmp_path / f"{wrapper}-rank{rank}.safetensors") for rank in (0, 1)]
     for step, tolerance in TOLERANCE.items():
@@ -45,7 +51,8 @@ def test_two_gloo_processes_equal_one_process(wrapper, single_process, tmp_path)
         torch.testing.assert_close((losses[0] + losses[1]) / 2, single_process[f"loss.{step}"], rtol=1e-6, atol=0)
 
         names = sorted(k for k in single_process if k.startswith(f"grad.{step}."))
-        assert len(names) == sum(1 for _ in load_worker(WORKER).build().parameters())  # every parameter has a gradient
+        trainable = [p for p in load_worker(WORKER).build(readout).parameters() if p.requires_grad]
+        assert len(names) == len(trainable)  # every trainable parameter has a gradient
         total = torch.cat([single_process[n].flatten() for n in names])
         for rank in (0, 1):
             assert sorted(k for k in ranks[rank] if k.startswith(f"grad.{step}.")) == names
