@@ -702,6 +702,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
             "center_latents",
             "latent_as_embedding",
             "mask_empty_slot",
+            "memory_readout",
+            "context_template",
             "pinv_method",
             "memory_dtype",
             "memory_ridge",
@@ -1615,7 +1617,10 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             input_ids=spliced.input_ids, attention_mask=spliced.attention_mask, memory_latent=zero, **kwargs
         )
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        restored = torch.cat([input_ids.to(sequences.device), sequences[:, spliced.input_ids.shape[1] :]], dim=1)
+        prompts = input_ids.to(sequences.device)
+        if sequences.shape[0] != prompts.shape[0]:  # num_return_sequences: each prompt's outputs are consecutive
+            prompts = prompts.repeat_interleave(sequences.shape[0] // prompts.shape[0], dim=0)
+        restored = torch.cat([prompts, sequences[:, spliced.input_ids.shape[1] :]], dim=1)
         if isinstance(output, torch.Tensor):
             return restored
         output.sequences = restored

@@ -115,6 +115,13 @@ def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_facto
         alone = torch.tensor(tiny_processor._decoder_ids([text], False, None))
         expected = model.generate(input_ids=alone, memory_latent=torch.zeros(1, model.config.latent_size), **kwargs)
         assert generated[row, inputs["input_ids"].shape[1] :].tolist() == expected[0, alone.shape[1] :].tolist()
+    # beam search with several sequences per prompt, and a dict output: the prompts are restored row by row
+    beams = model.generate(
+        **inputs, **kwargs, num_beams=2, num_return_sequences=2, return_dict_in_generate=True, output_scores=True
+    )
+    assert beams.sequences.shape[0] == 4
+    prompt_ids = inputs["input_ids"].repeat_interleave(2, dim=0)
+    assert torch.equal(beams.sequences[:, : prompt_ids.shape[1]], prompt_ids)
 
 
 def test_context_readout_with_labels_scores_the_prompt_tokens_only(larimar_factory, tiny_processor):
