@@ -500,7 +500,12 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 f"The Larimar memory now holds {state.size} items but can tell apart at most {self.memory_capacity} "
                 f"(min of memory_size={self.config.memory_size}, latent_size={self.config.latent_size} and the "
                 f"encoder's hidden size={self.config.encoder.hidden_size}): recall of every stored item degrades once "
-                "the items outnumber that rank. Forget items, reset the memory or use a larger model.",
+                "the items outnumber that rank. Forget items, reset the memory or use a larger model"
+                + (
+                    ' (or context_addressing="nearest", which does not blur with the number of items).'
+                    if self.config.memory_readout == "context" and self.config.context_addressing == "memory"
+                    else "."
+                ),
                 stacklevel=2,
             )
         return state.size
@@ -541,9 +546,10 @@ class LarimarPreTrainedModel(PreTrainedModel):
         encoder_attention_mask=None,
         scope: bool = True,
     ) -> list[int | None]:
-        """For each query, the index (in [`memory_texts`]) of the stored item its read draws on most: the largest
-        of the read's weights over the items ([`~hf_ext.larimar.memory.item_weights`]). `None` for a query out of
-        scope (`config.scope_threshold`, with `scope=True`) and for every query of an empty memory."""
+        """For each query, the index (in [`memory_texts`]) of the stored item it addresses: the largest of the
+        memory read's weights over the items ([`~hf_ext.larimar.memory.item_weights`]), or the nearest stored latent
+        with `config.context_addressing="nearest"`. `None` for a query out of scope (`config.scope_threshold`, with
+        `scope=True`) and for every query of an empty memory."""
         q = self.encode_texts(
             queries, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
         )
@@ -554,8 +560,12 @@ class LarimarPreTrainedModel(PreTrainedModel):
         if state is None or state.size == 0:
             return [None] * q.shape[0]
         state = state.to(q.device)
-        weights = memory_math.item_weights(state.keys(q[None]), state.keys(state.latents[None]), state.precision[None])
-        best = weights[0].argmax(-1)
+        if self.config.context_addressing == "nearest":
+            stored = torch.nn.functional.normalize(state.latents.to(q.dtype), dim=-1)
+            best = (torch.nn.functional.normalize(q, dim=-1) @ stored.T).argmax(-1)
+        else:
+            keys = state.keys(q[None])
+            best = memory_math.item_weights(keys, state.keys(state.latents[None]), state.precision[None])[0].argmax(-1)
         if scope and self.config.scope_threshold is not None:
             in_scope = memory_math.scope_mask(q[None], state.latents[None], self.config.scope_threshold)[0]
             best = torch.where(in_scope, best, -1)
@@ -703,6 +713,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
             "latent_as_embedding",
             "mask_empty_slot",
             "memory_readout",
+            "context_addressing",
             "context_template",
             "pinv_method",
             "memory_dtype",

@@ -273,3 +273,26 @@ def test_context_objective_trains_the_addressing_only(larimar_factory, tiny_proc
     del batch["query_input_ids"], batch["query_attention_mask"]
     with pytest.raises(ValueError, match="needs query_input_ids"):
         model(**batch)
+
+
+@pytest.mark.parametrize("addressing", ["memory", "nearest"])
+def test_context_addressing_picks_the_item_its_rule_says(larimar_factory, tiny_processor, addressing):
+    from hf_ext.testing.larimar import filler_sentences
+
+    model = _context_model(larimar_factory, context_addressing=addressing)
+    texts = filler_sentences(60, seed=1)  # more items than the memory's capacity (48)
+    with pytest.warns(UserWarning, match="can tell apart at most"):
+        model.write_memory(texts, processor=tiny_processor)
+    queries = filler_sentences(12, seed=2) + texts[:4]
+    state = model.memory_state
+    q = model.encode_texts(queries, tiny_processor)
+    if addressing == "nearest":
+        expected = torch.nn.functional.cosine_similarity(q[:, None], state.latents[None], dim=-1).argmax(-1)
+    else:
+        keys = state.keys(q[None])
+        expected = memory_math.item_weights(keys, state.keys(state.latents[None]), state.precision[None])[0].argmax(-1)
+    assert model.read_memory_items(queries, tiny_processor) == expected.tolist()
+    if addressing == "nearest":  # a stored text addresses itself
+        assert model.read_memory_items(texts[:4], tiny_processor) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="context_addressing='bogus' is not supported"):
+        type(model.config)(context_addressing="bogus")
