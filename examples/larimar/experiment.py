@@ -103,21 +103,10 @@ def answer_log_probs(model, processor, facts, memory_latent=None, batch_size: in
 
 def _plain_recall(model, processor, facts, max_new_tokens: int) -> float:
     """Exact-match recall of a plain causal LM: its greedy continuation up to EOS, stripped, equals the object."""
-    import torch
+    from examples.larimar.natural import greedy_continuations
 
-    tokenizer = processor.decoder_tokenizer
-    input_ids, attention_mask = processor._pad(processor._decoder_ids([f.prompt for f in facts], False, None), "left")
-    with torch.no_grad():
-        generated = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    answers = tokenizer.batch_decode(generated[:, input_ids.shape[1] :], skip_special_tokens=True)
-    return sum(a.strip() == f.object for a, f in zip(answers, facts)) / len(facts)
+    answers = greedy_continuations(model, processor, [f.prompt for f in facts], max_new_tokens)
+    return sum(a == f.object for a, f in zip(answers, facts)) / len(facts)
 
 
 def run_real(context: DemoContext, size: str = "default") -> StageResult:

@@ -20,6 +20,7 @@ __all__ = [
     "compare_addressing",
     "general_prompts",
     "greedy_agreement",
+    "greedy_continuations",
     "heldout_text",
     "measure_model",
     "measure_natural",
@@ -40,7 +41,7 @@ def heldout_text() -> list[str]:
 
 
 @torch.no_grad()
-def _greedy(model, processor, prompts: list[str], max_new_tokens: int) -> list[str]:
+def greedy_continuations(model, processor, prompts: list[str], max_new_tokens: int) -> list[str]:
     """Greedy continuations (decoder BOS + prompt, left-padded) of a Larimar (zero latent) or a plain causal LM."""
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
@@ -64,8 +65,8 @@ def _greedy(model, processor, prompts: list[str], max_new_tokens: int) -> list[s
 def greedy_agreement(model, plain, processor, prompts: list[str], max_new_tokens: int = 8) -> dict:
     """Share of `prompts` whose greedy continuation (`max_new_tokens` tokens) by the Larimar with an empty memory
     equals the plain decoder's; with both lists of answers."""
-    ours = _greedy(model, processor, prompts, max_new_tokens)
-    theirs = _greedy(plain, processor, prompts, max_new_tokens)
+    ours = greedy_continuations(model, processor, prompts, max_new_tokens)
+    theirs = greedy_continuations(plain, processor, prompts, max_new_tokens)
     return {"agreement": sum(a == b for a, b in zip(ours, theirs)) / len(prompts), "larimar": ours, "plain": theirs}
 
 

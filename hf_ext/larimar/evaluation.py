@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .memory import nearest_distance
+
 
 __all__ = [
     "DECODER_LORA_TARGETS",
@@ -283,8 +285,7 @@ def scope_distances(model, processor, queries: list[str]) -> list[float]:
     if state is None or state.size == 0:
         raise ValueError("The memory is empty: write the facts first, then measure the queries' distances.")
     q = model.encode_texts(queries, processor)
-    stored = torch.nn.functional.normalize(state.latents.to(q.device, torch.float32), dim=-1)
-    return (1 - (torch.nn.functional.normalize(q, dim=-1) @ stored.T).amax(-1)).tolist()
+    return nearest_distance(q[None], state.latents[None].to(q.device))[0].tolist()
 
 
 def calibrate_scope_threshold(model, processor, records, *, neighbour_rate: float = 0.05) -> dict:

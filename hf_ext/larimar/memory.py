@@ -56,6 +56,7 @@ __all__ = [
     "default_rtol",
     "hierarchical_read",
     "item_weights",
+    "nearest_distance",
     "pinv",
     "addressing_loss",
     "read",
@@ -563,11 +564,16 @@ def scope_mask(queries: torch.Tensor, stored: torch.Tensor, threshold: float) ->
     _check_finite(queries=queries, stored=stored)
     if stored.shape[1] == 0:
         return torch.zeros(queries.shape[:2], dtype=torch.bool, device=queries.device)
+    return nearest_distance(queries, stored) <= threshold
+
+
+def nearest_distance(queries: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """Each query's smallest cosine distance to the stored encodings (`[B, Q, D]` and `[B, S, D]`, `S >= 1`):
+    `[B, Q]`, what [`scope_mask`] compares with its threshold."""
     dtype = compute_dtype(queries, stored)
     q = torch.nn.functional.normalize(queries.to(dtype), dim=-1)
     s = torch.nn.functional.normalize(stored.to(dtype), dim=-1)
-    distance = 1 - (q @ s.transpose(-2, -1)).amax(-1)
-    return distance <= threshold
+    return 1 - (q @ s.transpose(-2, -1)).amax(-1)
 
 
 @_autocast_off

@@ -28,7 +28,7 @@ from .._checks import embedding_rows
 from .._compat import CACHE_NAME, cache_kwargs, model_output_cache, named_cache_field, pop_cache
 from . import memory as memory_math
 from .configuration_larimar import LarimarConfig
-from .context import splice_context
+from .context import SplicedBatch, splice_context
 
 
 logger = logging.get_logger(__name__)
@@ -480,6 +480,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
         Returns:
             `int`: the number of items the memory holds.
         """
+        texts = [texts] if isinstance(texts, str) else texts
         contexts = self._context_tokens(texts, processor)
         z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
         model = self._larimar()
@@ -492,8 +493,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
         state.memory, state.precision = memory[0], precision[0]
         state.latents = torch.cat([state.latents, z], 0)
         state.tokens = state.tokens + tokens
-        state.texts = state.texts + ([texts] if isinstance(texts, str) else list(texts or [None] * len(tokens)))
-        state.contexts = state.contexts + (contexts if contexts is not None else [None] * len(tokens))
+        state.texts = state.texts + (list(texts) if texts is not None else [None] * len(tokens))
+        state.contexts = state.contexts + (contexts or [None] * len(tokens))
         model._memory_state = state
         if state.size > self.memory_capacity:
             warnings.warn(
@@ -510,7 +511,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
             )
         return state.size
 
-    def _context_tokens(self, texts, processor) -> list[tuple[int, ...] | None] | None:
+    def _context_tokens(self, texts: list[str] | None, processor) -> list[tuple[int, ...] | None] | None:
         """The decoder tokens each text is read back as with `memory_readout="context"`; `None` without texts."""
         needed = self.config.memory_readout == "context"
         if texts is None:
@@ -520,7 +521,6 @@ class LarimarPreTrainedModel(PreTrainedModel):
                     "texts (and a processor), not encoder_input_ids."
                 )
             return None
-        items = [texts] if isinstance(texts, str) else list(texts)
         processor = processor or getattr(self, "processor", None)
         if processor is None or not hasattr(processor, "context_ids"):
             if needed:
@@ -528,8 +528,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
                     'memory_readout="context" needs a LarimarProcessor (it tokenizes the texts for the decoder); got '
                     f"{type(processor).__name__}."
                 )
-            return [None] * len(items)
-        return [tuple(ids) for ids in processor.context_ids(items, self.config.context_template)]
+            return None
+        return [tuple(ids) for ids in processor.context_ids(texts, self.config.context_template)]
 
     @property
     def memory_texts(self) -> list[str | None]:
@@ -571,13 +571,27 @@ class LarimarPreTrainedModel(PreTrainedModel):
             best = torch.where(in_scope, best, -1)
         return [index if index >= 0 else None for index in best.tolist()]
 
-    def _memory_contexts(self, encoder_input_ids, encoder_attention_mask) -> list[tuple[int, ...] | None]:
-        """The context tokens each query reads (`memory_readout="context"`); `None` where it reads nothing."""
+    def _splice_memory_context(
+        self, input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, side: str | None = None
+    ) -> SplicedBatch | None:
+        """`memory_readout="context"`: the batch with the context each query reads placed after its prompt's BOS
+        (see [`splice_context`]); `None` when no query reads anything."""
+        if input_ids is None:
+            raise ValueError('memory_readout="context" needs input_ids (the context is placed between tokens).')
         state = self._larimar()._memory_state
         if state is None or state.size == 0:
-            return [None] * encoder_input_ids.shape[0]
+            return None
         q = self.encode_texts(encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask)
-        return [state.contexts[i] if i is not None else None for i in self._read_items(q)]
+        contexts = [state.contexts[i] if i is not None else None for i in self._read_items(q)]
+        if not any(contexts):
+            return None
+        # The padding is masked: any id the embeddings have will do.
+        bos = self.config.decoder.bos_token_id
+        return splice_context(input_ids, attention_mask, contexts, pad_token_id=0, bos_token_id=bos, side=side)
+
+    def _zero_latents(self, batch: int) -> torch.Tensor:
+        """The latents of "no memory" (`[batch, latent_size]`, the model's dtype)."""
+        return torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
 
     def forget_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
         """Forget texts written earlier with [`write_memory`] (a recursive least-squares step with weight -1).
@@ -1063,14 +1077,7 @@ class LarimarModel(LarimarPreTrainedModel):
         cache = pop_cache(kwargs, cache)
         if memory_latent is None and encoder_input_ids is not None and self.config.memory_readout == "context":
             return self._forward_with_context(
-                input_ids,
-                attention_mask,
-                cache,
-                inputs_embeds,
-                use_cache,
-                encoder_input_ids,
-                encoder_attention_mask,
-                kwargs,
+                input_ids, attention_mask, cache, use_cache, encoder_input_ids, encoder_attention_mask, kwargs
             )
         if memory_latent is None:
             memory_latent = self.latents_for(input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask)
@@ -1086,76 +1093,38 @@ class LarimarModel(LarimarPreTrainedModel):
         )
 
     def _forward_with_context(
-        self,
-        input_ids,
-        attention_mask,
-        cache,
-        inputs_embeds,
-        use_cache,
-        encoder_input_ids,
-        encoder_attention_mask,
-        kwargs,
+        self, input_ids, attention_mask, cache, use_cache, encoder_input_ids, encoder_attention_mask, kwargs
     ) -> LarimarModelOutput:
         """`memory_readout="context"`: each row's remembered text is placed after its BOS, the decoder runs on the
         longer rows with a zero latent, and `last_hidden_state` is gathered back to the rows' own positions (the
         hidden states and attentions, when asked for, keep the longer rows; no cache is returned)."""
-        if input_ids is None:
-            raise ValueError('memory_readout="context" needs input_ids (the context is placed between tokens).')
         if cache is not None and cache.get_seq_length() > 0:
             raise ValueError(
                 'memory_readout="context" reads the memory for a whole prompt: call it without a filled cache, or '
                 "use generate()."
             )
-        contexts = self._memory_contexts(encoder_input_ids, encoder_attention_mask)
-        zero = torch.zeros(input_ids.shape[0], self.config.latent_size, device=input_ids.device, dtype=self.dtype)
-        if not any(contexts):
+        spliced = self._splice_memory_context(input_ids, attention_mask, encoder_input_ids, encoder_attention_mask)
+        if spliced is None:  # a zero latent: the decoder as it is
             return self.decode(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                cache=cache,
-                use_cache=use_cache,
-                memory_latent=zero,
-                **kwargs,
+                input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, **kwargs
             )
-        spliced = splice_context(
-            input_ids,
-            attention_mask,
-            contexts,
-            pad_token_id=self._pad_id(),
-            bos_token_id=self.config.decoder.bos_token_id,
-        )
         outputs = self.decode(
-            input_ids=spliced.input_ids,
-            attention_mask=spliced.attention_mask,
-            use_cache=False,
-            memory_latent=zero,
-            **kwargs,
+            input_ids=spliced.input_ids, attention_mask=spliced.attention_mask, use_cache=False, **kwargs
         )
         hidden = outputs.last_hidden_state
-        gathered = hidden.gather(1, spliced.positions[..., None].expand(-1, -1, hidden.shape[-1]))
         return LarimarModelOutput(
-            last_hidden_state=gathered,
+            last_hidden_state=hidden.gather(1, spliced.positions[..., None].expand(-1, -1, hidden.shape[-1])),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            memory_latent=zero,
+            memory_latent=outputs.memory_latent,
         )
-
-    def _pad_id(self) -> int:
-        decoder = self.config.decoder
-        for candidate in (decoder.pad_token_id, decoder.eos_token_id, 0):
-            if isinstance(candidate, int):
-                return candidate
-            if isinstance(candidate, list) and candidate:
-                return candidate[0]
-        return 0
 
     def latents_for(self, input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask) -> torch.Tensor:
         """The latents a batch reads: from the episodic memory with the encoder queries, else zero."""
         if encoder_input_ids is not None:
             q = self.encode(encoder_input_ids, encoder_attention_mask)
             return self._read_latents(q.float())
-        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        return torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
+        return self._zero_latents((input_ids if input_ids is not None else inputs_embeds).shape[0])
 
     def _latent_embedding(self, latent: torch.Tensor) -> torch.Tensor:
         """`embedding_projection(latent)` as `[B, 1, hidden]`. During generation the very same latent tensor comes
@@ -1413,13 +1382,8 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         """
         kwargs.pop("return_dict", None)
         cache = pop_cache(kwargs, cache)
-        context_readout = self.config.memory_readout == "context"
-        if (
-            labels is not None
-            and encoder_input_ids is not None
-            and memory_latent is None
-            and not (context_readout and not self.training)
-        ):
+        training_objective = self.training or self.config.memory_readout != "context"
+        if labels is not None and encoder_input_ids is not None and memory_latent is None and training_objective:
             return self._objective(
                 input_ids,
                 attention_mask,
@@ -1597,8 +1561,9 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
                         "generate() got no encoder_input_ids: the episodic memory is not read (pass the inputs of "
                         "LarimarProcessor, or memory_latent)."
                     )
-                batch = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
-                memory_latent = torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
+                memory_latent = self._zero_latents(
+                    (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
+                )
         if input_ids is not None and input_ids.numel():
             low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()  # one copy per generate call
             _check_id_range("input_ids", low, high, embedding_rows(self), "decoder")
@@ -1609,21 +1574,12 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
     def _generate_with_context(self, input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, kwargs):
         """`memory_readout="context"`: generate after each prompt's remembered text (placed after its BOS, the rows
         padded on the left again), then return the prompts as given followed by what was generated."""
-        if input_ids is None:
-            raise ValueError('memory_readout="context" needs input_ids (the context is placed between tokens).')
-        contexts = self._memory_contexts(encoder_input_ids, encoder_attention_mask)
-        zero = torch.zeros(input_ids.shape[0], self.config.latent_size, device=self.device, dtype=self.dtype)
-        if not any(contexts):
-            return self.generate(input_ids=input_ids, attention_mask=attention_mask, memory_latent=zero, **kwargs)
-        model = self.model
-        spliced = splice_context(
-            input_ids,
-            attention_mask,
-            contexts,
-            pad_token_id=model._pad_id(),
-            bos_token_id=self.config.decoder.bos_token_id,
-            side="left",
+        spliced = self._splice_memory_context(
+            input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, side="left"
         )
+        zero = self._zero_latents(input_ids.shape[0])
+        if spliced is None:
+            return self.generate(input_ids=input_ids, attention_mask=attention_mask, memory_latent=zero, **kwargs)
         output = self.generate(
             input_ids=spliced.input_ids, attention_mask=spliced.attention_mask, memory_latent=zero, **kwargs
         )

@@ -1,31 +1,21 @@
 """Bad input to AOT is a clear error before any work: loss arguments, non-finite rewards, missing values in the
 data, and a tokenizer that does not fit the policy or the reference model."""
 
+import aot_args
 import pytest
 import torch
 from datasets import Dataset, IterableDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_ext._compat import activation_checkpointing_arg
-from hf_ext.aot import AOTConfig, AOTTrainer
+from hf_ext.aot import AOTTrainer
 from hf_ext.aot.losses import aot_paired_loss, aot_unpaired_loss, dominance_diagnostics, quantile_ot_loss
 
 
-FAST = {
-    activation_checkpointing_arg(): False,
-    "report_to": "none",
-    "disable_tqdm": True,
-    "save_strategy": "no",
-    "logging_steps": 1,
-    "max_length": 64,
-    "dataloader_pin_memory": False,
-    "use_cpu": True,
-}
 NAN, INF = float("nan"), float("inf")
 
 
 def make_args(tmp_path, **kwargs):
-    return AOTConfig(str(tmp_path / "out"), **{**FAST, **kwargs})
+    return aot_args.make_args(tmp_path, use_cpu=True, **kwargs)
 
 
 def paired(n=8, **overrides):

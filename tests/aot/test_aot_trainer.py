@@ -5,31 +5,16 @@ import warnings
 
 import pytest
 import torch
+from aot_args import FAST, make_args
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from hf_ext._compat import activation_checkpointing_arg
 from hf_ext.aot import AOTConfig, AOTTrainer
 from hf_ext.aot.data import DataCollatorForAOT
 from hf_ext.aot.evaluation import completion_logps
 from hf_ext.aot.losses import aot_unpaired_loss
 from hf_ext.testing.aot import synthetic_preference_dataset
-
-
-FAST = {
-    activation_checkpointing_arg(): False,
-    "report_to": "none",
-    "disable_tqdm": True,
-    "save_strategy": "no",
-    "logging_steps": 1,
-    "max_length": 64,
-    "dataloader_pin_memory": False,
-}
-
-
-def make_args(tmp_path, **kwargs):
-    return AOTConfig(str(tmp_path / "out"), **{**FAST, **kwargs})
 
 
 @pytest.fixture(scope="module")
