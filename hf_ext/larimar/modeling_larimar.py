@@ -629,7 +629,8 @@ class LarimarPreTrainedModel(PreTrainedModel):
                 z_found, state.keys(z_found), state.memory[None], state.precision[None], alpha=-1.0
             )
             state.memory, state.precision = memory[0], precision[0]
-            state.keep([i for i in range(state.size) if i not in set(indices)])
+            gone = set(indices)
+            state.keep([i for i in range(state.size) if i not in gone])
         model._memory_state = state
         return state.size
 
