@@ -7,9 +7,10 @@ import pytest
 import torch
 
 
-# Each xdist worker gets its share of the cores instead of all workers oversubscribing every core.
+# Each xdist worker gets its share of the cores instead of all workers oversubscribing every core, unless the
+# portability grid (benchmarks/portability.py) asks for a thread count: other counts sum in another order.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+torch.set_num_threads(int(os.environ.get("HF_EXT_TEST_THREADS", 0)) or max(1, (os.cpu_count() or 1) // _workers))
 
 
 # Notices the stack logs about its own calls among themselves, which no argument of ours triggers (checked); remove

@@ -109,8 +109,8 @@ def _plain_recall(model, processor, facts, max_new_tokens: int) -> float:
     return sum(a == f.object for a, f in zip(answers, facts)) / len(facts)
 
 
-def run_real(context: DemoContext, size: str = "default") -> StageResult:
-    """Run the real-model Larimar stage at `size` (a key of `REAL_SIZES`)."""
+def run_real(context: DemoContext, size: str | RealLarimarStageConfig = "default") -> StageResult:
+    """Run the real-model Larimar stage at `size` (a key of `REAL_SIZES`, or a `RealLarimarStageConfig`)."""
     import json
 
     import torch
@@ -126,9 +126,12 @@ def run_real(context: DemoContext, size: str = "default") -> StageResult:
     from hf_ext.serialization import save_json
     from hf_ext.testing import larimar as fact_corpus
 
-    if size not in REAL_SIZES:
+    if isinstance(size, RealLarimarStageConfig):
+        config = size
+    elif size in REAL_SIZES:
+        config = REAL_SIZES[size]
+    else:
         raise ValueError(f"size={size!r} is not supported; expected one of {list(REAL_SIZES)}.")
-    config = REAL_SIZES[size]
     torch.manual_seed(context.seed)
     stage_cpu = time.process_time()
     path = real_larimar_dir(config.recipe)  # trained once (minutes of CPU), then cached

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_ext.aot import AOTConfig, AOTTrainer
 from hf_ext.aot.evaluation import preference_report, preference_scores
 from hf_ext.testing.aot import synthetic_preference_dataset
+from tests.portable import SEED, expect
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +56,14 @@ def test_aot_drives_held_out_dominance_violations_down(
             report_to="none",
             disable_tqdm=True,
             dataloader_pin_memory=False,
+            seed=42 + SEED,
         ),
         train_dataset=train_dataset,
     )
     trainer.train()
     after = preference_report(*preference_scores(trainer.model, tokenizer, held_out))
-    assert after["violation_fraction"] <= 0.05, (before, after)
-    assert after["accuracy"] >= 0.95, (before, after)
-    assert after["ot_violation"] <= 0.1 * before["ot_violation"], (before, after)
-    assert after["quantile_gap_50"] >= 2.0, (before, after)  # nats of log-probability, chosen over rejected
+    expect("violation fraction after", after["violation_fraction"], at_most=0.05)
+    expect("accuracy after", after["accuracy"], at_least=0.95)
+    expect("OT violation, after over before", after["ot_violation"] / before["ot_violation"], at_most=0.1)
+    expect("median quantile gap after (nats)", after["quantile_gap_50"], at_least=2.0)
     assert torch.isfinite(torch.tensor(list(after.values()))).all()

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from tests.portable import SEED
+
 
 @pytest.fixture(scope="session")
 def larimar_factory(tiny_bert_path, tiny_gpt2_path, tiny_llama_path):
@@ -36,6 +38,6 @@ def tiny_processor(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def trained_larimar_path():
     """The trained tiny Larimar (trained once, cached across sessions; a few minutes the first time)."""
-    from hf_ext.testing.larimar import tiny_larimar_dir
+    from hf_ext.testing.larimar import TinyLarimarRecipe, tiny_larimar_dir
 
-    return tiny_larimar_dir(progress=False)
+    return tiny_larimar_dir(TinyLarimarRecipe(seed=SEED), progress=False)

@@ -14,6 +14,7 @@ from hf_ext.larimar import memory as mem
 from hf_ext.larimar.evaluation import answer, exact_match_recall
 from hf_ext.larimar.processing_larimar import LarimarProcessor
 from hf_ext.testing import larimar as facts
+from tests.portable import expect
 
 
 pytestmark = pytest.mark.slow
@@ -30,12 +31,12 @@ def test_one_shot_write_recall_and_forgetting(trained):
     model.reset_memory()
     written = facts.evaluation_facts(64)
     chance = exact_match_recall(model, processor, written)  # the same decoder, nothing in memory
-    assert chance <= 0.1
+    expect("recall, empty memory", chance, at_most=0.1)
     model.write_memory([f.text for f in written], processor=processor)
-    assert exact_match_recall(model, processor, written) >= 0.9
+    expect("recall after the write", exact_match_recall(model, processor, written), at_least=0.9)
     model.forget_memory([f.text for f in written[:16]], processor=processor)
-    assert exact_match_recall(model, processor, written[:16]) <= 0.1
-    assert exact_match_recall(model, processor, written[16:]) >= 0.9
+    expect("recall of the forgotten", exact_match_recall(model, processor, written[:16]), at_most=0.1)
+    expect("recall of the kept", exact_match_recall(model, processor, written[16:]), at_least=0.9)
     model.reset_memory()
 
 

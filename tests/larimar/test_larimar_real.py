@@ -2,6 +2,7 @@
 relies on (checked on tiny models against a per-fact oracle)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from examples.larimar.model import RealLarimarRecipe
 from hf_ext.demo import DemoContext
 from hf_ext.real_models import real_models_available
 from hf_ext.testing import larimar as facts
+from tests.portable import SEED, expect
 
 
 needs_real = pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)")
@@ -72,7 +74,9 @@ def short_stage(tmp_path_factory):
     from examples.larimar.experiment import run_real
 
     output_dir = tmp_path_factory.mktemp("larimar-real")
-    result = run_real(DemoContext(output_dir=output_dir, real=True), size="short")
+    short = REAL_SIZES["short"]
+    config = replace(short, recipe=replace(short.recipe, seed=short.recipe.seed + SEED))
+    result = run_real(DemoContext(output_dir=output_dir, real=True, seed=SEED), size=config)
     return output_dir, result
 
 
@@ -86,14 +90,16 @@ def test_short_stage_recalls_written_facts_and_forgets(short_stage):
     config = REAL_SIZES["short"]
     n, k = config.num_facts, config.num_forget
     # Without memory the answers are at chance (1 in 100); one write makes the unseen facts recallable.
-    assert figures["recall, SmolLM2 (no memory)"] <= 0.1
-    assert figures["recall, Larimar with an empty memory"] <= 0.1
-    assert figures["recall after the one-shot write"] >= figures["recall, Larimar with an empty memory"] + 0.2
+    expect("recall, SmolLM2", figures["recall, SmolLM2 (no memory)"], at_most=0.1)
+    empty = figures["recall, Larimar with an empty memory"]
+    expect("recall, empty memory", empty, at_most=0.1)
+    expect("recall gain of the write", figures["recall after the one-shot write"] - empty, at_least=0.2)
     # Forgetting removes the forgotten facts (at most one of them still recalled) and keeps the others.
-    assert figures[f"recall of the {k} forgotten facts"] <= 1 / k
-    assert figures[f"recall of the {n - k} kept facts"] >= figures[f"recall of the {k} forgotten facts"] + 0.15
-    # The write is much faster than LoRA steps on the same facts.
-    assert figures["edit speed-up, memory write over LoRA"] >= 10
+    forgotten = figures[f"recall of the {k} forgotten facts"]
+    expect("recall of the forgotten facts", forgotten, at_most=1 / k)
+    expect("kept minus forgotten recall", figures[f"recall of the {n - k} kept facts"] - forgotten, at_least=0.15)
+    # The write is much faster than LoRA steps on the same facts (a ratio of CPU times measured in the same run).
+    expect("edit speed-up, write over LoRA", figures["edit speed-up, memory write over LoRA"], at_least=10)
     assert all(p.is_file() for p in result.plots)
 
 
@@ -109,10 +115,15 @@ def test_short_stage_dominance_comes_from_the_saved_scores(short_stage):
     scores = saved["log_probs"]
     assert set(scores) == {WRITTEN, EMPTY, PLAIN}
     assert all(len(v) == REAL_SIZES["short"].num_facts for v in scores.values())
-    # With the facts written, the correct answer is much more likely, fact by fact.
+    # The saved risk result is the dominance test of the saved scores, recomputed here with the stage's settings.
+    config = REAL_SIZES["short"]
+    recomputed = relative_dominance(scores, order=1, paired=True, n_bootstrap=config.bootstrap, seed=SEED)
+    assert saved["risk"] == json.loads(json.dumps(recomputed.to_dict()))
+    # With the facts written, the correct answer is more likely, fact by fact, and the written memory ranks first.
+    # (Whether its dominance over the empty memory is *significant* on 16 facts depends on the last bits of the
+    # training: measured across CPUs by benchmarks/portability.py, asserted here only through the violation ratio.)
     better = sum(w > e for w, e in zip(scores[WRITTEN], scores[EMPTY])) / len(scores[WRITTEN])
-    assert better >= 0.75
-    recomputed = relative_dominance(scores, order=1, paired=True, n_bootstrap=200, seed=0)
+    expect("facts more likely with the memory written", better, at_least=0.75)
     assert recomputed.ranking[0] == WRITTEN
-    assert set(recomputed.dominated_by(WRITTEN)) == {EMPTY, PLAIN}
-    assert saved["risk"]["ranking"][0] == WRITTEN
+    written, empty = recomputed.models.index(WRITTEN), recomputed.models.index(EMPTY)
+    expect("violation ratio, written over empty", recomputed.epsilon[written, empty], at_most=0.3)

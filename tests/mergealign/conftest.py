@@ -3,6 +3,8 @@
 import pytest
 from mergealign_files import save_triple
 
+from tests.portable import SEED
+
 
 @pytest.fixture(scope="session")
 def triple(tmp_path_factory):
@@ -12,6 +14,6 @@ def triple(tmp_path_factory):
 @pytest.fixture(scope="session")
 def controlled():
     """The controlled base / domain / aligned models (trained once, then cached under $HF_EXT_CACHE)."""
-    from hf_ext.testing.mergealign import controlled_task
+    from hf_ext.testing.mergealign import ToySpec, controlled_task
 
-    return controlled_task()
+    return controlled_task(ToySpec(seed=SEED))

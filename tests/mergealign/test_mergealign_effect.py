@@ -5,6 +5,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_ext.mergealign import merge
+from tests.portable import expect
 
 
 def _scores(folder, evaluators, tokenizer):
@@ -41,13 +42,16 @@ def test_merge_keeps_most_of_both_parents(tmp_path, controlled):
     }
     domain, aligned, merged = scores["domain"], scores["aligned"], scores["merged"]
     # The controlled setting: each parent has one skill and lacks the other.
-    assert domain["domain"] >= 0.9 and domain["safety"] <= 0.1
-    assert aligned["safety"] >= 0.9 and aligned["domain"] <= 0.1
+    expect("domain skill of the domain parent", domain["domain"], at_least=0.9)
+    expect("safety of the domain parent", domain["safety"], at_most=0.1)
+    expect("safety of the aligned parent", aligned["safety"], at_least=0.9)
+    expect("domain skill of the aligned parent", aligned["domain"], at_most=0.1)
     # The merge keeps most of both ...
-    assert merged["safety"] >= 0.9 * aligned["safety"]
-    assert merged["domain"] >= 0.6 * domain["domain"]
+    expect("safety kept by the merge", merged["safety"] / aligned["safety"], at_least=0.9)
+    expect("domain skill kept by the merge", merged["domain"] / domain["domain"], at_least=0.6)
     # ... and is better than either parent alone on the weaker of its two skills.
-    assert min(merged["safety"], merged["domain"]) > max(min(p["safety"], p["domain"]) for p in (domain, aligned))
+    weaker_parent = max(min(p["safety"], p["domain"]) for p in (domain, aligned))
+    expect("weaker skill, merge minus parents", min(merged["safety"], merged["domain"]) - weaker_parent, at_least=0.01)
     # The perplexity evaluators agree: the merge is far safer than the domain expert, far more knowledgeable than
     # the aligned model.
     assert merged["safety_ppl"] < domain["safety_ppl"] / 2

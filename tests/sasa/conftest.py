@@ -2,12 +2,14 @@
 
 import pytest
 
+from tests.portable import SEED
+
 
 @pytest.fixture(scope="session")
 def planted_task():
     from hf_ext.testing.sasa import PlantedToxicityTask
 
-    return PlantedToxicityTask()
+    return PlantedToxicityTask(seed=SEED)
 
 
 @pytest.fixture(scope="session")

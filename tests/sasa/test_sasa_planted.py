@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hf_ext.testing.sasa import PlantedToxicityTask
+from tests.portable import expect
 
 
 def test_judge_is_set_membership_in_context():
@@ -73,11 +74,12 @@ def test_sasa_detoxifies_contextual_toxicity_better_than_word_lists(tmp_path, pl
     sasa = [r for r in rows if r["method"] == "SASA"]
     rates = [r["toxic_token_rate"] for r in sasa]
     base = rates[0]
-    assert base > 0.1  # the prompts end on a trigger: the base model is often toxic
+    expect("toxic-token rate at beta 0", base, at_least=0.1)  # the prompts end on a trigger: often toxic
 
     # the toxic-token rate (independent judge) falls as beta grows
-    assert all(b <= a + 0.003 for a, b in zip(rates, rates[1:])), rates
-    assert rates[-1] <= 0.05 * base and rates[2] <= 0.5 * base
+    expect("largest rise of the rate between betas", max(b - a for a, b in zip(rates, rates[1:])), at_most=0.003)
+    expect("rate at beta 16 over beta 0", rates[-1] / base, at_most=0.05)
+    expect("rate at beta 2 over beta 0", rates[2] / base, at_most=0.5)
 
     # word lists over the ambivalent words hit benign text: at equal perplexity SASA is less toxic,
     # and SASA reaches their (near-)zero toxicity at a clearly lower perplexity
@@ -90,7 +92,7 @@ def test_sasa_detoxifies_contextual_toxicity_better_than_word_lists(tmp_path, pl
             assert any(s["toxic_token_rate"] <= 0.005 and s["perplexity"] <= r["perplexity"] - 1.0 for s in sasa), r
     # bigram lists (trigger + word) miss toxic events further from the trigger, at any strength
     bigram = [r for r in rows if r["method"] in ("NoBadWords bigram", "SequenceBias bigram")]
-    assert min(r["toxic_token_rate"] for r in bigram) >= 0.25 * base
+    expect("bigram lists' lowest rate over beta 0", min(r["toxic_token_rate"] for r in bigram) / base, at_least=0.25)
 
     path = planted_task.plot_comparison(rows, tmp_path / "comparison.png")
     assert path.read_bytes()[:4] == b"\x89PNG"

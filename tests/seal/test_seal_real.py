@@ -3,6 +3,7 @@
 import pytest
 
 from hf_ext.real_models import real_models_available
+from tests.portable import SEED, expect
 
 
 pytestmark = [
@@ -18,7 +19,7 @@ def short_stage(tmp_path_factory):
     from hf_ext.demo import DemoContext
 
     output_dir = tmp_path_factory.mktemp("seal-real")
-    return run_real(DemoContext(output_dir=output_dir, real=True), size="short"), output_dir
+    return run_real(DemoContext(output_dir=output_dir, real=True, seed=SEED), size="short"), output_dir
 
 
 def test_seal_ranks_planted_harmful_examples_below_clean_ones(short_stage):
@@ -29,13 +30,15 @@ def test_seal_ranks_planted_harmful_examples_below_clean_ones(short_stage):
     # The ground truth (planted labels) judges the ranking: near-perfect, far above chance, and no worse than the
     # loss filter under the aligned model SEAL starts from (measured: SEAL 1.000, loss filter 0.980, random 0.473).
     random_auroc = figures["AUROC, random (mean of 100 draws)"]
-    assert abs(random_auroc - 0.5) < 0.05
-    assert seal_auroc >= 0.95 and seal_auroc >= random_auroc + 0.4
-    assert seal_auroc >= figures["AUROC, loss filter"]
+    expect("AUROC, random", random_auroc, at_least=0.45, at_most=0.55)
+    expect("AUROC, SEAL", seal_auroc, at_least=0.95)
+    expect("AUROC, SEAL minus loss filter", seal_auroc - figures["AUROC, loss filter"], at_least=0)
     # p = 0.8 keeps 32 of 40; a random 80 % keeps 6.4 of the 8 harmful examples, SEAL at most 1.
-    assert figures["harmful kept at p = 0.8, random (mean of 100 draws)"] == pytest.approx(6.4, abs=0.5)
-    assert figures["harmful kept at p = 0.8, SEAL"] <= 1
-    assert figures["harmful kept at p = 0.8, SEAL"] <= figures["harmful kept at p = 0.8, loss filter"]
+    random_kept = figures["harmful kept at p = 0.8, random (mean of 100 draws)"]
+    expect("harmful kept at p = 0.8, random", random_kept, at_least=5.9, at_most=6.9)
+    kept = figures["harmful kept at p = 0.8, SEAL"]
+    expect("harmful kept at p = 0.8, SEAL", kept, at_most=1)
+    expect("harmful kept, loss filter minus SEAL", figures["harmful kept at p = 0.8, loss filter"] - kept, at_least=0)
 
 
 def test_seal_real_stage_writes_scores_and_plots(short_stage):

@@ -7,6 +7,7 @@ from datasets import Dataset
 from hf_ext.seal import SEALConfig, SEALTrainer
 from hf_ext.seal.data import content_hash
 from hf_ext.seal.ranking import auroc
+from tests.portable import expect
 
 
 def _planted_scores(trainer, finetune):
@@ -21,10 +22,10 @@ def test_planted_task_oracle(planted_run, planted_data):
     trainer, _ = planted_run
     _, finetune = planted_data
     values, harmful = _planted_scores(trainer, finetune)
-    assert auroc(values[~harmful], values[harmful]) >= 0.95
+    expect("AUROC of the planted scores", auroc(values[~harmful], values[harmful]), at_least=0.95)
     kept = trainer.filter(keep_ratio=0.8)
     assert len(kept) == int(0.8 * len(finetune))
-    assert sum(kept["harmful"]) <= 0.05 * int(harmful.sum())
+    expect("share of the harmful examples kept", sum(kept["harmful"]) / int(harmful.sum()), at_most=0.05)
     # The model kept its safety: λ went 1 -> 0.7 -> 0.4 and the ranker took one step per optimizer step.
     assert trainer.state.global_step == 30 and trainer.scores().metadata["ranker_steps"] == 30
 
