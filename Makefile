@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -n auto
 # The newest releases of the stack, in an environment of their own (`make test-latest`, `make refresh-constraints`).
 LATEST_VENV ?= .venv-latest
 
-.PHONY: install test test-gpu test-quick test-latest refresh-constraints demo bench lint format real test-real demo-real \
+.PHONY: install test test-gpu test-portable test-quick test-latest refresh-constraints demo bench lint format real test-real demo-real \
 	bench-real clean
 
 # $(call install_torch,python,pip options): the CUDA build where a GPU answers, the CPU build otherwise.
@@ -46,6 +46,20 @@ test: $(REAL_STAMP)
 # writes benchmarks/results/gpu.md. On a machine without CUDA it says so and exits 0.
 test-gpu: $(STAMP)
 	$(PY) benchmarks/gpu.py
+
+# The tests whose assertions rest on a training run, sampling or a resampling test (markers real, slow, effect), once
+# per foreign CPU kernel family: torch runs the kernels of another CPU family on this one (ATEN_CPU_CAPABILITY), each
+# run with an empty HF_EXT_CACHE so that every cached model is trained again under those kernels. The spread over
+# seeds and thread counts too: `python benchmarks/portability.py` (writes benchmarks/results/portability.md).
+PORTABLE_KERNELS ?= default avx2
+test-portable: $(REAL_STAMP)
+	@status=0; for kernels in $(PORTABLE_KERNELS); do \
+		cache=$$(mktemp -d); \
+		echo "== ATEN_CPU_CAPABILITY=$$kernels, HF_EXT_CACHE=$$cache"; \
+		ATEN_CPU_CAPABILITY=$$kernels HF_EXT_CACHE=$$cache $(PY) -m pytest -m "real or slow or effect" $(PYTEST_ARGS) \
+			|| status=1; \
+		rm -rf $$cache; \
+	done; exit $$status
 
 # Everything but the tests on the real models (minutes less; no model packages installed).
 test-quick: $(STAMP)

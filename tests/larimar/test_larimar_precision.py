@@ -49,6 +49,7 @@ def checkpoint(larimar_factory, tmp_path_factory):
     return path
 
 
+@pytest.mark.effect  # roundoff bounds: other kernels round differently
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_half_precision_training_step_matches_float32(setting, checkpoint, tiny_processor):
     dtype, autocast = SETTINGS[setting]
