@@ -1,8 +1,8 @@
 """Portability grid: the suite's statistical assertions over seeds, thread counts and CPU kernel families.
 
 A test that trains, samples or resamples states its thresholds through `tests/portable.py`'s `expect`. This script
-runs those tests (by default every test marked `real`, `slow` or `effect`) once per
-configuration of the grid, each in a fresh `HF_EXT_CACHE` (so every trained artefact is trained again under that
+runs those tests (by default the tests marked `real`, `slow` or `effect` of every test file that imports
+`tests.portable`) once per configuration of the grid, each in a fresh `HF_EXT_CACHE` (so every trained artefact is trained again under that
 configuration), collects every figure they asserted, and writes, per figure, the threshold, the value in each
 configuration, the worst case and its margin to `benchmarks/results/portability.md`.
 
@@ -95,6 +95,15 @@ def run_configuration(config: Configuration, selection: list[str], workers: str)
     return records, run
 
 
+def statistical_test_files() -> list[str]:
+    """The test files whose assertions go through `tests/portable.py` (they import it)."""
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("test_*.py")
+        if "from tests.portable import" in path.read_text(encoding="utf-8") and path.name != "test_portable.py"
+    )
+
+
 def margin(record: dict, value: float) -> float:
     """How far `value` is inside the record's bounds (negative: outside)."""
     margins = []
@@ -171,21 +180,27 @@ def main(argv=None) -> int:
     parser.add_argument("--capabilities", nargs="+", default=["native", "default", "avx2"])
     parser.add_argument("--design", choices=["axes", "full"], default="axes")
     parser.add_argument("--marker", default="real or slow or effect", help="pytest -m expression of the tests")
-    parser.add_argument("--tests", nargs="*", default=["tests"], help="test paths or node ids")
+    parser.add_argument(
+        "--tests",
+        nargs="*",
+        default=None,
+        help="test paths or node ids (default: every test file that imports tests.portable)",
+    )
     parser.add_argument("--workers", default="2", help="pytest-xdist workers per configuration")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    selection = [*args.tests, "-m", args.marker]
+    selection = [*(args.tests or statistical_test_files()), "-m", args.marker]
     grid = configurations(args.seeds, args.threads, args.capabilities, args.design)
     results = {}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     for number, config in enumerate(grid, start=1):
         print(f"[{number}/{len(grid)}] {config.label} ...", flush=True)
         results[config] = run_configuration(config, selection, args.workers)
         print(f"    {results[config][1]['summary']} ({results[config][1]['minutes']:.1f} min)", flush=True)
-    text = report(grid, results, selection)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
+        # the report so far, rewritten after every configuration: an interrupted grid keeps what it measured
+        done = [c for c in grid if c in results]
+        args.output.write_text(report(done, results, selection), encoding="utf-8")
     print(f"wrote {args.output}")
     return 0 if all(results[c][1]["returncode"] == 0 for c in grid) else 1
 
