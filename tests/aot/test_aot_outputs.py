@@ -16,10 +16,6 @@ from hf_ext.aot.trainer import PLOT_FILE
 from hf_ext.testing.aot import synthetic_preference_dataset
 
 
-# The module's expensive fixture is built once: every test of the module runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("aot-outputs-trained")
-
-
 BETA = 0.5
 
 

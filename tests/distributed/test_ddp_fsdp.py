@@ -21,10 +21,6 @@ from gloo_launch import run_two_processes
 from hf_ext.serialization import load_tensors
 
 
-# The module's expensive fixture is built once: every test of the module runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("distributed-aot-seal")
-
-
 HERE = Path(__file__).parent
 ATOL, RTOL = 1e-6, 1e-5
 

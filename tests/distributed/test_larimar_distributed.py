@@ -16,10 +16,6 @@ from gloo_launch import load_worker, run_two_processes
 from hf_ext.serialization import load_tensors
 
 
-# The module's expensive fixture is built once: every test of the module runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("distributed-larimar")
-
-
 WORKER = Path(__file__).with_name("larimar_worker.py")
 TOLERANCE = {0: {"total": 1e-5, "parameter": 1e-4}, 1: {"total": 1e-4, "parameter": 1e-3}}
 

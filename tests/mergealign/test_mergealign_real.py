@@ -14,10 +14,6 @@ from hf_ext.real_models import real_models_available
 from tests.portable import SEED, expect
 
 
-# The module's expensive fixture is built once: every test of the module runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("mergealign-real-stage")
-
-
 needs_real = pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)")
 
 

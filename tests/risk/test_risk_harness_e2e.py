@@ -14,7 +14,7 @@ from hf_ext.risk import compare_harness_logs, read_harness_logs, write_harness_r
 
 TASKS = Path(__file__).resolve().parent / "fixtures" / "lm_eval_tasks"
 
-pytestmark = [pytest.mark.harness, pytest.mark.xdist_group("lm-eval-logs")]
+pytestmark = pytest.mark.harness
 
 
 @pytest.fixture(scope="module")

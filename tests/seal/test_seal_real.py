@@ -7,7 +7,6 @@ from tests.portable import SEED, expect
 
 
 pytestmark = [
-    pytest.mark.xdist_group("seal-real-stage"),
     pytest.mark.real,
     pytest.mark.slow,
     pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)"),

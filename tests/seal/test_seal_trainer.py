@@ -10,10 +10,6 @@ from hf_ext.seal.ranking import auroc
 from tests.portable import expect
 
 
-# The module's expensive fixture is built once: every test of the module runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("seal-planted-run")
-
-
 def _planted_scores(trainer, finetune):
     scores = trainer.scores()
     values = torch.tensor([scores[content_hash(row, ("messages",))] for row in finetune])
