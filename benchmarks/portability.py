@@ -15,7 +15,9 @@ The axes:
   leaves the variable unset (this machine's own family: AVX-512 where the CPU has it).
 
 `--design axes` (the default) runs the baseline (first value of every axis) and every other value of each axis with
-the others at baseline; `--design full` runs every combination.
+the others at baseline; `--design full` runs every combination. The raw figures of every configuration are kept in
+a JSON file beside the report (`portability.json`); `--resume` skips the configurations already measured there (with
+the same test selection), so a grid too long for one sitting can be completed piece by piece.
 
     python benchmarks/portability.py [--seeds 0 1 2] [--threads 1 2] [--capabilities native default avx2]
 """
@@ -173,6 +175,28 @@ def report(grid: list[Configuration], results: dict[Configuration, tuple[list[di
     return "\n".join(lines) + "\n"
 
 
+def load_measured(path: Path, selection: list[str]) -> dict[Configuration, tuple[list[dict], dict]]:
+    """The configurations already measured in the raw file `path` for the same test selection."""
+    if not path.is_file():
+        return {}
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if raw.get("selection") != selection:
+        return {}
+    return {Configuration(**entry["configuration"]): (entry["records"], entry["run"]) for entry in raw["results"]}
+
+
+def save_measured(path: Path, selection: list[str], results: dict[Configuration, tuple[list[dict], dict]]) -> None:
+    from dataclasses import asdict
+
+    entries = [
+        {"configuration": asdict(config), "run": run, "records": records} for config, (records, run) in results.items()
+    ]
+    text = json.dumps({"selection": selection, "results": entries}, indent=1)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text + "\n", encoding="utf-8")
+    staging.replace(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -188,17 +212,24 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--workers", default="2", help="pytest-xdist workers per configuration")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--resume", action="store_true", help="keep the configurations already measured")
     args = parser.parse_args(argv)
 
     selection = [*(args.tests or statistical_test_files()), "-m", args.marker]
     grid = configurations(args.seeds, args.threads, args.capabilities, args.design)
-    results = {}
+    raw = args.output.with_suffix(".json")
+    results = load_measured(raw, selection) if args.resume else {}
+    grid += [c for c in results if c not in grid]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     for number, config in enumerate(grid, start=1):
+        if config in results:
+            print(f"[{number}/{len(grid)}] {config.label}: measured before ({results[config][1]['summary']})")
+            continue
         print(f"[{number}/{len(grid)}] {config.label} ...", flush=True)
         results[config] = run_configuration(config, selection, args.workers)
         print(f"    {results[config][1]['summary']} ({results[config][1]['minutes']:.1f} min)", flush=True)
-        # the report so far, rewritten after every configuration: an interrupted grid keeps what it measured
+        # the raw figures and the report so far, after every configuration: an interrupted grid keeps its measures
+        save_measured(raw, selection, results)
         done = [c for c in grid if c in results]
         args.output.write_text(report(done, results, selection), encoding="utf-8")
     print(f"wrote {args.output}")

@@ -99,3 +99,29 @@ def test_report_takes_the_worst_case_against_the_threshold():
     assert rows["recall"].endswith("| 0.95 | 0.85 | 0.85 | +0.05 |")
     assert rows["ratio"].endswith("| 1 | 1.15 | 1.15 | -0.05 |")
     assert "- seed 1, 1 thr, native: `FAILED t.py::test_b`" in text
+
+
+def test_measured_configurations_round_trip_and_resume_skips_them(tmp_path, monkeypatch):
+    portability = _portability()
+    grid = portability.configurations([0, 1], [1], ["native"], "axes")
+    record = {"test": "t.py::test_a", "figure": "recall", "value": 0.9, "at_least": 0.8, "at_most": None}
+    measured = {grid[0]: ([record], {"returncode": 0, "summary": "1 passed", "minutes": 2.0})}
+    raw = tmp_path / "portability.json"
+    portability.save_measured(raw, ["tests/t.py", "-m", "slow"], measured)
+    assert portability.load_measured(raw, ["tests/t.py", "-m", "slow"]) == measured
+    assert portability.load_measured(raw, ["tests/other.py", "-m", "slow"]) == {}  # another selection: start over
+
+    ran = []
+
+    def run_configuration(config, selection, workers):
+        ran.append(config)
+        return [{**record, "value": 0.85}], {"returncode": 0, "summary": "1 passed", "minutes": 1.0}
+
+    monkeypatch.setattr(portability, "run_configuration", run_configuration)
+    args = ["--seeds", "0", "1", "--threads", "1", "--capabilities", "native", "--output", str(tmp_path / "p.md")]
+    args += ["--tests", "tests/t.py", "--marker", "slow", "--resume"]
+    (tmp_path / "p.json").write_bytes(raw.read_bytes())
+    assert portability.main(args) == 0
+    assert ran == [grid[1]]  # the baseline was measured before
+    assert set(portability.load_measured(tmp_path / "p.json", ["tests/t.py", "-m", "slow"])) == set(grid)
+    assert "| 0.9 | 0.85 | 0.85 | +0.05 |" in (tmp_path / "p.md").read_text()
