@@ -12,7 +12,7 @@ from packaging.version import Version
 from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.utils import ModelOutput
 
-from hf_ext import _compat
+from hf_ext import _compat, versions
 from hf_ext._compat import (
     CACHE_NAME,
     adopt_activation_checkpointing,
@@ -21,7 +21,6 @@ from hf_ext._compat import (
     model_output_cache,
     pop_cache,
 )
-from hf_ext.versions import tested_versions
 
 
 new_names = pytest.mark.skipif(CACHE_NAME != "cache", reason="transformers < 5.24 has only the old names")
@@ -125,7 +124,8 @@ def test_the_previous_pinned_set_is_still_supported_and_older_than_the_pinned_on
     """`make test-previous` runs the suite on constraints-previous.txt, the set before the last move of the pins:
     pyproject's lower bounds admit it, and its transformers is older than the pinned one."""
     root = Path(__file__).resolve().parents[1]
-    previous, current = tested_versions(root / "constraints-previous.txt"), tested_versions(root / "constraints.txt")
+    previous = versions.tested_versions(root / "constraints-previous.txt")
+    current = versions.tested_versions(root / "constraints.txt")
     for line in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]:
         requirement = Requirement(line)
         name = re.sub(r"[-_.]+", "-", requirement.name).lower()
