@@ -66,8 +66,9 @@ _register_models()
 
 
 def _quiet_bitsandbytes() -> None:
-    # Before anything imports bitsandbytes (peft and TRL do): its notice that an optional Hub kernel is missing is not
-    # something a user can act on (hf_ext.logging_utils).
+    # Before anything imports bitsandbytes (peft and TRL do): its notice that an optional Hub kernel is missing, and
+    # offline `kernels`' notice that it skips that kernel's publisher check, are nothing a user can act on
+    # (hf_ext.logging_utils).
     from .logging_utils import silence_bitsandbytes_kernel_notice
 
     silence_bitsandbytes_kernel_notice()

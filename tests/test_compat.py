@@ -1,13 +1,18 @@
 """The names that differ between transformers releases (`hf_ext._compat`), and the suite's deprecation guard."""
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
+import tomllib
 import torch
+from packaging.requirements import Requirement
+from packaging.version import Version
 from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.utils import ModelOutput
 
-from hf_ext import _compat
+from hf_ext import _compat, versions
 from hf_ext._compat import (
     CACHE_NAME,
     adopt_activation_checkpointing,
@@ -113,3 +118,16 @@ def test_enable_activation_checkpointing_recomputes_the_same_gradients(tiny_llam
     flag = getattr(checkpointed_model, "is_activation_checkpointing", None)
     assert flag if flag is not None else checkpointed_model.is_gradient_checkpointing
     torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=1e-5)
+
+
+def test_the_previous_pinned_set_is_still_supported_and_older_than_the_pinned_one():
+    """`make test-previous` runs the suite on constraints-previous.txt, the set before the last move of the pins:
+    pyproject's lower bounds admit it, and its transformers is older than the pinned one."""
+    root = Path(__file__).resolve().parents[1]
+    previous = versions.tested_versions(root / "constraints-previous.txt")
+    current = versions.tested_versions(root / "constraints.txt")
+    for line in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]:
+        requirement = Requirement(line)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert requirement.specifier.contains(Version(previous[name]), prereleases=True), (name, previous[name])
+    assert Version(previous["transformers"]) < Version(current["transformers"])
