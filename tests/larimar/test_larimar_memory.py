@@ -1,5 +1,6 @@
 """Larimar's memory math against independent oracles (QR projections, closed-form ridge regression, torch's KL)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -353,6 +354,57 @@ def test_hierarchical_read_finds_a_needle_in_a_context_ten_episodes_long():
     # The query is in the span of the needle's group, so every level reads it back exactly.
     found = mem.hierarchical_read(chunks, query, torch.eye(code_size, code_size, dtype=torch.float64), episode_size)
     assert _rel(found, query) < 1e-10
+
+
+def _hierarchy_oracle(chunks, query, episode_size):
+    """The hierarchical read of one query over one context, level by level with QR projections: each group of
+    `episode_size` rows (the last one shorter) is read as the projection onto its rows, until one group is left."""
+    level = chunks
+    while level.shape[0] > episode_size:
+        level = torch.cat(
+            [
+                _projection(query, level[start : start + episode_size])
+                for start in range(0, level.shape[0], episode_size)
+            ]
+        )
+    return _projection(query, level)
+
+
+def test_hierarchical_read_answers_each_query_from_its_own_hierarchy():
+    # Several episodes and several queries over three levels (19 chunks -> 5 read-outs -> 2 -> the answer): every
+    # query must be paired with the groups of its own episode at every level.
+    g = torch.Generator().manual_seed(15)
+    episode_size, code_size = 4, 32
+    chunks = torch.randn(2, 19, code_size, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, code_size, generator=g, dtype=torch.float64)
+    prior = torch.randn(24, code_size, generator=g, dtype=torch.float64)
+    found = mem.hierarchical_read(chunks, queries, prior, episode_size)
+    assert found.shape == (2, 3, code_size)
+    for b in range(2):
+        for i in range(3):
+            expected = _hierarchy_oracle(chunks[b], queries[b, i : i + 1], episode_size)
+            assert _rel(found[b, i : i + 1], expected) < 1e-9, (b, i)
+
+
+def test_write_is_the_pseudo_inverse_formula_of_the_spec():
+    # W0 = Z M0⁺, M = W0⁺ Z, computed in numpy float64 (LAPACK's SVD, not torch's), for a prior that is neither
+    # square nor orthogonal (M0ᵀ ≠ M0⁺) and for fewer and more items than slots.
+    g = torch.Generator().manual_seed(16)
+    for items, slots in ((6, 10), (14, 10)):
+        z = torch.randn(2, items, 12, generator=g, dtype=torch.float64)
+        prior = torch.randn(slots, 12, generator=g, dtype=torch.float64)
+        w0 = z.numpy() @ np.linalg.pinv(prior.numpy())
+        expected = np.stack([np.linalg.pinv(w0[b]) @ z[b].numpy() for b in range(2)])
+        np.testing.assert_allclose(mem.write(z, prior).numpy(), expected, rtol=1e-9, atol=1e-11)
+        # The same formula from float32 encodings, computed in float32.
+        np.testing.assert_allclose(mem.write(z.float(), prior.float()).numpy(), expected, rtol=2e-3, atol=2e-4)
+        # Write noise is added to the encodings before both products.
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+        noisy = z.numpy() + 0.5 * noise
+        w0 = noisy @ np.linalg.pinv(prior.numpy())
+        expected = np.stack([np.linalg.pinv(w0[b]) @ noisy[b] for b in range(2)])
+        written = mem.write(z, prior, noise_std=0.5, generator=torch.Generator().manual_seed(3))
+        np.testing.assert_allclose(written.numpy(), expected, rtol=1e-9, atol=1e-11)
 
 
 def test_errors_name_the_problem():
