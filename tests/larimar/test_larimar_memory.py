@@ -318,6 +318,79 @@ def test_ridge_must_be_positive():
         mem.ridge_memory(1, 8, 8, ridge=0)
 
 
+def test_item_weights_say_how_a_read_combines_the_stored_items():
+    # A ridge memory is M = C⁻¹ Wᵀ Z, so a read W_q M is A Z with A = W_q C⁻¹ Wᵀ: checked against the memory
+    # sequential_write built, and against numpy's solve of the same system.
+    g = torch.Generator().manual_seed(17)
+    reference = torch.randn(24, 16, generator=g, dtype=torch.float64)
+    z = torch.randn(2, 5, 16, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, 16, generator=g, dtype=torch.float64)
+    memory, precision = mem.ridge_memory(2, 24, 16, 1e-2, dtype=torch.float64)
+    item_keys = mem.reference_keys(z, reference)
+    memory, precision = mem.sequential_write(z, item_keys, memory, precision)
+    query_keys = mem.reference_keys(queries, reference)
+    weights = mem.item_weights(query_keys, item_keys, precision)
+    assert weights.shape == (2, 3, 5)
+    torch.testing.assert_close(weights @ z, mem.read_with_keys(query_keys, memory), rtol=1e-10, atol=1e-12)
+    gram = item_keys.numpy().transpose(0, 2, 1) @ item_keys.numpy() + 1e-2 * np.eye(24)
+    expected = query_keys.numpy() @ np.linalg.solve(gram, item_keys.numpy().transpose(0, 2, 1))
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-9, atol=1e-12)
+    # A stored item read with its own key draws on itself: the diagonal dominates (small ridge, few items).
+    own = mem.item_weights(item_keys, item_keys, precision)
+    assert (own.diagonal(dim1=-2, dim2=-1) > 0.9).all()
+    with pytest.raises(ValueError, match=r"query_keys \[B, Q, K\], item_keys \[B, N, K\] and precision"):
+        mem.item_weights(query_keys[0], item_keys, precision)
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys[..., :-1], item_keys, precision)
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys, item_keys[..., :-1], precision)
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys, item_keys, precision[:, :-1])
+
+
+def _addressing_loss_oracle(queries, items, targets, threshold, temperature):
+    """Cross-entropy over [cosine similarities to the items, 1 - threshold] / temperature, in numpy."""
+    q = queries / np.linalg.norm(queries, axis=-1, keepdims=True)
+    k = items / np.linalg.norm(items, axis=-1, keepdims=True)
+    similarity = q @ k.transpose(0, 2, 1)
+    logits = np.concatenate([similarity, np.full(similarity.shape[:2] + (1,), 1 - threshold)], -1) / temperature
+    labels = np.where(targets < 0, items.shape[1], targets)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_softmax, labels[..., None], -1).mean()
+
+
+def test_addressing_loss_is_the_cross_entropy_of_which_item_or_none():
+    g = torch.Generator().manual_seed(18)
+    queries = torch.randn(2, 4, 8, generator=g, dtype=torch.float64)
+    items = torch.randn(2, 3, 8, generator=g, dtype=torch.float64)
+    targets = torch.tensor([[0, 2, -1, 1], [-1, -1, 1, 0]])
+    for threshold, temperature in ((0.3, 0.05), (1.2, 0.5)):
+        loss = mem.addressing_loss(queries, items, targets, threshold=threshold, temperature=temperature)
+        expected = _addressing_loss_oracle(queries.numpy(), items.numpy(), targets.numpy(), threshold, temperature)
+        assert loss.item() == pytest.approx(expected, rel=1e-10)
+    default = mem.addressing_loss(queries, items, targets, threshold=0.3)
+    assert default.item() == pytest.approx(
+        _addressing_loss_oracle(queries.numpy(), items.numpy(), targets.numpy(), 0.3, 0.05), rel=1e-10
+    )
+    # float32 latents are computed in float32.
+    assert mem.addressing_loss(queries.float(), items.float(), targets, threshold=0.3).dtype == torch.float32
+    with pytest.raises(ValueError, match="threshold=2.5"):
+        mem.addressing_loss(queries, items, targets, threshold=2.5)
+    with pytest.raises(ValueError, match="temperature=0"):
+        mem.addressing_loss(queries, items, targets, threshold=0.3, temperature=0)
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries, items[..., :-1], targets, threshold=0.3)
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries, items[:1], targets, threshold=0.3)
+    with pytest.raises(ValueError, match="targets of shape"):
+        mem.addressing_loss(queries, items, targets[:, :3], threshold=0.3)
+    for bad in (3, -2):
+        wrong = targets.clone()
+        wrong[0, 0] = bad
+        with pytest.raises(ValueError, match=r"targets must be item indices in \[0, 3\) or -1"):
+            mem.addressing_loss(queries, items, wrong, threshold=0.3)
+
+
 # Scope and long context ---------------------------------------------------------------------------------------
 
 
@@ -333,6 +406,45 @@ def test_scope_mask_matches_cosine_distances():
             assert mask[b, i].item() == (min(distances) <= threshold)
     assert mask[:, :2].all()  # a rescaled stored encoding is in scope
     assert not mem.scope_mask(queries, stored[:, :0], threshold).any()  # nothing stored: nothing in scope
+
+
+def test_nearest_distance_is_the_smallest_cosine_distance():
+    g = torch.Generator().manual_seed(19)
+    stored = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
+    q = queries.numpy() / np.linalg.norm(queries.numpy(), axis=-1, keepdims=True)
+    s = stored.numpy() / np.linalg.norm(stored.numpy(), axis=-1, keepdims=True)
+    expected = (1 - q @ s.transpose(0, 2, 1)).min(-1)
+    np.testing.assert_allclose(mem.nearest_distance(queries, stored).numpy(), expected, rtol=1e-12, atol=1e-14)
+    # A stored [S, D] is shared by every batch row; the threshold is inclusive.
+    shared = mem.scope_mask(queries, stored[0], threshold=float(expected[0].max()))
+    np.testing.assert_array_equal(shared[0].numpy(), np.ones(3, dtype=bool))
+    exact = mem.scope_mask(queries[:1], stored[:1], threshold=float(expected[0, 0]))
+    assert exact[0, 0] and exact[0].numpy().tolist() == (expected[0] <= expected[0, 0]).tolist()
+
+
+def test_hierarchical_read_takes_other_write_and_read_functions():
+    g = torch.Generator().manual_seed(20)
+    chunks = torch.randn(1, 7, 16, generator=g, dtype=torch.float64)
+    queries = torch.randn(1, 2, 16, generator=g, dtype=torch.float64)
+    prior = torch.eye(16, 16, dtype=torch.float64)
+    calls = []
+
+    def write_fn(z, m0):
+        calls.append(("write", z.shape[1]))
+        return mem.write(z, m0)
+
+    def read_fn(q, m):
+        calls.append(("read", q.shape[1]))
+        return mem.read(q, m)
+
+    # episode_size = 2, the smallest hierarchy: 7 chunks -> 4 read-outs -> 2 -> the answer.
+    found = mem.hierarchical_read(chunks, queries, prior, 2, write_fn=write_fn, read_fn=read_fn)
+    assert calls == [("write", 2), ("read", 1), ("write", 2), ("read", 1), ("write", 2), ("read", 1)]
+    for i in range(2):
+        assert _rel(found[:, i], _hierarchy_oracle(chunks[0], queries[0, i : i + 1], 2)) < 1e-9
+    with pytest.raises(ValueError, match="episode_size=1 must be >= 2"):
+        mem.hierarchical_read(chunks, queries, prior, 1)
 
 
 def test_hierarchical_read_without_hierarchy_is_a_plain_read():
