@@ -211,6 +211,76 @@ def test_default_cutoff_never_exceeds_float32_precision():
     assert mem.default_rtol((512, 768), torch.float64) == 768 * torch.finfo(torch.float64).eps
 
 
+def _numpy_pinv(a, eps):
+    """numpy's SVD pseudo-inverse with the spec's cut-off: singular values below max(m, n) * eps * σ_max dropped."""
+    return np.linalg.pinv(a, rcond=max(a.shape[-2:]) * eps)
+
+
+def test_pinv_cutoff_follows_the_precision_the_entries_carry():
+    # σ = (1, 1e-9, 1e-13): float64's cut-off (3 * 2.2e-16) keeps 1e-9 and 1e-13, float32's (3 * 1.2e-7) drops both.
+    g = torch.Generator().manual_seed(21)
+    u, _ = torch.linalg.qr(torch.randn(5, 3, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    a = u @ torch.diag(torch.tensor([1.0, 1e-9, 1e-13], dtype=torch.float64)) @ v.T
+    eps32, eps64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+    np.testing.assert_allclose(mem.pinv(a).numpy(), _numpy_pinv(a.numpy(), eps64), rtol=1e-6)
+    np.testing.assert_allclose(
+        mem.pinv(a, input_dtype=torch.float32).numpy(), _numpy_pinv(a.numpy(), eps32), atol=1e-9
+    )
+    assert mem.pinv(a).abs().max() > 1e12 > 10 * mem.pinv(a, input_dtype=torch.float32).abs().max()
+    # An explicit rtol wins over the default, and a half-precision matrix is inverted in float32, returned in its dtype.
+    np.testing.assert_allclose(mem.pinv(a, rtol=1e-10).numpy(), np.linalg.pinv(a.numpy(), rcond=1e-10), rtol=1e-6)
+    half = torch.eye(4, 3, dtype=torch.bfloat16) * 2
+    assert mem.pinv(half).dtype == torch.bfloat16
+    torch.testing.assert_close(mem.pinv(half).float(), torch.eye(3, 4) / 2)
+    with pytest.raises(ValueError, match="pinv needs matrices"):
+        mem.pinv(torch.ones(3))
+
+
+def test_float32_encodings_written_in_float64_keep_float32s_cutoff():
+    # Two encodings one float32 rounding step apart: in float64 their difference is a real but tiny singular value of
+    # W0, which float32's cut-off drops (the entries carry no more precision than that) and float64's would invert.
+    g = torch.Generator().manual_seed(22)
+    z = torch.randn(1, 4, 8, generator=g)
+    z[0, 3] = z[0, 2]
+    z[0, 3, 0] = torch.nextafter(z[0, 3, 0], torch.tensor(10.0))
+    prior = torch.randn(6, 8, generator=g)
+    memory = mem.write(z, prior, dtype=torch.float64)
+    assert memory.dtype == torch.float64
+    eps32 = torch.finfo(torch.float32).eps
+    z64, prior64 = z[0].double().numpy(), prior.double().numpy()
+    w0 = z64 @ _numpy_pinv(prior64, eps32)
+    np.testing.assert_allclose(memory[0].numpy(), _numpy_pinv(w0, eps32) @ z64, rtol=1e-8, atol=1e-10)
+    assert memory.abs().max() < 100  # the tiny singular value was not inverted
+    # Read back in float64 with float32's cut-off: the two near-identical encodings read as one.
+    read = mem.read(z, memory.float(), dtype=torch.float64)
+    m32 = memory[0].float().double().numpy()
+    np.testing.assert_allclose(read[0].numpy(), z64 @ _numpy_pinv(m32, eps32) @ m32, rtol=1e-8, atol=1e-10)
+
+
+def test_sampled_read_weights_are_the_mean_plus_scaled_noise():
+    # W = W̄ + exp(logvar / 2) ε with ε from the generator; checked by drawing ε from the same seed here.
+    g = torch.Generator().manual_seed(23)
+    z = torch.randn(2, 8, 10, generator=g, dtype=torch.float64)  # more items than slots: a full-rank memory
+    q = torch.randn(2, 3, 10, generator=g, dtype=torch.float64)
+    memory = mem.write(z, torch.randn(6, 10, generator=g, dtype=torch.float64))
+    w_mean = q @ torch.linalg.pinv(memory)
+    logvar = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
+    for w_logvar in (-1.5, logvar):
+        noise = torch.randn(w_mean.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        expected = (w_mean + torch.exp(0.5 * torch.as_tensor(w_logvar, dtype=torch.float64)) * noise) @ memory
+        read, addresses = mem.read(
+            q, memory, w_logvar=w_logvar, generator=torch.Generator().manual_seed(5), return_addresses=True
+        )
+        torch.testing.assert_close(read, expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(addresses, w_mean, rtol=1e-10, atol=1e-12)
+    # Two iterations read the read-out again: z2 = (z1 M⁺) M.
+    once = mem.read(q, memory)
+    torch.testing.assert_close(mem.read(q, memory, iterations=2), once @ torch.linalg.pinv(memory) @ memory)
+    with pytest.raises(ValueError, match="w_logvar=nan"):
+        mem.read(q, memory, w_logvar=float("nan"))
+
+
 def test_a_shared_prior_is_inverted_once():
     g = torch.Generator().manual_seed(13)
     z = torch.randn(6, 8, 40, generator=g)
