@@ -43,8 +43,19 @@ def modules() -> list[str]:
     return [path.removeprefix("hf_ext/").removesuffix(".py") for path in config["only_mutate"]]
 
 
-def run_module(module: str, max_children: int) -> float:
-    """Run mutmut over one module; the wall time in seconds."""
+def survivors_of(module: str) -> list[str]:
+    """The mutants of `module` that were not killed in the last run (to run again after new tests)."""
+    os.chdir(ROOT)
+    from mutmut.mutation.file_mutation import SourceFileMutationData
+    from mutmut.stats import status_by_exit_code
+
+    data = SourceFileMutationData(path=Path("hf_ext") / f"{module}.py")
+    data.load()
+    return [name for name, code in data.exit_code_by_key.items() if status_by_exit_code[code] not in KILLED]
+
+
+def run_module(module: str, max_children: int, only_survivors: bool = False) -> float:
+    """Run mutmut over one module (or over its last survivors only); the wall time in seconds."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     pattern = "hf_ext." + module.replace("/", ".") + ".*"
     start = time.perf_counter()
@@ -80,13 +91,14 @@ def collect(module: str) -> dict | None:
         return None
     data = SourceFileMutationData(path=path)
     data.load()
-    counts = {"mutants": 0, "killed": 0, "survived": 0, "equivalent": 0, "not run": 0}
+    counts = {"mutants": 0, "killed": 0, "timeout": 0, "survived": 0, "equivalent": 0, "not run": 0}
     survivors, equivalents = [], []
     for name, code in sorted(data.exit_code_by_key.items(), key=lambda item: _natural(item[0])):
         status = status_by_exit_code[code]
         counts["mutants"] += 1
         if status in KILLED:
             counts["killed"] += 1
+            counts["timeout"] += status == "timeout"
             continue
         if status == "not checked":
             counts["not run"] += 1
@@ -126,7 +138,7 @@ def write_report(results: dict[str, dict | None], times: dict[str, float], max_c
         "The text of `raise` statements is not mutated (the conditions are). Equivalent mutants are listed in "
         "benchmarks/mutation/equivalent.py with the reason.",
         "",
-        "| module | mutants | killed | survived | equivalent | score | wall time of the last run |",
+        "| module | mutants | killed (of which timeouts) | survived | equivalent | score | wall time of the last run |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for module, result in results.items():
@@ -137,7 +149,7 @@ def write_report(results: dict[str, dict | None], times: dict[str, float], max_c
         wall = f"{times[module] / 60:.1f} min" if module in times else ""
         partial = f" ({c['not run']} not run)" if c["not run"] else ""
         lines.append(
-            f"| {module} | {c['mutants']}{partial} | {c['killed']} | {c['survived']} | {c['equivalent']} | "
+            f"| {module} | {c['mutants']}{partial} | {c['killed']} ({c['timeout']}) | {c['survived']} | {c['equivalent']} | "
             f"{100 * c['score']:.1f} % | {wall} |"
         )
     lines += ["", "## Equivalent mutants", "", "| module | function | code | mutant | why it is equivalent |"]
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modules", nargs="+", help="e.g. larimar/memory risk/dominance (default: all)")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from mutants/")
+    parser.add_argument("--survivors", action="store_true", help="run only the mutants that survived the last run")
     args = parser.parse_args(argv)
     all_modules = modules()
     unknown = sorted(set(args.modules or ()) - set(all_modules))
@@ -171,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for module in args.modules or all_modules:
             print(f"== mutmut: {module}", flush=True)
-            times[module] = run_module(module, args.max_children)
+            elapsed = run_module(module, args.max_children, args.survivors)
+            if not args.survivors:
+                times[module] = elapsed
             times_file.write_text(json.dumps(times))
     results = {module: collect(module) for module in all_modules}
     report = write_report(results, times, args.max_children)
