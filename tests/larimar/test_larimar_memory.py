@@ -493,6 +493,25 @@ def test_nearest_distance_is_the_smallest_cosine_distance():
     assert exact[0, 0] and exact[0].numpy().tolist() == (expected[0] <= expected[0, 0]).tolist()
 
 
+def test_nearest_distance_computes_in_float32_or_wider():
+    # Half-precision encodings are compared in float32 (bfloat16 arithmetic would be off by ~1e-2), and a float64
+    # side makes the whole comparison float64.
+    g = torch.Generator().manual_seed(24)
+    stored = torch.randn(1, 5, 64, generator=g).to(torch.bfloat16)
+    queries = torch.randn(1, 4, 64, generator=g).to(torch.bfloat16)
+    q = queries.double().numpy()[0]
+    s = stored.double().numpy()[0]
+    q, s = q / np.linalg.norm(q, axis=-1, keepdims=True), s / np.linalg.norm(s, axis=-1, keepdims=True)
+    expected = (1 - q @ s.T).min(-1)
+    half = mem.nearest_distance(queries, stored)
+    assert half.dtype == torch.float32
+    np.testing.assert_allclose(half[0].numpy(), expected, atol=1e-6)
+    for first, second in ((queries.double(), stored.float()), (queries.float(), stored.double())):
+        mixed = mem.nearest_distance(first, second)
+        assert mixed.dtype == torch.float64
+        np.testing.assert_allclose(mixed[0].numpy(), expected, atol=1e-12)
+
+
 def test_hierarchical_read_takes_other_write_and_read_functions():
     g = torch.Generator().manual_seed(20)
     chunks = torch.randn(1, 7, 16, generator=g, dtype=torch.float64)
