@@ -442,16 +442,29 @@ def test_addressing_loss_is_the_cross_entropy_of_which_item_or_none():
     assert default.item() == pytest.approx(
         _addressing_loss_oracle(queries.numpy(), items.numpy(), targets.numpy(), 0.3, 0.05), rel=1e-10
     )
-    # float32 latents are computed in float32.
+    # float32 latents are computed in float32, half precision ones too (not in their own arithmetic), and a float64
+    # side makes it float64.
     assert mem.addressing_loss(queries.float(), items.float(), targets, threshold=0.3).dtype == torch.float32
-    with pytest.raises(ValueError, match="threshold=2.5"):
-        mem.addressing_loss(queries, items, targets, threshold=2.5)
+    q16, k16 = queries.to(torch.bfloat16), items.to(torch.bfloat16)
+    rounded = _addressing_loss_oracle(q16.double().numpy(), k16.double().numpy(), targets.numpy(), 0.3, 0.05)
+    half = mem.addressing_loss(q16, k16, targets, threshold=0.3)
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(rounded, rel=1e-5)
+    for first, second in ((q16.double(), k16.float()), (q16.float(), k16.double())):
+        mixed = mem.addressing_loss(first, second, targets, threshold=0.3)
+        assert mixed.dtype == torch.float64 and mixed.item() == pytest.approx(rounded, rel=1e-10)
+    for threshold in (2.5, -0.1):
+        with pytest.raises(ValueError, match=rf"threshold={threshold} .*\(a cosine distance\)"):
+            mem.addressing_loss(queries, items, targets, threshold=threshold)
     with pytest.raises(ValueError, match="temperature=0"):
         mem.addressing_loss(queries, items, targets, threshold=0.3, temperature=0)
     with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
         mem.addressing_loss(queries, items[..., :-1], targets, threshold=0.3)
     with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
         mem.addressing_loss(queries, items[:1], targets, threshold=0.3)
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries[..., None], items, targets, threshold=0.3)  # [B, Q, C, 1]: one too many
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries, items[..., None], targets, threshold=0.3)
     with pytest.raises(ValueError, match="targets of shape"):
         mem.addressing_loss(queries, items, targets[:, :3], threshold=0.3)
     for bad in (3, -2):
