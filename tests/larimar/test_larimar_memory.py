@@ -1,5 +1,7 @@
 """Larimar's memory math against independent oracles (QR projections, closed-form ridge regression, torch's KL)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,45 @@ def test_write_noise_is_seeded():
     b = mem.write(z, prior, noise_std=0.1, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, mem.write(z, prior))
+
+
+def test_ben_israel_iteration_is_the_official_fixed_step_update():
+    # X_0 = init_scale * Aᵀ, X <- 2X - X A X, written out here; 15 steps from 5e-4 by default.
+    g = torch.Generator().manual_seed(25)
+    a = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+
+    def iterate(steps, init_scale):
+        x = init_scale * a.transpose(-2, -1)
+        for _ in range(steps):
+            x = 2 * x - x @ a @ x
+        return x
+
+    torch.testing.assert_close(mem.ben_israel_pinv(a), iterate(15, 5e-4), rtol=1e-12, atol=0)
+    torch.testing.assert_close(mem.ben_israel_pinv(a, steps=0, init_scale=0.1), 0.1 * a.transpose(-2, -1))
+    torch.testing.assert_close(mem.pinv(a, method="ben_israel", steps=3, init_scale=0.01), iterate(3, 0.01))
+    for arguments, message in (
+        ({"steps": 1.5}, "steps=1.5"),
+        ({"steps": -1}, "steps=-1"),
+        ({"init_scale": 0.0}, "init_scale=0.0"),
+        ({"init_scale": -1e-3}, "init_scale=-0.001"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            mem.ben_israel_pinv(a, **arguments)
+    with pytest.raises(ValueError, match="^a holds NaN or infinite values"):
+        mem.ben_israel_pinv(torch.full((2, 2), float("inf")))
+
+
+def test_w_kl_of_a_scalar_log_variance_in_the_weights_precision():
+    w_mean = torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64)
+    logvar = -1.3
+    expected = 0.5 * sum(math.exp(logvar) + m * m - 1 - logvar for m in (0.3, -1.2, 2.0))
+    kl = mem.w_kl(w_mean, logvar)
+    assert kl.dtype == torch.float64 and kl.item() == pytest.approx(expected, rel=1e-14)
+    with pytest.raises(ValueError, match="^w_logvar holds NaN or infinite values"):
+        mem.w_kl(w_mean, float("inf"))
+    with pytest.raises(ValueError, match="^w_logvar holds NaN or infinite values"):
+        mem.w_kl(w_mean, torch.tensor([0.0, float("nan"), 0.0]))
+    assert torch.isnan(mem.w_kl(w_mean, float("nan"), check_finite=False)).all()
 
 
 def test_w_kl_matches_torch_distributions():
@@ -416,6 +457,16 @@ def test_item_weights_say_how_a_read_combines_the_stored_items():
         mem.item_weights(query_keys, item_keys[..., :-1], precision)
     with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
         mem.item_weights(query_keys, item_keys, precision[:, :-1])
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys, item_keys, precision[..., :-1])  # not square
+    with pytest.raises(ValueError, match=r"query_keys \[B, Q, K\], item_keys \[B, N, K\] and precision"):
+        mem.item_weights(query_keys, item_keys, precision[0])
+    for name in ("query_keys", "item_keys", "precision"):
+        arguments = {"query_keys": query_keys, "item_keys": item_keys, "precision": precision}
+        arguments[name] = arguments[name].clone()
+        arguments[name][0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match=f"^{name} holds NaN or infinite values"):
+            mem.item_weights(**arguments)
 
 
 def _addressing_loss_oracle(queries, items, targets, threshold, temperature):
