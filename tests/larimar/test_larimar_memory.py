@@ -322,6 +322,71 @@ def test_sampled_read_weights_are_the_mean_plus_scaled_noise():
         mem.read(q, memory, w_logvar=float("nan"))
 
 
+# What a query-side entry point computes from queries q [B, N', C] and a memory M [K, C], with P = M⁺; and the names of
+# its two arguments in its messages.
+QUERY_ENTRY_POINTS = {
+    "addresses": (mem.addresses, lambda q, p, m: q @ p, ("q", "memory")),
+    "read": (mem.read, lambda q, p, m: q @ p @ m, ("q", "memory")),
+    "reference_keys": (mem.reference_keys, lambda q, p, m: q @ p, ("z", "reference")),
+}
+
+
+@pytest.mark.parametrize("name", list(QUERY_ENTRY_POINTS))
+def test_query_entry_points_against_numpy(name):
+    function, oracle, (query_name, memory_name) = QUERY_ENTRY_POINTS[name]
+    g = torch.Generator().manual_seed(26)
+    eps32, eps64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+    u, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(9, 6, generator=g, dtype=torch.float64))
+    # A float32 memory with one singular value (1e-9) that float32's cut-off drops and float64's would keep.
+    memory = (u @ torch.diag(torch.tensor([1.0, 0.8, 0.5, 0.3, 0.1, 1e-9], dtype=torch.float64)) @ v.T).float()
+    q = torch.randn(2, 3, 9, generator=g, dtype=torch.float64)
+    m64 = memory.double().numpy()
+
+    def expected(queries, rcond):
+        return oracle(queries.double().numpy(), np.linalg.pinv(m64, rcond=rcond), m64)
+
+    # float64 queries, float32 memory: computed in float64 with the memory's own (float32) cut-off.
+    result = function(q, memory)
+    assert result.dtype == torch.float64
+    np.testing.assert_allclose(result.numpy(), expected(q, 9 * eps32), rtol=1e-9, atol=1e-9)
+    # float32 queries and memory computed in float64 on request; then in float32.
+    requested = function(q.float(), memory, dtype=torch.float64)
+    assert requested.dtype == torch.float64
+    np.testing.assert_allclose(requested.numpy(), expected(q.float(), 9 * eps32), rtol=1e-9, atol=1e-9)
+    single = function(q.float(), memory)
+    assert single.dtype == torch.float32
+    np.testing.assert_allclose(single.numpy(), expected(q.float(), 9 * eps32), rtol=1e-4, atol=1e-4)
+    # A float64 memory keeps float64's cut-off: the 1e-9 direction is inverted.
+    inverted = function(q, memory.double())
+    np.testing.assert_allclose(inverted.numpy(), expected(q, 9 * eps64), rtol=1e-6, atol=1e-6)
+    # Half-precision inputs are computed in float32.
+    assert function(q.to(torch.bfloat16), memory.to(torch.bfloat16)).dtype == torch.float32
+    # An explicit cut-off drops 0.1 and smaller.
+    np.testing.assert_allclose(function(q, memory, rtol=0.2).numpy(), expected(q, 0.2), rtol=1e-9, atol=1e-9)
+    if name != "reference_keys":
+        # The iterative pseudo-inverse with its step count, written out.
+        m = memory.double()
+        x = 5e-4 * m.T
+        for _ in range(3):
+            x = 2 * x - x @ m @ x
+        iterated = function(q, memory, pinv_method="ben_israel", pinv_steps=3)
+        np.testing.assert_allclose(iterated.numpy(), oracle(q.numpy(), x.numpy(), m64), rtol=1e-9, atol=1e-12)
+    for bad in (query_name, memory_name):
+        arguments = {query_name: q.clone(), memory_name: memory.clone()}
+        arguments[bad].view(-1)[0] = float("nan")
+        with pytest.raises(ValueError, match=f"^{bad} holds NaN or infinite values"):
+            function(*arguments.values())
+    with pytest.raises(ValueError, match=f"^{query_name} has latent size 8 but the memory has latent size 9"):
+        function(q[..., :8], memory)
+    with pytest.raises(ValueError, match=rf"^{query_name} must have shape \[batch, items, latent_size\]"):
+        function(q[0], memory)
+    with pytest.raises(
+        ValueError, match=rf"^{memory_name} must have shape \[memory_size, latent_size\] or \[batch \(2\)"
+    ):
+        function(q, memory.expand(3, -1, -1))
+
+
 def test_a_shared_prior_is_inverted_once():
     g = torch.Generator().manual_seed(13)
     z = torch.randn(6, 8, 40, generator=g)
