@@ -46,7 +46,7 @@ def modules() -> list[str]:
 def survivors_of(module: str) -> list[str]:
     """The mutants of `module` that were not killed in the last run (to run again after new tests)."""
     os.chdir(ROOT)
-    from mutmut.mutation.file_mutation import SourceFileMutationData
+    from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
 
     data = SourceFileMutationData(path=Path("hf_ext") / f"{module}.py")
@@ -61,10 +61,12 @@ def survivors_of(module: str) -> list[str]:
 def run_module(module: str, max_children: int, only_survivors: bool = False) -> float:
     """Run mutmut over one module (or over its last survivors only); the wall time in seconds."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
-    pattern = "hf_ext." + module.replace("/", ".") + ".*"
+    names = survivors_of(module) if only_survivors else ["hf_ext." + module.replace("/", ".") + ".*"]
+    if not names:
+        return 0.0
     start = time.perf_counter()
     mutmut = Path(sys.executable).with_name("mutmut")
-    subprocess.run([str(mutmut), "run", "--max-children", str(max_children), pattern], cwd=ROOT, env=env, check=True)
+    subprocess.run([str(mutmut), "run", "--max-children", str(max_children), *names], cwd=ROOT, env=env, check=True)
     return time.perf_counter() - start
 
 
@@ -86,8 +88,8 @@ def equivalence(module: str, function: str, before: str, after: str) -> str | No
 def collect(module: str) -> dict | None:
     """The results of the last run over `module`, or None when it has not been run."""
     os.chdir(ROOT)  # mutmut's helpers read pyproject.toml and mutants/ from the working directory
+    from mutmut.mutation.data import SourceFileMutationData
     from mutmut.mutation.diff_apply import get_diff_for_mutant
-    from mutmut.mutation.file_mutation import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
 
     path = Path("hf_ext") / f"{module}.py"
