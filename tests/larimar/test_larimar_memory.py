@@ -1,5 +1,8 @@
 """Larimar's memory math against independent oracles (QR projections, closed-form ridge regression, torch's KL)."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -140,6 +143,45 @@ def test_write_noise_is_seeded():
     assert not torch.allclose(a, mem.write(z, prior))
 
 
+def test_ben_israel_iteration_is_the_official_fixed_step_update():
+    # X_0 = init_scale * Aᵀ, X <- 2X - X A X, written out here; 15 steps from 5e-4 by default.
+    g = torch.Generator().manual_seed(25)
+    a = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+
+    def iterate(steps, init_scale):
+        x = init_scale * a.transpose(-2, -1)
+        for _ in range(steps):
+            x = 2 * x - x @ a @ x
+        return x
+
+    torch.testing.assert_close(mem.ben_israel_pinv(a), iterate(15, 5e-4), rtol=1e-12, atol=0)
+    torch.testing.assert_close(mem.ben_israel_pinv(a, steps=0, init_scale=0.1), 0.1 * a.transpose(-2, -1))
+    torch.testing.assert_close(mem.pinv(a, method="ben_israel", steps=3, init_scale=0.01), iterate(3, 0.01))
+    for arguments, message in (
+        ({"steps": 1.5}, "steps=1.5"),
+        ({"steps": -1}, "steps=-1"),
+        ({"init_scale": 0.0}, "init_scale=0.0"),
+        ({"init_scale": -1e-3}, "init_scale=-0.001"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            mem.ben_israel_pinv(a, **arguments)
+    with pytest.raises(ValueError, match="^a holds NaN or infinite values"):
+        mem.ben_israel_pinv(torch.full((2, 2), float("inf")))
+
+
+def test_w_kl_of_a_scalar_log_variance_in_the_weights_precision():
+    w_mean = torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64)
+    logvar = -1.3
+    expected = 0.5 * sum(math.exp(logvar) + m * m - 1 - logvar for m in (0.3, -1.2, 2.0))
+    kl = mem.w_kl(w_mean, logvar)
+    assert kl.dtype == torch.float64 and kl.item() == pytest.approx(expected, rel=1e-14)
+    with pytest.raises(ValueError, match="^w_logvar holds NaN or infinite values"):
+        mem.w_kl(w_mean, float("inf"))
+    with pytest.raises(ValueError, match="^w_logvar holds NaN or infinite values"):
+        mem.w_kl(w_mean, torch.tensor([0.0, float("nan"), 0.0]))
+    assert torch.isnan(mem.w_kl(w_mean, float("nan"), check_finite=False)).all()
+
+
 def test_w_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(7)
     w_mean = torch.randn(2, 5, 12, generator=g, dtype=torch.float64)
@@ -208,6 +250,141 @@ def test_default_cutoff_never_exceeds_float32_precision():
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         assert mem.default_rtol((512, 768), dtype) == 768 * torch.finfo(torch.float32).eps
     assert mem.default_rtol((512, 768), torch.float64) == 768 * torch.finfo(torch.float64).eps
+
+
+def _numpy_pinv(a, eps):
+    """numpy's SVD pseudo-inverse with the spec's cut-off: singular values below max(m, n) * eps * σ_max dropped."""
+    return np.linalg.pinv(a, rcond=max(a.shape[-2:]) * eps)
+
+
+def test_pinv_cutoff_follows_the_precision_the_entries_carry():
+    # σ = (1, 1e-9, 1e-13): float64's cut-off (3 * 2.2e-16) keeps 1e-9 and 1e-13, float32's (3 * 1.2e-7) drops both.
+    g = torch.Generator().manual_seed(21)
+    u, _ = torch.linalg.qr(torch.randn(5, 3, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    a = u @ torch.diag(torch.tensor([1.0, 1e-9, 1e-13], dtype=torch.float64)) @ v.T
+    eps32, eps64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+    np.testing.assert_allclose(mem.pinv(a).numpy(), _numpy_pinv(a.numpy(), eps64), rtol=1e-6)
+    np.testing.assert_allclose(
+        mem.pinv(a, input_dtype=torch.float32).numpy(), _numpy_pinv(a.numpy(), eps32), atol=1e-9
+    )
+    assert mem.pinv(a).abs().max() > 1e12 > 10 * mem.pinv(a, input_dtype=torch.float32).abs().max()
+    # An explicit rtol wins over the default, and a half-precision matrix is inverted in float32, returned in its dtype.
+    np.testing.assert_allclose(mem.pinv(a, rtol=1e-10).numpy(), np.linalg.pinv(a.numpy(), rcond=1e-10), rtol=1e-6)
+    half = torch.eye(4, 3, dtype=torch.bfloat16) * 2
+    assert mem.pinv(half).dtype == torch.bfloat16
+    torch.testing.assert_close(mem.pinv(half).float(), torch.eye(3, 4) / 2)
+    with pytest.raises(ValueError, match="pinv needs matrices"):
+        mem.pinv(torch.ones(3))
+
+
+def test_float32_encodings_written_in_float64_keep_float32s_cutoff():
+    # Two encodings one float32 rounding step apart: in float64 their difference is a real but tiny singular value of
+    # W0, which float32's cut-off drops (the entries carry no more precision than that) and float64's would invert.
+    g = torch.Generator().manual_seed(22)
+    z = torch.randn(1, 4, 8, generator=g)
+    z[0, 3] = z[0, 2]
+    z[0, 3, 0] = torch.nextafter(z[0, 3, 0], torch.tensor(10.0))
+    prior = torch.randn(6, 8, generator=g)
+    memory = mem.write(z, prior, dtype=torch.float64)
+    assert memory.dtype == torch.float64
+    eps32 = torch.finfo(torch.float32).eps
+    z64, prior64 = z[0].double().numpy(), prior.double().numpy()
+    w0 = z64 @ _numpy_pinv(prior64, eps32)
+    np.testing.assert_allclose(memory[0].numpy(), _numpy_pinv(w0, eps32) @ z64, rtol=1e-8, atol=1e-10)
+    assert memory.abs().max() < 100  # the tiny singular value was not inverted
+    # Read back in float64 with float32's cut-off: the two near-identical encodings read as one.
+    read = mem.read(z, memory.float(), dtype=torch.float64)
+    m32 = memory[0].float().double().numpy()
+    np.testing.assert_allclose(read[0].numpy(), z64 @ _numpy_pinv(m32, eps32) @ m32, rtol=1e-8, atol=1e-10)
+
+
+def test_sampled_read_weights_are_the_mean_plus_scaled_noise():
+    # W = W̄ + exp(logvar / 2) ε with ε from the generator; checked by drawing ε from the same seed here.
+    g = torch.Generator().manual_seed(23)
+    z = torch.randn(2, 8, 10, generator=g, dtype=torch.float64)  # more items than slots: a full-rank memory
+    q = torch.randn(2, 3, 10, generator=g, dtype=torch.float64)
+    memory = mem.write(z, torch.randn(6, 10, generator=g, dtype=torch.float64))
+    w_mean = q @ torch.linalg.pinv(memory)
+    logvar = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
+    for w_logvar in (-1.5, logvar):
+        noise = torch.randn(w_mean.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        expected = (w_mean + torch.exp(0.5 * torch.as_tensor(w_logvar, dtype=torch.float64)) * noise) @ memory
+        read, addresses = mem.read(
+            q, memory, w_logvar=w_logvar, generator=torch.Generator().manual_seed(5), return_addresses=True
+        )
+        torch.testing.assert_close(read, expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(addresses, w_mean, rtol=1e-10, atol=1e-12)
+    # Two iterations read the read-out again: z2 = (z1 M⁺) M.
+    once = mem.read(q, memory)
+    torch.testing.assert_close(mem.read(q, memory, iterations=2), once @ torch.linalg.pinv(memory) @ memory)
+    with pytest.raises(ValueError, match="w_logvar=nan"):
+        mem.read(q, memory, w_logvar=float("nan"))
+
+
+# What a query-side entry point computes from queries q [B, N', C] and a memory M [K, C], with P = M⁺; and the names of
+# its two arguments in its messages.
+QUERY_ENTRY_POINTS = {
+    "addresses": (mem.addresses, lambda q, p, m: q @ p, ("q", "memory")),
+    "read": (mem.read, lambda q, p, m: q @ p @ m, ("q", "memory")),
+    "reference_keys": (mem.reference_keys, lambda q, p, m: q @ p, ("z", "reference")),
+}
+
+
+@pytest.mark.parametrize("name", list(QUERY_ENTRY_POINTS))
+def test_query_entry_points_against_numpy(name):
+    function, oracle, (query_name, memory_name) = QUERY_ENTRY_POINTS[name]
+    g = torch.Generator().manual_seed(26)
+    eps32, eps64 = torch.finfo(torch.float32).eps, torch.finfo(torch.float64).eps
+    u, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(9, 6, generator=g, dtype=torch.float64))
+    # A float32 memory with one singular value (1e-9) that float32's cut-off drops and float64's would keep.
+    memory = (u @ torch.diag(torch.tensor([1.0, 0.8, 0.5, 0.3, 0.1, 1e-9], dtype=torch.float64)) @ v.T).float()
+    q = torch.randn(2, 3, 9, generator=g, dtype=torch.float64)
+    m64 = memory.double().numpy()
+
+    def expected(queries, rcond):
+        return oracle(queries.double().numpy(), np.linalg.pinv(m64, rcond=rcond), m64)
+
+    # float64 queries, float32 memory: computed in float64 with the memory's own (float32) cut-off.
+    result = function(q, memory)
+    assert result.dtype == torch.float64
+    np.testing.assert_allclose(result.numpy(), expected(q, 9 * eps32), rtol=1e-9, atol=1e-9)
+    # float32 queries and memory computed in float64 on request; then in float32.
+    requested = function(q.float(), memory, dtype=torch.float64)
+    assert requested.dtype == torch.float64
+    np.testing.assert_allclose(requested.numpy(), expected(q.float(), 9 * eps32), rtol=1e-9, atol=1e-9)
+    single = function(q.float(), memory)
+    assert single.dtype == torch.float32
+    np.testing.assert_allclose(single.numpy(), expected(q.float(), 9 * eps32), rtol=1e-4, atol=1e-4)
+    # A float64 memory keeps float64's cut-off: the 1e-9 direction is inverted.
+    inverted = function(q, memory.double())
+    np.testing.assert_allclose(inverted.numpy(), expected(q, 9 * eps64), rtol=1e-6, atol=1e-6)
+    # Half-precision inputs are computed in float32.
+    assert function(q.to(torch.bfloat16), memory.to(torch.bfloat16)).dtype == torch.float32
+    # An explicit cut-off drops 0.1 and smaller.
+    np.testing.assert_allclose(function(q, memory, rtol=0.2).numpy(), expected(q, 0.2), rtol=1e-9, atol=1e-9)
+    if name != "reference_keys":
+        # The iterative pseudo-inverse with its step count, written out.
+        m = memory.double()
+        x = 5e-4 * m.T
+        for _ in range(3):
+            x = 2 * x - x @ m @ x
+        iterated = function(q, memory, pinv_method="ben_israel", pinv_steps=3)
+        np.testing.assert_allclose(iterated.numpy(), oracle(q.numpy(), x.numpy(), m64), rtol=1e-9, atol=1e-12)
+    for bad in (query_name, memory_name):
+        arguments = {query_name: q.clone(), memory_name: memory.clone()}
+        arguments[bad].view(-1)[0] = float("nan")
+        with pytest.raises(ValueError, match=f"^{bad} holds NaN or infinite values"):
+            function(*arguments.values())
+    with pytest.raises(ValueError, match=f"^{query_name} has latent size 8 but the memory has latent size 9"):
+        function(q[..., :8], memory)
+    with pytest.raises(ValueError, match=rf"^{query_name} must have shape \[batch, items, latent_size\]"):
+        function(q[0], memory)
+    with pytest.raises(
+        ValueError, match=rf"^{memory_name} must have shape \[memory_size, latent_size\] or \[batch \(2\)"
+    ):
+        function(q, memory.expand(3, -1, -1))
 
 
 def test_a_shared_prior_is_inverted_once():
@@ -317,6 +494,102 @@ def test_ridge_must_be_positive():
         mem.ridge_memory(1, 8, 8, ridge=0)
 
 
+def test_item_weights_say_how_a_read_combines_the_stored_items():
+    # A ridge memory is M = C⁻¹ Wᵀ Z, so a read W_q M is A Z with A = W_q C⁻¹ Wᵀ: checked against the memory
+    # sequential_write built, and against numpy's solve of the same system.
+    g = torch.Generator().manual_seed(17)
+    reference = torch.randn(24, 16, generator=g, dtype=torch.float64)
+    z = torch.randn(2, 5, 16, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, 16, generator=g, dtype=torch.float64)
+    memory, precision = mem.ridge_memory(2, 24, 16, 1e-2, dtype=torch.float64)
+    item_keys = mem.reference_keys(z, reference)
+    memory, precision = mem.sequential_write(z, item_keys, memory, precision)
+    query_keys = mem.reference_keys(queries, reference)
+    weights = mem.item_weights(query_keys, item_keys, precision)
+    assert weights.shape == (2, 3, 5)
+    torch.testing.assert_close(weights @ z, mem.read_with_keys(query_keys, memory), rtol=1e-10, atol=1e-12)
+    gram = item_keys.numpy().transpose(0, 2, 1) @ item_keys.numpy() + 1e-2 * np.eye(24)
+    expected = query_keys.numpy() @ np.linalg.solve(gram, item_keys.numpy().transpose(0, 2, 1))
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-9, atol=1e-12)
+    # A stored item read with its own key draws on itself: the diagonal dominates (small ridge, few items).
+    own = mem.item_weights(item_keys, item_keys, precision)
+    assert (own.diagonal(dim1=-2, dim2=-1) > 0.9).all()
+    with pytest.raises(ValueError, match=r"query_keys \[B, Q, K\], item_keys \[B, N, K\] and precision"):
+        mem.item_weights(query_keys[0], item_keys, precision)
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys[..., :-1], item_keys, precision)
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys, item_keys[..., :-1], precision)
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys, item_keys, precision[:, :-1])
+    with pytest.raises(ValueError, match="do not match a precision matrix of shape"):
+        mem.item_weights(query_keys, item_keys, precision[..., :-1])  # not square
+    with pytest.raises(ValueError, match=r"query_keys \[B, Q, K\], item_keys \[B, N, K\] and precision"):
+        mem.item_weights(query_keys, item_keys, precision[0])
+    for name in ("query_keys", "item_keys", "precision"):
+        arguments = {"query_keys": query_keys, "item_keys": item_keys, "precision": precision}
+        arguments[name] = arguments[name].clone()
+        arguments[name][0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match=f"^{name} holds NaN or infinite values"):
+            mem.item_weights(**arguments)
+
+
+def _addressing_loss_oracle(queries, items, targets, threshold, temperature):
+    """Cross-entropy over [cosine similarities to the items, 1 - threshold] / temperature, in numpy."""
+    q = queries / np.linalg.norm(queries, axis=-1, keepdims=True)
+    k = items / np.linalg.norm(items, axis=-1, keepdims=True)
+    similarity = q @ k.transpose(0, 2, 1)
+    logits = np.concatenate([similarity, np.full(similarity.shape[:2] + (1,), 1 - threshold)], -1) / temperature
+    labels = np.where(targets < 0, items.shape[1], targets)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_softmax, labels[..., None], -1).mean()
+
+
+def test_addressing_loss_is_the_cross_entropy_of_which_item_or_none():
+    g = torch.Generator().manual_seed(18)
+    queries = torch.randn(2, 4, 8, generator=g, dtype=torch.float64)
+    items = torch.randn(2, 3, 8, generator=g, dtype=torch.float64)
+    targets = torch.tensor([[0, 2, -1, 1], [-1, -1, 1, 0]])
+    for threshold, temperature in ((0.3, 0.05), (1.2, 0.5)):
+        loss = mem.addressing_loss(queries, items, targets, threshold=threshold, temperature=temperature)
+        expected = _addressing_loss_oracle(queries.numpy(), items.numpy(), targets.numpy(), threshold, temperature)
+        assert loss.item() == pytest.approx(expected, rel=1e-10)
+    default = mem.addressing_loss(queries, items, targets, threshold=0.3)
+    assert default.item() == pytest.approx(
+        _addressing_loss_oracle(queries.numpy(), items.numpy(), targets.numpy(), 0.3, 0.05), rel=1e-10
+    )
+    # float32 latents are computed in float32, half precision ones too (not in their own arithmetic), and a float64
+    # side makes it float64.
+    assert mem.addressing_loss(queries.float(), items.float(), targets, threshold=0.3).dtype == torch.float32
+    q16, k16 = queries.to(torch.bfloat16), items.to(torch.bfloat16)
+    rounded = _addressing_loss_oracle(q16.double().numpy(), k16.double().numpy(), targets.numpy(), 0.3, 0.05)
+    half = mem.addressing_loss(q16, k16, targets, threshold=0.3)
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(rounded, rel=1e-5)
+    for first, second in ((q16.double(), k16.float()), (q16.float(), k16.double())):
+        mixed = mem.addressing_loss(first, second, targets, threshold=0.3)
+        assert mixed.dtype == torch.float64 and mixed.item() == pytest.approx(rounded, rel=1e-10)
+    for threshold in (2.5, -0.1):
+        with pytest.raises(ValueError, match=rf"threshold={threshold} .*\(a cosine distance\)"):
+            mem.addressing_loss(queries, items, targets, threshold=threshold)
+    with pytest.raises(ValueError, match="temperature=0"):
+        mem.addressing_loss(queries, items, targets, threshold=0.3, temperature=0)
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries, items[..., :-1], targets, threshold=0.3)
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries, items[:1], targets, threshold=0.3)
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries[..., None], items, targets, threshold=0.3)  # [B, Q, C, 1]: one too many
+    with pytest.raises(ValueError, match=r"queries \[B, Q, C\] and items \[B, N, C\] expected"):
+        mem.addressing_loss(queries, items[..., None], targets, threshold=0.3)
+    with pytest.raises(ValueError, match="targets of shape"):
+        mem.addressing_loss(queries, items, targets[:, :3], threshold=0.3)
+    for bad in (3, -2):
+        wrong = targets.clone()
+        wrong[0, 0] = bad
+        with pytest.raises(ValueError, match=r"targets must be item indices in \[0, 3\) or -1"):
+            mem.addressing_loss(queries, items, wrong, threshold=0.3)
+
+
 # Scope and long context ---------------------------------------------------------------------------------------
 
 
@@ -332,6 +605,64 @@ def test_scope_mask_matches_cosine_distances():
             assert mask[b, i].item() == (min(distances) <= threshold)
     assert mask[:, :2].all()  # a rescaled stored encoding is in scope
     assert not mem.scope_mask(queries, stored[:, :0], threshold).any()  # nothing stored: nothing in scope
+
+
+def test_nearest_distance_is_the_smallest_cosine_distance():
+    g = torch.Generator().manual_seed(19)
+    stored = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
+    q = queries.numpy() / np.linalg.norm(queries.numpy(), axis=-1, keepdims=True)
+    s = stored.numpy() / np.linalg.norm(stored.numpy(), axis=-1, keepdims=True)
+    expected = (1 - q @ s.transpose(0, 2, 1)).min(-1)
+    np.testing.assert_allclose(mem.nearest_distance(queries, stored).numpy(), expected, rtol=1e-12, atol=1e-14)
+    # A stored [S, D] is shared by every batch row; the threshold is inclusive.
+    shared = mem.scope_mask(queries, stored[0], threshold=float(expected[0].max()))
+    np.testing.assert_array_equal(shared[0].numpy(), np.ones(3, dtype=bool))
+    exact = mem.scope_mask(queries[:1], stored[:1], threshold=float(expected[0, 0]))
+    assert exact[0, 0] and exact[0].numpy().tolist() == (expected[0] <= expected[0, 0]).tolist()
+
+
+def test_nearest_distance_computes_in_float32_or_wider():
+    # Half-precision encodings are compared in float32 (bfloat16 arithmetic would be off by ~1e-2), and a float64
+    # side makes the whole comparison float64.
+    g = torch.Generator().manual_seed(24)
+    stored = torch.randn(1, 5, 64, generator=g).to(torch.bfloat16)
+    queries = torch.randn(1, 4, 64, generator=g).to(torch.bfloat16)
+    q = queries.double().numpy()[0]
+    s = stored.double().numpy()[0]
+    q, s = q / np.linalg.norm(q, axis=-1, keepdims=True), s / np.linalg.norm(s, axis=-1, keepdims=True)
+    expected = (1 - q @ s.T).min(-1)
+    half = mem.nearest_distance(queries, stored)
+    assert half.dtype == torch.float32
+    np.testing.assert_allclose(half[0].numpy(), expected, atol=1e-6)
+    for first, second in ((queries.double(), stored.float()), (queries.float(), stored.double())):
+        mixed = mem.nearest_distance(first, second)
+        assert mixed.dtype == torch.float64
+        np.testing.assert_allclose(mixed[0].numpy(), expected, atol=1e-12)
+
+
+def test_hierarchical_read_takes_other_write_and_read_functions():
+    g = torch.Generator().manual_seed(20)
+    chunks = torch.randn(1, 7, 16, generator=g, dtype=torch.float64)
+    queries = torch.randn(1, 2, 16, generator=g, dtype=torch.float64)
+    prior = torch.eye(16, 16, dtype=torch.float64)
+    calls = []
+
+    def write_fn(z, m0):
+        calls.append(("write", z.shape[1]))
+        return mem.write(z, m0)
+
+    def read_fn(q, m):
+        calls.append(("read", q.shape[1]))
+        return mem.read(q, m)
+
+    # episode_size = 2, the smallest hierarchy: 7 chunks -> 4 read-outs -> 2 -> the answer.
+    found = mem.hierarchical_read(chunks, queries, prior, 2, write_fn=write_fn, read_fn=read_fn)
+    assert calls == [("write", 2), ("read", 1), ("write", 2), ("read", 1), ("write", 2), ("read", 1)]
+    for i in range(2):
+        assert _rel(found[:, i], _hierarchy_oracle(chunks[0], queries[0, i : i + 1], 2)) < 1e-9
+    with pytest.raises(ValueError, match="episode_size=1 must be >= 2"):
+        mem.hierarchical_read(chunks, queries, prior, 1)
 
 
 def test_hierarchical_read_without_hierarchy_is_a_plain_read():
@@ -353,6 +684,57 @@ def test_hierarchical_read_finds_a_needle_in_a_context_ten_episodes_long():
     # The query is in the span of the needle's group, so every level reads it back exactly.
     found = mem.hierarchical_read(chunks, query, torch.eye(code_size, code_size, dtype=torch.float64), episode_size)
     assert _rel(found, query) < 1e-10
+
+
+def _hierarchy_oracle(chunks, query, episode_size):
+    """The hierarchical read of one query over one context, level by level with QR projections: each group of
+    `episode_size` rows (the last one shorter) is read as the projection onto its rows, until one group is left."""
+    level = chunks
+    while level.shape[0] > episode_size:
+        level = torch.cat(
+            [
+                _projection(query, level[start : start + episode_size])
+                for start in range(0, level.shape[0], episode_size)
+            ]
+        )
+    return _projection(query, level)
+
+
+def test_hierarchical_read_answers_each_query_from_its_own_hierarchy():
+    # Several episodes and several queries over three levels (19 chunks -> 5 read-outs -> 2 -> the answer): every
+    # query must be paired with the groups of its own episode at every level.
+    g = torch.Generator().manual_seed(15)
+    episode_size, code_size = 4, 32
+    chunks = torch.randn(2, 19, code_size, generator=g, dtype=torch.float64)
+    queries = torch.randn(2, 3, code_size, generator=g, dtype=torch.float64)
+    prior = torch.randn(24, code_size, generator=g, dtype=torch.float64)
+    found = mem.hierarchical_read(chunks, queries, prior, episode_size)
+    assert found.shape == (2, 3, code_size)
+    for b in range(2):
+        for i in range(3):
+            expected = _hierarchy_oracle(chunks[b], queries[b, i : i + 1], episode_size)
+            assert _rel(found[b, i : i + 1], expected) < 1e-9, (b, i)
+
+
+def test_write_is_the_pseudo_inverse_formula_of_the_spec():
+    # W0 = Z M0⁺, M = W0⁺ Z, computed in numpy float64 (LAPACK's SVD, not torch's), for a prior that is neither
+    # square nor orthogonal (M0ᵀ ≠ M0⁺) and for fewer and more items than slots.
+    g = torch.Generator().manual_seed(16)
+    for items, slots in ((6, 10), (14, 10)):
+        z = torch.randn(2, items, 12, generator=g, dtype=torch.float64)
+        prior = torch.randn(slots, 12, generator=g, dtype=torch.float64)
+        w0 = z.numpy() @ np.linalg.pinv(prior.numpy())
+        expected = np.stack([np.linalg.pinv(w0[b]) @ z[b].numpy() for b in range(2)])
+        np.testing.assert_allclose(mem.write(z, prior).numpy(), expected, rtol=1e-9, atol=1e-11)
+        # The same formula from float32 encodings, computed in float32.
+        np.testing.assert_allclose(mem.write(z.float(), prior.float()).numpy(), expected, rtol=2e-3, atol=2e-4)
+        # Write noise is added to the encodings before both products.
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+        noisy = z.numpy() + 0.5 * noise
+        w0 = noisy @ np.linalg.pinv(prior.numpy())
+        expected = np.stack([np.linalg.pinv(w0[b]) @ noisy[b] for b in range(2)])
+        written = mem.write(z, prior, noise_std=0.5, generator=torch.Generator().manual_seed(3))
+        np.testing.assert_allclose(written.numpy(), expected, rtol=1e-9, atol=1e-11)
 
 
 def test_errors_name_the_problem():

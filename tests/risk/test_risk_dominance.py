@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -60,6 +61,37 @@ def test_same_seed_same_result_and_serialisation():
     text = first.to_markdown()
     for rank, name in enumerate(first.ranking, start=1):
         assert f"| {rank} | {name} |" in text
+
+
+def test_bonferroni_divides_alpha_by_the_number_of_pairs():
+    # The family of 4 models is its 6 pairs: each pair is tested at alpha / 6, by the normal test and the KS guard.
+    # The oracle: scipy's normal quantile and its own two-sample KS test, at a level computed here.
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    samples = {f"m{i}": rng.normal(0.15 * i, 1, 400) for i in range(4)}
+    result = relative_dominance(samples, n_bootstrap=200, seed=0)
+    names = list(samples)
+    ks = np.array([[stats.ks_2samp(samples[a], samples[b]).pvalue for b in names] for a in names])
+    off_diagonal = ~np.eye(4, dtype=bool)
+    np.testing.assert_allclose(result.ks_pvalue[off_diagonal], ks[off_diagonal], rtol=1e-12)
+
+    def decisions(level):
+        rejected = (result.delta + result.std_error * stats.norm.ppf(1 - level) < 0) & (ks < level)
+        np.fill_diagonal(rejected, False)
+        return rejected
+
+    level = 0.05 / math.comb(4, 2)
+    assert result.critical_value == pytest.approx(stats.norm.ppf(1 - level), rel=1e-12)
+    np.testing.assert_array_equal(result.significant, decisions(level))
+    # The data is where the family size matters: uncorrected, twice as many pairs would be declared.
+    assert decisions(level).sum() == 3 and decisions(0.05).sum() == 6
+    pvalue = np.maximum(stats.norm.cdf(result.delta[off_diagonal] / result.std_error[off_diagonal]), ks[off_diagonal])
+    np.testing.assert_allclose(result.adjusted_pvalue[off_diagonal], np.minimum(1, 6 * pvalue), rtol=1e-9, atol=1e-15)
+    # The uncorrected test is the same decision at the plain level.
+    uncorrected = relative_dominance(samples, n_bootstrap=200, seed=0, correction=None)
+    np.testing.assert_array_equal(uncorrected.significant, decisions(0.05))
+    assert uncorrected.critical_value == pytest.approx(stats.norm.ppf(0.95), rel=1e-12)
 
 
 def test_epsilon_matrix_is_the_pairwise_violation_ratio():
