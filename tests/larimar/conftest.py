@@ -7,13 +7,22 @@ import torch
 @pytest.fixture(scope="session")
 def larimar_factory(tiny_bert_path, tiny_gpt2_path, tiny_llama_path):
     """Build a random Larimar over the tiny encoder and a tiny GPT-2 or Llama decoder (scaled-up projections, so
-    that the memory slot visibly changes the decoder's output)."""
+    that the memory slot visibly changes the decoder's output). Writes append (`replace_threshold=None`): a random
+    encoder puts every text within 0.03-0.10 cosine distance of every other, so no distance tells an edit from a new
+    fact; the tests of replacing set a threshold of their own."""
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
     decoders = {"gpt2": tiny_gpt2_path, "llama": tiny_llama_path}
 
     def build(family="gpt2", seed=0, **config):
-        config = {"latent_size": 32, "memory_size": 48, "w_logvar_mode": "slot", "pooling": "mean", **config}
+        config = {
+            "latent_size": 32,
+            "memory_size": 48,
+            "w_logvar_mode": "slot",
+            "pooling": "mean",
+            "replace_threshold": None,
+            **config,
+        }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = LarimarForCausalLM.from_encoder_decoder_pretrained(tiny_bert_path, decoders[family], **config)
