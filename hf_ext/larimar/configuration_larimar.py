@@ -158,12 +158,6 @@ class LarimarConfig(PreTrainedConfig):
         text_template (`str`, *optional*, defaults to `"New fact: {memory}\n"`):
             How a remembered text is placed before the prompt with `memory_readout="text"`; each `{memory}` is the
             text, with a full stop added when it ends without punctuation. Formerly `context_template`.
-        replace_threshold (`float`, *optional*, defaults to 0.05):
-            When a written text *edits* a stored one instead of adding to it: `write_memory(..., replace=True)` (the
-            default) first forgets every stored item whose latent lies within this cosine distance of the new
-            text's latent (the same subject and relation, another object: with an encoder whose latents ignore the
-            object, as the addressing `NATURAL_RECIPE` trains, "X lives in A" and "X lives in B" are that close, and
-            facts about another subject or relation are not). `None` never replaces (every write appends).
         episode_size (`int`, *optional*, defaults to 16):
             Items per memory in a hierarchical (long-context) read, and the default training episode size.
         kl_beta (`float`, *optional*, defaults to 0.5):
@@ -207,7 +201,6 @@ class LarimarConfig(PreTrainedConfig):
     memory_readout: str = "latent"
     item_addressing: str = "memory"
     text_template: str = "New fact: {memory}\n"
-    replace_threshold: float | None = 0.05
     episode_size: int = 16
     kl_beta: float = 0.5
     reconstruction_weight: float = 1.0
@@ -251,7 +244,6 @@ class LarimarConfig(PreTrainedConfig):
                 "text and a zero latent, and promises exactly the decoder reading that text, which a visible zero "
                 "slot (and the positions it shifts) would break. Leave mask_empty_slot unset (or True)."
             )
-        check_range("replace_threshold", self.replace_threshold, ge=0, le=2, optional=True, hint="(a cosine distance)")
         check_range("episode_size", self.episode_size, ge=2, integer=True)
         check_range("scope_threshold", self.scope_threshold, ge=0, le=2, optional=True, hint="(a cosine distance)")
         check_range("memory_ridge", self.memory_ridge, gt=0)

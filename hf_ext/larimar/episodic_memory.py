@@ -299,12 +299,20 @@ class LarimarMemoryMixin:
     ):
         """Write texts (facts, sentences) into the episodic memory in one shot, without gradient steps.
 
-        A write **edits** what it addresses: with `replace=True` (the default) and `config.replace_threshold` set,
-        every stored item whose latent lies within `replace_threshold` (cosine distance) of a new text's latent is
-        forgotten first, so that "X lives in B" replaces "X lives in A" instead of standing beside it (and within
-        one call, a later text replaces an earlier one the same way). Whether two facts are that close depends on
-        the encoder: the addressing `NATURAL_RECIPE` trains puts facts of one subject and relation together and the
-        others apart (`tests/larimar/test_larimar_edits_real.py` measures it). `replace=False` always appends.
+        A write **edits** what it addresses. With `replace=True` (the default), a new text replaces the stored
+        items it is an edit of, where an edit is defined as:
+
+        1. the two texts say the same thing up to their last words and differ only there: the words they share from
+           the start (the subject and the relation, as the texts phrase them, e.g. "Mara Okafor lives in") outnumber
+           the words in which each of them goes on differently (the objects, e.g. "Lisbon" and "Porto"); and
+        2. that shared beginning, read as a query, addresses the stored item (the item [`read_memory_items`] picks
+           for it, `config.item_addressing` and scope detection included).
+
+        So "Mara Okafor lives in Porto" replaces "Mara Okafor lives in Lisbon" (and a text written again replaces its
+        earlier copies), while "Mara Okafor works as a nurse" (another relation: the shared words, "Mara Okafor",
+        are fewer than "works as a nurse") and facts about other subjects stay. Within one call, a later text
+        replaces an earlier one by the first rule alone. A paraphrased edit ("Mara Okafor now resides in Porto") is
+        not recognised: forget the old text. `replace=False` always appends.
 
         Args:
             texts (`str` or `list[str]`):
@@ -331,15 +339,12 @@ class LarimarMemoryMixin:
         texts = list(texts) if texts is not None else [None] * count
         text_tokens = text_tokens or [None] * count
         kept = list(range(count))
-        threshold = self.config.replace_threshold
-        if replace and threshold is not None:
-            kept = _latest_of_each(z, threshold)
-            if state.size:
-                close = memory_math.nearest_distance(state.latents[None].to(z.device), z[None])[0] <= threshold
-                replaced = close.nonzero().flatten().tolist()
-                if replaced:
-                    state.write(state.latents[replaced], alpha=-1.0)
-                    state.keep([i for i in range(state.size) if i not in set(replaced)])
+        if replace and texts[0] is not None:
+            kept = [i for i in range(count) if not any(is_edit(texts[j], texts[i]) for j in range(i + 1, count))]
+            replaced = self._edited_items(state, [texts[i] for i in kept], processor)
+            if replaced:
+                state.write(state.latents[replaced], alpha=-1.0)
+                state.keep([i for i in range(state.size) if i not in set(replaced)])
         z = z[kept]
         state.write(z)
         state.latents = torch.cat([state.latents, z], 0)
@@ -363,6 +368,17 @@ class LarimarMemoryMixin:
                 stacklevel=2,
             )
         return state.size
+
+    def _edited_items(self, state: EpisodicMemory, texts: list[str], processor) -> list[int]:
+        """The stored items that `texts` are edits of (see [`write_memory`]), every copy of each."""
+        pairs = [(text, index) for text in texts for index, stored in enumerate(state.texts) if is_edit(text, stored)]
+        if not pairs:
+            return []
+        self._larimar()._memory_state = state  # the shared beginnings address the memory as it stands
+        beginnings = [shared_beginning(text, state.texts[index]) for text, index in pairs]
+        addressed = self._read_items(self.encode_texts(beginnings, processor))
+        hits = {state.texts[index] for (_, index), item in zip(pairs, addressed) if item == index}
+        return [index for index, stored in enumerate(state.texts) if stored in hits]
 
     def _text_tokens(self, texts: list[str] | None, processor) -> list[tuple[int, ...]] | None:
         """The decoder tokens each text is placed as with `memory_readout="text"` (`None` without texts), checked to
@@ -836,12 +852,28 @@ def _is_larimar_field(name: str) -> bool:
     return name not in PreTrainedConfig.__dataclass_fields__
 
 
-def _latest_of_each(z: torch.Tensor, threshold: float) -> list[int]:
-    """Indices of the items of one write that no later item of it replaces (within `threshold` cosine distance)."""
-    normalized = torch.nn.functional.normalize(z.float(), dim=-1)
-    distance = 1 - normalized @ normalized.T
-    later = torch.triu(distance <= threshold, diagonal=1)
-    return [i for i in range(z.shape[0]) if not bool(later[i].any())]
+def _words(text: str) -> list[str]:
+    return text.strip().rstrip(".!?;:").split()
+
+
+def shared_beginning(text: str, other: str) -> str:
+    """The words `text` and `other` share from their start."""
+    words, others = _words(text), _words(other)
+    count = 0
+    while count < min(len(words), len(others)) and words[count] == others[count]:
+        count += 1
+    return " ".join(words[:count])
+
+
+def is_edit(text: str | None, stored: str | None) -> bool:
+    """Whether `text` and `stored` differ only in their last words (the first rule of an edit, see
+    [`LarimarMemoryMixin.write_memory`]): the same words up to a point, and more of those than of the words in
+    which either goes on. Equal texts are edits of each other."""
+    if text is None or stored is None:
+        return False
+    words, others = _words(text), _words(stored)
+    shared = len(shared_beginning(text, stored).split())
+    return shared > 0 and shared > max(len(words), len(others)) - shared
 
 
 def _sibling_processor(path, repo):

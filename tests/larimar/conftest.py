@@ -7,9 +7,7 @@ import torch
 @pytest.fixture(scope="session")
 def larimar_factory(tiny_bert_path, tiny_gpt2_path, tiny_llama_path):
     """Build a random Larimar over the tiny encoder and a tiny GPT-2 or Llama decoder (scaled-up projections, so
-    that the memory slot visibly changes the decoder's output). Writes append (`replace_threshold=None`): a random
-    encoder puts every text within 0.03-0.10 cosine distance of every other, so no distance tells an edit from a new
-    fact; the tests of replacing set a threshold of their own."""
+    that the memory slot visibly changes the decoder's output)."""
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
     decoders = {"gpt2": tiny_gpt2_path, "llama": tiny_llama_path}
@@ -20,7 +18,6 @@ def larimar_factory(tiny_bert_path, tiny_gpt2_path, tiny_llama_path):
             "memory_size": 48,
             "w_logvar_mode": "slot",
             "pooling": "mean",
-            "replace_threshold": None,
             **config,
         }
         with torch.random.fork_rng(devices=[]):
