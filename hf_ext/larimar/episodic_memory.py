@@ -556,17 +556,24 @@ class LarimarMemoryMixin:
         side: str | None = None,
         cache=None,
         refused: dict | None = None,
+        generating: bool = False,
     ) -> BatchRead:
         """What a batch reads: `memory_latent` when given; else, with encoder queries, the latent they read
         (`memory_readout="latent"`) or a zero latent and the batch with each addressed text inserted after its BOS
-        (`"text"`); else a zero latent. `refused` holds the arguments the text read-out cannot honour."""
+        (`"text"`); else a zero latent. `refused` holds the arguments the text read-out cannot honour; `generating`
+        encodes the queries as `read_memory` does (eval mode, token ids checked)."""
         if memory_latent is not None or encoder_input_ids is None:
             if memory_latent is None:
                 batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
                 memory_latent = self._zero_latents(batch)
             return BatchRead(input_ids, attention_mask, memory_latent)
         if self.config.memory_readout == "latent":
-            q = self._larimar().encode(encoder_input_ids, encoder_attention_mask)
+            if generating:
+                q = self.encode_texts(
+                    encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
+                )
+            else:
+                q = self._larimar().encode(encoder_input_ids, encoder_attention_mask)
             return BatchRead(input_ids, attention_mask, self._read_latents(q.float()))
         if input_ids is None:
             raise ValueError('memory_readout="text" needs input_ids (the remembered text is placed between tokens).')

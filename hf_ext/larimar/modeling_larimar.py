@@ -1,10 +1,13 @@
 """PyTorch Larimar: an encoder, an episodic memory and a causal decoder conditioned on what it reads.
 
-The decoder is conditioned on a latent `z` (read from memory, or zero when there is nothing relevant to read) as in
-the official model: a linear map of `z` gives one key / value slot per layer, placed before the tokens in the KV
-cache (so token positions start at 1), and another linear map of `z` is added to every token embedding. The slot
-goes through the ordinary transformers `Cache` API, so any decoder whose attention reads a `Cache` works (GPT-2 and
-Llama-family models among them), with `generate`, left padding, beam search and quantized weights.
+With `memory_readout="latent"` (the paper's) the decoder is conditioned on a latent `z` (read from memory, or zero
+when there is nothing relevant to read) as in the official model: a linear map of `z` gives one key / value slot per
+layer, placed before the tokens in the KV cache (so token positions start at 1), and another linear map of `z` is
+added to every token embedding. The slot goes through the ordinary transformers `Cache` API, so any decoder whose
+attention reads a `Cache` works (GPT-2 and Llama-family models among them), with `generate`, left padding, beam
+search and quantized weights. With `memory_readout="text"` (hf-ext's) the memory only addresses a stored text, which
+is placed before the prompt (see [`LarimarConfig`]). The episodic memory itself (its state, API and file) lives in
+`episodic_memory.py`, the training objectives in `objective.py`.
 """
 
 from __future__ import annotations
@@ -803,6 +806,7 @@ class LarimarForCausalLM(LarimarObjectiveMixin, LarimarPreTrainedModel, Generati
             encoder_attention_mask,
             side="left",
             refused={name: kwargs.get(name) for name in ("position_ids", "output_attentions")},
+            generating=True,
         )
         if read.input_ids is not None and read.input_ids.numel():
             low, high = torch.stack([read.input_ids.min(), read.input_ids.max()]).tolist()  # one copy per call

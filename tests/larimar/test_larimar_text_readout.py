@@ -10,7 +10,7 @@ from hf_ext.larimar.splicing import splice_tokens
 FACTS = ["the old harbour keeps a red boat", "a short walk leads to the market", "the tall tower has a bell"]
 
 
-def _context_model(larimar_factory, family="gpt2", **config):
+def _text_model(larimar_factory, family="gpt2", **config):
     config = {"memory_readout": "text", "scope_threshold": None, **config}
     model = larimar_factory(family, **config)
     with torch.no_grad():  # a zero latent is then exactly the decoder
@@ -91,7 +91,7 @@ def test_splice_context_places_each_context_after_the_bos_and_maps_positions_bac
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_factory, tiny_processor, family):
-    model = _context_model(larimar_factory, family)
+    model = _text_model(larimar_factory, family)
     model.write_memory(FACTS, processor=tiny_processor)
     prompts = ["the old harbour keeps a", "the tall tower has a"]
     assert model.read_memory_items(prompts, tiny_processor) == [0, 2]
@@ -125,7 +125,7 @@ def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_facto
 
 
 def test_context_readout_with_labels_scores_the_prompt_tokens_only(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     model.write_memory(FACTS, processor=tiny_processor)
     inputs = tiny_processor(["the old harbour keeps a red boat"], padding_side="right")
     labels = inputs["input_ids"].clone()
@@ -136,7 +136,7 @@ def test_context_readout_with_labels_scores_the_prompt_tokens_only(larimar_facto
 
 
 def test_out_of_scope_and_empty_memory_leave_the_decoder_alone(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     prompt = ["a short walk leads to the"]
     inputs = tiny_processor(prompt, padding_side="right")
     reference = _plain_logits(model, tiny_processor, prompt)[0]
@@ -150,7 +150,7 @@ def test_out_of_scope_and_empty_memory_leave_the_decoder_alone(larimar_factory, 
 
 
 def test_forgetting_removes_the_text_a_query_reads(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     model.write_memory(FACTS, processor=tiny_processor)
     model.forget_memory(FACTS[0], processor=tiny_processor)
     assert model.memory_texts == FACTS[1:]
@@ -161,7 +161,7 @@ def test_forgetting_removes_the_text_a_query_reads(larimar_factory, tiny_process
 def test_texts_and_their_tokens_survive_save_and_load(larimar_factory, tiny_processor, tmp_path):
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     model.write_memory(FACTS, processor=tiny_processor)
     model.save_pretrained(tmp_path)
     # Without a processor beside it, the memory loads unchecked, and a text read-out refuses to insert its texts.
@@ -189,7 +189,7 @@ def test_texts_and_their_tokens_survive_save_and_load(larimar_factory, tiny_proc
 def test_context_readout_refuses_what_it_cannot_place(larimar_factory, tiny_processor):
     from hf_ext.larimar.configuration_larimar import LarimarConfig
 
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     encoded = tiny_processor.encode_memory(FACTS)
     with pytest.raises(ValueError, match="needs the texts"):
         model.write_memory(**encoded)
@@ -210,7 +210,7 @@ def test_calibrated_scope_threshold_keeps_the_asked_share_of_neighbours_in_scope
 
     from hf_ext.larimar.evaluation import calibrate_scope_threshold, scope_distances
 
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     records = [
         SimpleNamespace(
             rewrite_prompt=f"the {place} keeps a",
@@ -265,7 +265,7 @@ def test_addressing_loss_is_the_cross_entropy_over_items_and_none():
 
 
 def test_context_objective_trains_the_addressing_only(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory, scope_threshold=0.3, episode_size=4)
+    model = _text_model(larimar_factory, scope_threshold=0.3, episode_size=4)
     texts = FACTS + ["the green garden grows a rose"]
     queries = ["which boat does the harbour keep", "where does the walk lead", "what does the tower hold", "the rose"]
     batch = tiny_processor.episode(texts, queries)
@@ -292,7 +292,7 @@ def test_context_objective_trains_the_addressing_only(larimar_factory, tiny_proc
 def test_item_addressing_picks_the_item_its_rule_says(larimar_factory, tiny_processor, addressing):
     from hf_ext.testing.larimar import filler_sentences
 
-    model = _context_model(larimar_factory, item_addressing=addressing)
+    model = _text_model(larimar_factory, item_addressing=addressing)
     texts = filler_sentences(60, seed=1)  # more items than the memory's capacity (48)
     with pytest.warns(UserWarning, match="can tell apart at most"):
         model.write_memory(texts, processor=tiny_processor)

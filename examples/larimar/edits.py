@@ -1,0 +1,96 @@
+"""Re-editing facts on the real natural-facts Larimar (issue 27): does the latest edit win?
+
+Protocol (`measure_reedits`): `count` CounterFact-style records about invented people never seen in training
+(`counterfact_records(count, seed)`); each subject also gets a fact of another relation, written first, that no
+edit may touch. Then every record's fact is written three times, one `write_memory` call per fact and per round,
+with three different objects: A (`target_true`), B (`target_new`), then C (a third object of the relation). After
+the three rounds we measure, for the rewrite prompts:
+
+- `holds_latest`: the memory holds the C text of the subject's relation and neither A nor B;
+- `reads_latest`: the rewrite prompt addresses the C text (`read_memory_items`);
+- `answers_latest_exact`: the greedy answer starts with C (every C token is the arg-max, teacher-forced), against
+  `answers_latest_exact_alone`, the same with only the C facts ever written (the decoder's own ceiling);
+- `prefers_latest`: P(C) > P(A) and P(C) > P(B);
+- `other_relations_kept`: the share of the other-relation facts still stored;
+
+and the same with `replace=False` (today's append) as the reference.
+
+`python -m examples.larimar.edits` prints the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+
+def reedit_records(count: int = 100, seed: int = 2027):
+    """`(records, third_objects, other_facts)`: the records, a third object per record, and one fact of another
+    relation about each record's subject."""
+    from hf_ext.testing.larimar_natural import RELATIONS, counterfact_records, relation_objects
+
+    records = counterfact_records(count, seed=seed, num_neighbours=0)
+    rng = random.Random(seed)
+    relations = {relation.name: relation for relation in RELATIONS}
+    third, others = [], []
+    for record in records:
+        objects = relation_objects(relations[record.relation], held_out=True)
+        third.append(rng.choice([o for o in objects if o not in (record.target_true, record.target_new)]))
+        other = rng.choice([r for r in RELATIONS if r.name != record.relation])
+        others.append(f"{other.prompt(record.subject, 0)} {rng.choice(relation_objects(other, held_out=True))}")
+    return records, third, others
+
+
+def measure_reedits(path, count: int = 100, seed: int = 2027) -> dict:
+    """The figures of the protocol above for the Larimar saved in `path` (with its processor)."""
+    import torch
+
+    from hf_ext.larimar.evaluation import target_scores
+    from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
+    from hf_ext.larimar.processing_larimar import LarimarProcessor
+
+    records, third, others = reedit_records(count, seed)
+    model = LarimarForCausalLM.from_pretrained(path).eval()
+    processor = LarimarProcessor.from_pretrained(path)
+    prompts = [r.rewrite_prompt for r in records]
+    rounds = [[r.target_true for r in records], [r.target_new for r in records], third]
+    results = {"num_records": len(records)}
+    for replace in (True, False):
+        model.reset_memory()
+        with torch.no_grad():
+            model.write_memory(others, processor=processor)
+            for objects in rounds:
+                for prompt, obj in zip(prompts, objects):
+                    model.write_memory(f"{prompt} {obj}", processor=processor, replace=replace)
+            stored = model.memory_texts
+            latest = [f"{p} {c}" for p, c in zip(prompts, third)]
+            earlier = [{f"{p} {o}" for o in (r.target_true, r.target_new)} for p, r in zip(prompts, records)]
+            items = model.read_memory_items(prompts, processor)
+            log_c, exact = target_scores(model, processor, prompts, third)
+            log_a, _ = target_scores(model, processor, prompts, rounds[0])
+            log_b, _ = target_scores(model, processor, prompts, rounds[1])
+        name = "replace" if replace else "append"
+        results[name] = {
+            "items_stored": len(stored),
+            "holds_latest": sum(t in stored and not (e & set(stored)) for t, e in zip(latest, earlier)) / count,
+            "reads_latest": sum(i is not None and stored[i] == t for i, t in zip(items, latest)) / count,
+            "answers_latest_exact": sum(exact) / count,
+            "prefers_latest": sum(c > a and c > b for c, a, b in zip(log_c, log_a, log_b)) / count,
+            "other_relations_kept": sum(o in stored for o in others) / count,
+        }
+    model.reset_memory()
+    with torch.no_grad():
+        model.write_memory([f"{p} {c}" for p, c in zip(prompts, third)], processor=processor)
+        _, alone = target_scores(model, processor, prompts, third)
+    results["answers_latest_exact_alone"] = sum(alone) / count
+    return results
+
+
+def main() -> None:
+    from examples.larimar.model import NATURAL_RECIPE, real_larimar_dir
+
+    print(json.dumps(measure_reedits(real_larimar_dir(NATURAL_RECIPE)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
