@@ -49,6 +49,8 @@ def _rel(a, b):
         ("The best friend of Mara Okafor is Ian Lee", "The best friend of Mara Okafor is Zoe Ng", True),
         ("Mara Okafor works as a nurse", "Mara Okafor lives in Lisbon", False),  # another relation
         ("Mara Okafor works as a nurse", "Mara Okafor works for Acme", False),  # shares only "Mara Okafor works"
+        ("Mara Okafor plays the cello", "Mara Okafor plays the sport of tennis", False),  # 4 shared, 3 not
+        ("Mara Okafor works for Riverbend Media", "Mara Okafor works for Acme", True),  # 4 shared, 2 not
         ("Mara Lee lives in Porto", "Mara Okafor lives in Porto", False),  # another subject
         ("Lisbon is lovely", "Mara Okafor lives in Lisbon", False),  # nothing shared from the start
         ("Mara Okafor lives in Porto", None, False),  # an item written as token ids
@@ -67,7 +69,7 @@ def test_a_write_replaces_the_item_its_shared_beginning_addresses(larimar_factor
     model = larimar_factory("gpt2", latent_size=48, memory_ridge=0.1, item_addressing="nearest", scope_threshold=None)
     model.write_memory(stored, processor=tiny_processor)
     beginning = "the old harbour keeps a red"
-    assert model.read_memory_items([beginning], tiny_processor) == [0]  # what the second rule asks
+    assert model.read_memory_items([beginning], tiny_processor) == [0]  # what the second rule asks (nearest)
     assert model.write_memory("the old harbour keeps a red mill", processor=tiny_processor) == 3
     assert model.memory_texts == stored[1:] + ["the old harbour keeps a red mill"]
     assert _rel(model.memory_state.memory, _ridge_solution(model.memory_state)) < 1e-6
