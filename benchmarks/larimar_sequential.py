@@ -1,7 +1,7 @@
 """Larimar sequential edits: natural counterfactual facts written one call at a time, against a LoRA editor.
 
 The model is the natural-facts Larimar (`examples.larimar.model.NATURAL_RECIPE`: MiniLM + SmolLM2,
-`memory_readout="context"`, the addressing trained, trained once and cached). Facts are CounterFact-style rewrites
+`memory_readout="text"`, the addressing trained, trained once and cached). Facts are CounterFact-style rewrites
 (`hf_ext.testing.larimar_natural.counterfact_records`), subjects and new objects never seen in training.
 
 1. **Larimar**: `write_memory` once per fact (the sequential, recursive least-squares write), up to `--edits`
@@ -81,7 +81,7 @@ def lora_curve(plain, processor, records, checkpoints, probe: int, steps: int, l
     rows, train_seconds = [], 0.0
     for count, record in enumerate(records, start=1):
         batch = processor.episode([record.rewrite_text])
-        prompt = processor._decoder_ids([record.rewrite_prompt], False, None)[0]
+        prompt = processor.decoder_ids([record.rewrite_prompt], False, None)[0]
         batch["labels"][0, : len(prompt)] = -100  # the answer only
         start = time.process_time()
         peft.train()

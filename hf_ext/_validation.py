@@ -11,7 +11,7 @@ import math
 import numbers
 
 
-__all__ = ["check_range"]
+__all__ = ["check_range", "warn_deprecated"]
 
 
 def _format(number) -> str:
@@ -69,3 +69,18 @@ def check_range(
     if not valid:
         expected = _expectation(integer, ge, gt, le, lt, optional)
         raise ValueError(f"{name}={value!r} is out of range; expected {expected}{f' {hint}' if hint else ''}.")
+
+
+_LIBRARY_PREFIXES = ("hf_ext", "huggingface_hub", "transformers")
+
+
+def warn_deprecated(message: str) -> None:
+    """A `FutureWarning` attributed to the first caller outside hf-ext and the libraries it plugs into (the
+    user's line), however deep the deprecated name is reached (dataclass wrappers, `from_pretrained`, ...)."""
+    import sys
+    import warnings
+
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _LIBRARY_PREFIXES:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, FutureWarning, stacklevel=level)

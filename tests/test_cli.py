@@ -206,13 +206,13 @@ def test_a_components_check_reaches_the_user_as_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("prompt_field", ["bogus", "None"])
-def test_context_readout_training_needs_a_query_column(tmp_path, capsys, prompt_field):
+def test_text_readout_training_needs_a_query_column(tmp_path, capsys, prompt_field):
     argv = ["larimar-train", "--encoder_name_or_path", "hf-ext-testing/tiny-bert", "--decoder_name_or_path",
             "hf-ext-testing/tiny-llama", "--dataset_name", "hf-ext-testing/larimar-natural-facts", "--num_episodes",
-            "1", "--episode_size", "4", "--per_device_train_batch_size", "4", "--memory_readout", "context",
+            "1", "--episode_size", "4", "--per_device_train_batch_size", "4", "--memory_readout", "text",
             "--prompt_field", prompt_field, "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "error:" in line]
-    assert "memory_readout=context trains the addressing" in line and "'query'" in line, line
+    assert "memory_readout=text trains the addressing" in line and "'query'" in line, line
     assert not (tmp_path / "out").exists()

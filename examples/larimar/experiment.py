@@ -76,14 +76,14 @@ def answer_log_probs(model, processor, facts, memory_latent=None, batch_size: in
     scores = []
     for start in range(0, len(facts), batch_size):
         chunk = facts[start : start + batch_size]
-        full = processor._decoder_ids([f.text for f in chunk], False, None)
-        prompts = processor._decoder_ids([f.prompt for f in chunk], False, None)
+        full = processor.decoder_ids([f.text for f in chunk], False, None)
+        prompts = processor.decoder_ids([f.prompt for f in chunk], False, None)
         for ids, prompt in zip(full, prompts):
             if ids[: len(prompt)] != prompt or len(ids) == len(prompt):
                 raise ValueError(
                     f"The tokens of a prompt are not a prefix of its fact's tokens ({tokenizer.decode(ids)!r})."
                 )
-        input_ids, attention_mask = processor._pad(full, "right")
+        input_ids, attention_mask = processor.pad_decoder_ids(full, "right")
         kwargs = {}
         if isinstance(model, LarimarForCausalLM):
             latent = memory_latent[start : start + batch_size] if memory_latent is not None else None

@@ -35,7 +35,7 @@ then separates a fact from its prompt; one run (250 steps of 24, learning rate 5
 **The natural recipe** (`NATURAL_RECIPE`, issue 16) trains on the natural facts of
 [`hf_ext.testing.larimar_natural`] instead (`corpus="natural"`), leaves the decoder alone (`decoder_lora=False`,
 `mask_empty_slot`: an empty memory or an out-of-scope query gives exactly SmolLM2) and reads the memory into the
-decoder's context (`memory_readout="context"`: the text of the fact a prompt addresses is placed before it). Only
+decoder's context (`memory_readout="text"`: the text of the fact a prompt addresses is placed before it). Only
 the addressing trains (the latent projection; each fact's paraphrased query must address it, queries about nothing
 stored must fall out of scope), in about 2 CPU-minutes; then the scope threshold is calibrated on training
 subjects ([`calibrate_real_scope`]). `LATENT_NATURAL_RECIPE` is the first natural recipe, with the paper's latent
@@ -94,7 +94,7 @@ class RealLarimarRecipe:
     corpus: str = "template"
     decoder_lora: bool = True
     memory_readout: str = "latent"
-    context_template: str = "New fact: {memory}\n"
+    text_template: str = "New fact: {memory}\n"
     scope_neighbour_rate: float | None = None
 
     def __post_init__(self):
@@ -106,12 +106,10 @@ class RealLarimarRecipe:
             raise ValueError(f"episode_size={self.episode_size!r} is out of range; expected an integer >= 2.")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps!r} is out of range; expected an integer >= 0.")
-        if self.memory_readout not in ("latent", "context"):
-            raise ValueError(
-                f"memory_readout={self.memory_readout!r} is not supported; expected 'latent' or 'context'."
-            )
-        if self.memory_readout == "context" and (self.corpus != "natural" or self.decoder_lora):
-            raise ValueError('memory_readout="context" trains the addressing on the natural corpus, decoder frozen.')
+        if self.memory_readout not in ("latent", "text"):
+            raise ValueError(f"memory_readout={self.memory_readout!r} is not supported; expected 'latent' or 'text'.")
+        if self.memory_readout == "text" and (self.corpus != "natural" or self.decoder_lora):
+            raise ValueError('memory_readout="text" trains the addressing on the natural corpus, decoder frozen.')
         if self.corpus not in CORPORA:
             raise ValueError(f"corpus={self.corpus!r} is not supported; expected one of {list(CORPORA)}.")
         for name in ("learning_rate", "lora_learning_rate"):
@@ -121,6 +119,11 @@ class RealLarimarRecipe:
 
     def fingerprint(self) -> str:
         fields = asdict(self)
+        # Hashed under the names the first cached models were made with (the read-out "context", its template
+        # "context_template"), so that renaming them kept those folders.
+        fields["context_template"] = fields.pop("text_template")
+        if fields["memory_readout"] == "text":
+            fields["memory_readout"] = "context"
         # Options added after the first cached models: left out at their defaults, so those keep their folders.
         for name, default in (
             ("corpus", "template"),
@@ -137,8 +140,8 @@ class RealLarimarRecipe:
 NATURAL_RECIPE = RealLarimarRecipe(
     corpus="natural",
     decoder_lora=False,
-    memory_readout="context",
-    context_template="New fact: {memory} {memory}\n",
+    memory_readout="text",
+    text_template="New fact: {memory} {memory}\n",
     latent_size=384,
     memory_size=384,
     steps=300,
@@ -147,7 +150,7 @@ NATURAL_RECIPE = RealLarimarRecipe(
     scope_threshold=0.4,
     scope_neighbour_rate=0.05,
 )
-"""The natural-facts recipe (issue 16): `memory_readout="context"` (the text of the item a prompt addresses is
+"""The natural-facts recipe (issue 16): `memory_readout="text"` (the text of the item a prompt addresses is
 placed before it), the addressing trained on [`hf_ext.testing.larimar_natural`]'s facts and paraphrases, the scope
 threshold calibrated on training subjects; SmolLM2 is never changed (see examples/larimar/README.md)."""
 
@@ -187,7 +190,7 @@ def build_real_larimar(recipe: RealLarimarRecipe | None = None):
             no_memory_weight=0.0,
             scope_threshold=recipe.scope_threshold,
             memory_readout=recipe.memory_readout,
-            context_template=recipe.context_template,
+            text_template=recipe.text_template,
             # With the decoder left as it is, an empty memory (or an out-of-scope query) gives exactly the decoder.
             mask_empty_slot=not recipe.decoder_lora,
         )
@@ -204,7 +207,7 @@ def build_real_larimar(recipe: RealLarimarRecipe | None = None):
 def label_answers_only(batch: dict, processor, prompts: list[str], eos: bool = True) -> dict:
     """Keep the labels of the answer only (the tokens after each row's prompt, the prompt being what the user types),
     in place; with `eos=False` the end-of-sequence token is not labelled either. Returns `batch`."""
-    for row, prompt in enumerate(processor._decoder_ids(prompts, False, None)):
+    for row, prompt in enumerate(processor.decoder_ids(prompts, False, None)):
         batch["labels"][row, : len(prompt)] = -100
     if not eos:
         batch["labels"][batch["labels"] == processor.decoder_tokenizer.eos_token_id] = -100
@@ -230,7 +233,7 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
     else:  # only the memory path trains: with an empty memory (z = 0) the decoder is the pretrained one
         peft_model = model
     larimar = model.model
-    if recipe.memory_readout == "context":  # the decoder reads text: only the addressing (the latents) trains
+    if recipe.memory_readout == "text":  # the decoder reads text: only the addressing (the latents) trains
         new_parts = list(larimar.latent_projection.parameters())
     else:
         new_parts = [
@@ -263,7 +266,7 @@ def train_real_larimar(model, processor, recipe: RealLarimarRecipe | None = None
                 episode = natural_training_episode(rng, recipe.episode_size)
             else:
                 episode = training_episode(rng, recipe.episode_size)
-            if recipe.memory_readout == "context":
+            if recipe.memory_readout == "text":
                 # each fact's query is a paraphrase of its prompt (see LarimarForCausalLM._addressing_objective)
                 batch = processor.episode([f.text for f in episode], [f.query for f in episode])
             else:

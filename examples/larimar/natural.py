@@ -46,7 +46,7 @@ def greedy_continuations(model, processor, prompts: list[str], max_new_tokens: i
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
     tokenizer = processor.decoder_tokenizer
-    input_ids, attention_mask = processor._pad(processor._decoder_ids(prompts, False, None), "left")
+    input_ids, attention_mask = processor.pad_decoder_ids(processor.decoder_ids(prompts, False, None), "left")
     kwargs = {}
     if isinstance(model, LarimarForCausalLM):
         kwargs["memory_latent"] = torch.zeros(len(prompts), model.config.latent_size)
@@ -78,7 +78,7 @@ def perplexity(model, processor, texts: list[str]) -> float:
 
     total, count = 0.0, 0
     for text in texts:
-        ids = torch.tensor([processor._decoder_ids([text], False, None)[0]])
+        ids = torch.tensor([processor.decoder_ids([text], False, None)[0]])
         kwargs = {}
         if isinstance(model, LarimarForCausalLM):
             kwargs["memory_latent"] = torch.zeros(1, model.config.latent_size)
@@ -171,7 +171,7 @@ def compare_addressing(num_facts: int = 32, fact_seed: int = 1234) -> list[dict]
     from hf_ext.testing.larimar_natural import counterfact_records
 
     records = counterfact_records(num_facts, seed=fact_seed)
-    context = {"memory_readout": "context", "context_template": NATURAL_RECIPE.context_template}
+    context = {"memory_readout": "text", "text_template": NATURAL_RECIPE.text_template}
     rows = []
     for name in ("untrained projection", "latent recipe's projection", "addressing trained (NATURAL_RECIPE)"):
         if name.startswith("untrained"):

@@ -9,7 +9,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from hf_ext._validation import check_range
+from hf_ext._validation import check_range, warn_deprecated
 
 
 __all__ = ["LarimarConfig"]
@@ -18,8 +18,13 @@ PINV_METHODS = ("exact", "ben_israel")
 MEMORY_DTYPES = ("float32", "float64")
 W_LOGVAR_MODES = ("memory", "slot", "scalar")
 POOLINGS = ("pooler", "cls", "mean")
-MEMORY_READOUTS = ("latent", "context")
-CONTEXT_ADDRESSINGS = ("memory", "nearest")
+MEMORY_READOUTS = ("latent", "text")
+ITEM_ADDRESSINGS = ("memory", "nearest")
+
+_RENAMED_FIELDS = {"context_addressing": "item_addressing", "context_template": "text_template"}
+"""Fields renamed since hf-ext first released them: old name -> new name."""
+_RENAMED_READOUTS = {"context": "text"}
+"""`memory_readout` values renamed: old -> new."""
 
 # Keys `PreTrainedConfig` accepts besides its fields: those its `__post_init__` consumes, and the common attributes
 # of configurations written by earlier transformers releases (a checkpoint's config.json may still carry them).
@@ -120,29 +125,39 @@ class LarimarConfig(PreTrainedConfig):
             memory's projections and scope detection. Not in the official model.
         latent_as_embedding (`bool`, *optional*, defaults to `True`):
             Also add a projection of the latent to every token embedding of the decoder.
-        mask_empty_slot (`bool`, *optional*, defaults to `False`):
+        mask_empty_slot (`bool`, *optional*):
             Hide the memory slot from attention for a zero latent (empty memory, out-of-scope query). A zero slot is
             a zero key and value that still takes a share of every attention softmax, so without this flag "no
             memory" is not the plain decoder; with it (and the latent embedding, which is linear without bias, at
-            zero) a zero latent gives the decoder's own output. Not in the official model.
+            zero) a zero latent gives the decoder's own output. Not in the official model. Defaults to `False` with
+            `memory_readout="latent"` (the paper's model) and to `True` with `memory_readout="text"`, which promises
+            exactly the decoder reading a text and refuses `False`.
         memory_readout (`str`, *optional*, defaults to `"latent"`):
-            How a read reaches the decoder. `"latent"` (the paper's): the read latent conditions the decoder through
-            the memory slot and the embedding offset. `"context"` (hf-ext's): the read's weights over the stored
-            items ([`~hf_ext.larimar.memory.item_weights`]) pick the item the query draws on most, and that item's
-            text, formatted with `context_template`, is placed before the prompt (after its BOS); the latent is
-            zero. The decoder then needs no training to use what it is given: a pretrained LM reads a fact it is
-            shown, while a frozen sentence encoder's latent does not carry words it was never trained to decode
-            (see examples/larimar/README.md). Needs texts at `write_memory`; forward passes gather the outputs back
-            to the prompt's positions.
-        context_addressing (`str`, *optional*, defaults to `"memory"`):
-            For `memory_readout="context"`, how the item a query addresses is chosen: `"memory"`, the largest of the
-            memory read's weights over the items (Larimar's read); `"nearest"`, the stored latent nearest to the
-            query's (cosine, as scope detection measures). They agree while the memory holds far fewer items than
-            its capacity; near and past it the read's least-squares weights blur (measured on natural paraphrases:
-            75-91 % against 100 % for `"nearest"` between 256 and 1,000 items; see examples/larimar/README.md).
-        context_template (`str`, *optional*, defaults to `"New fact: {memory}\n"`):
-            How a remembered text is placed before the prompt for `memory_readout="context"`; each `{memory}` is
-            the text, with a full stop added when it ends without punctuation.
+            What a read gives the decoder.
+
+            - `"latent"` (the paper's): the read latent conditions the decoder through the memory slot and the
+              embedding offset; the prompt is not lengthened.
+            - `"text"` (hf-ext's, not the paper's): Larimar's memory is used as the *addressing* of an in-context
+              reader, as retrieval-based editors do (IKE, SERAC, RECIPE). The read's weights over the stored items
+              ([`~hf_ext.larimar.memory.item_weights`], or the nearest latent, see `item_addressing`) pick the
+              item the prompt addresses, and that item's stored text, formatted with `text_template`, is placed
+              before the prompt (after its BOS); the latent is zero and its slot masked. The decoder needs no
+              training to use what it is given (a pretrained LM reads a fact it is shown), but its context grows by
+              the text read, unlike the paper's read-out, and a read gives one stored text. Needs texts at
+              `write_memory`; `forward` and `generate` hide the inserted tokens from their outputs.
+
+            `"context"`, its former name, still works with a `FutureWarning`.
+        item_addressing (`str`, *optional*, defaults to `"memory"`):
+            How [`~LarimarForCausalLM.read_memory_items`] (and so `memory_readout="text"`) picks the stored item a
+            query addresses: `"memory"`, the largest of the memory read's weights over the items (Larimar's read);
+            `"nearest"`, the stored latent nearest to the query's (cosine, as scope detection measures). They agree
+            while the memory holds far fewer items than its capacity; near and past it the read's least-squares
+            weights blur (measured with `NATURAL_RECIPE` on the paraphrases of `counterfact_records`: 75-91 %
+            against 100 % for `"nearest"` between 256 and 1,000 items; see examples/larimar/README.md). Formerly
+            `context_addressing` (still accepted, with a `FutureWarning`).
+        text_template (`str`, *optional*, defaults to `"New fact: {memory}\n"`):
+            How a remembered text is placed before the prompt with `memory_readout="text"`; each `{memory}` is the
+            text, with a full stop added when it ends without punctuation. Formerly `context_template`.
         episode_size (`int`, *optional*, defaults to 16):
             Items per memory in a hierarchical (long-context) read, and the default training episode size.
         kl_beta (`float`, *optional*, defaults to 0.5):
@@ -182,10 +197,10 @@ class LarimarConfig(PreTrainedConfig):
     memory_ridge: float = 1e-3
     center_latents: bool = False
     latent_as_embedding: bool = True
-    mask_empty_slot: bool = False
+    mask_empty_slot: bool | None = None
     memory_readout: str = "latent"
-    context_addressing: str = "memory"
-    context_template: str = "New fact: {memory}\n"
+    item_addressing: str = "memory"
+    text_template: str = "New fact: {memory}\n"
     episode_size: int = 16
     kl_beta: float = 0.5
     reconstruction_weight: float = 1.0
@@ -194,6 +209,16 @@ class LarimarConfig(PreTrainedConfig):
     query_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
+        for old, new in _RENAMED_FIELDS.items():
+            if old in kwargs:
+                warn_deprecated(f"LarimarConfig({old}=...) is deprecated; use {new}=... (the same setting).")
+                setattr(self, new, kwargs.pop(old))
+        if self.memory_readout in _RENAMED_READOUTS:
+            new = _RENAMED_READOUTS[self.memory_readout]
+            warn_deprecated(
+                f'memory_readout="{self.memory_readout}" is deprecated; use memory_readout="{new}" (the same read-out).'
+            )
+            self.memory_readout = new
         _check_unknown_keys(self, kwargs)
         super().__post_init__(**kwargs)
         check_range("latent_size", self.latent_size, ge=1, integer=True)
@@ -205,11 +230,19 @@ class LarimarConfig(PreTrainedConfig):
         _check_choice("memory_dtype", self.memory_dtype, MEMORY_DTYPES)
         _check_choice("w_logvar_mode", self.w_logvar_mode, W_LOGVAR_MODES)
         _check_choice("memory_readout", self.memory_readout, MEMORY_READOUTS)
-        _check_choice("context_addressing", self.context_addressing, CONTEXT_ADDRESSINGS)
-        if not isinstance(self.context_template, str) or "{memory}" not in self.context_template:
+        _check_choice("item_addressing", self.item_addressing, ITEM_ADDRESSINGS)
+        if not isinstance(self.text_template, str) or "{memory}" not in self.text_template:
             raise ValueError(
-                f"context_template={self.context_template!r} must be a string with '{{memory}}' in it (where the "
+                f"text_template={self.text_template!r} must be a string with '{{memory}}' in it (where the "
                 "remembered text goes)."
+            )
+        if self.mask_empty_slot is None:
+            self.mask_empty_slot = self.memory_readout == "text"
+        elif not self.mask_empty_slot and self.memory_readout == "text":
+            raise ValueError(
+                'mask_empty_slot=False does not go with memory_readout="text": that read-out gives the decoder a '
+                "text and a zero latent, and promises exactly the decoder reading that text, which a visible zero "
+                "slot (and the positions it shifts) would break. Leave mask_empty_slot unset (or True)."
             )
         check_range("episode_size", self.episode_size, ge=2, integer=True)
         check_range("scope_threshold", self.scope_threshold, ge=0, le=2, optional=True, hint="(a cosine distance)")
@@ -230,11 +263,42 @@ class LarimarConfig(PreTrainedConfig):
                 f"The decoder config ({type(self.decoder).__name__}) is an encoder-decoder; Larimar needs a causal LM."
             )
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, reading the names older hf-ext releases wrote (`context_addressing`,
+        `context_template`, `memory_readout="context"`) as today's, without a warning: a saved checkpoint is not
+        code a user can change."""
+        config_dict = _migrate(dict(config_dict))
+        kwargs = _migrate(dict(kwargs))
+        return super().from_dict(config_dict, **kwargs)
+
+    @property
+    def context_addressing(self) -> str:
+        """Deprecated name of `item_addressing`."""
+        warn_deprecated("LarimarConfig.context_addressing is deprecated; use LarimarConfig.item_addressing.")
+        return self.item_addressing
+
+    @property
+    def context_template(self) -> str:
+        """Deprecated name of `text_template`."""
+        warn_deprecated("LarimarConfig.context_template is deprecated; use LarimarConfig.text_template.")
+        return self.text_template
+
     @property
     def memory_torch_dtype(self):
         import torch
 
         return getattr(torch, self.memory_dtype)
+
+
+def _migrate(values: dict) -> dict:
+    """Today's names for the renamed fields and read-out values in a dict of config values."""
+    for old, new in _RENAMED_FIELDS.items():
+        if old in values:
+            values.setdefault(new, values.pop(old))
+    if values.get("memory_readout") in _RENAMED_READOUTS:
+        values["memory_readout"] = _RENAMED_READOUTS[values["memory_readout"]]
+    return values
 
 
 def _generation_keys() -> set[str]:

@@ -154,17 +154,17 @@ def target_scores(
     for start in range(0, len(prompts), batch_size):
         chunk_prompts = prompts[start : start + batch_size]
         chunk_targets = targets[start : start + batch_size]
-        full = processor._decoder_ids([f"{p} {t}" for p, t in zip(chunk_prompts, chunk_targets)], False, None)
-        heads = processor._decoder_ids(chunk_prompts, False, None)
+        full = processor.decoder_ids([f"{p} {t}" for p, t in zip(chunk_prompts, chunk_targets)], False, None)
+        heads = processor.decoder_ids(chunk_prompts, False, None)
         for ids, head, prompt in zip(full, heads, chunk_prompts):
             if ids[: len(head)] != head or len(ids) == len(head):
                 raise ValueError(
                     f"The tokens of the prompt {prompt!r} are not a prefix of the prompt followed by its target."
                 )
-        input_ids, attention_mask = processor._pad(full, "right")
+        input_ids, attention_mask = processor.pad_decoder_ids(full, "right")
         kwargs = {}
         if isinstance(model, LarimarForCausalLM):
-            if read_memory and model.config.memory_readout == "context":
+            if read_memory and model.config.memory_readout == "text":
                 kwargs.update({k: v.to(model.device) for k, v in processor.encode_memory(chunk_prompts).items()})
             elif read_memory:
                 latent = model.read_memory(chunk_prompts, processor=processor)

@@ -1,20 +1,21 @@
 """PyTorch Larimar: an encoder, an episodic memory and a causal decoder conditioned on what it reads.
 
-The decoder is conditioned on a latent `z` (read from memory, or zero when there is nothing relevant to read) as in
-the official model: a linear map of `z` gives one key / value slot per layer, placed before the tokens in the KV
-cache (so token positions start at 1), and another linear map of `z` is added to every token embedding. The slot
-goes through the ordinary transformers `Cache` API, so any decoder whose attention reads a `Cache` works (GPT-2 and
-Llama-family models among them), with `generate`, left padding, beam search and quantized weights.
+With `memory_readout="latent"` (the paper's) the decoder is conditioned on a latent `z` (read from memory, or zero
+when there is nothing relevant to read) as in the official model: a linear map of `z` gives one key / value slot per
+layer, placed before the tokens in the KV cache (so token positions start at 1), and another linear map of `z` is
+added to every token embedding. The slot goes through the ordinary transformers `Cache` API, so any decoder whose
+attention reads a `Cache` works (GPT-2 and Llama-family models among them), with `generate`, left padding, beam
+search and quantized weights. With `memory_readout="text"` (hf-ext's) the memory only addresses a stored text, which
+is placed before the prompt (see [`LarimarConfig`]). The episodic memory itself (its state, API and file) lives in
+`episodic_memory.py`, the training objectives in `objective.py`.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import os
-import warnings
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,7 +29,8 @@ from .._checks import embedding_rows
 from .._compat import CACHE_NAME, cache_kwargs, model_output_cache, named_cache_field, pop_cache
 from . import memory as memory_math
 from .configuration_larimar import LarimarConfig
-from .context import SplicedBatch, splice_context
+from .episodic_memory import MEMORY_FILE, EpisodicMemory, LarimarMemoryMixin, check_id_range
+from .objective import LarimarObjectiveMixin
 
 
 logger = logging.get_logger(__name__)
@@ -37,14 +39,24 @@ __all__ = [
     "LarimarCausalLMOutputWithPast",
     "LarimarForCausalLM",
     "LarimarModel",
+    "LarimarMemoryLayer",
     "LarimarModelOutput",
     "LarimarPreTrainedModel",
     "LarimarPrefixCache",
+    "MEMORY_FILE",
 ]
 
-MEMORY_FILE = "larimar_memory.safetensors"
-"""The file `save_pretrained` writes the episodic memory to (safetensors, with the config it belongs to)."""
-MEMORY_FORMAT = "hf-ext-larimar-memory/1"
+_RENAMED = {"LarimarMemory": "LarimarMemoryLayer", "EpisodicMemoryState": "EpisodicMemory"}
+"""Names this module had before: old -> new (still importable, with a `FutureWarning`)."""
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        from .._validation import warn_deprecated
+
+        warn_deprecated(f"hf_ext.larimar.modeling_larimar.{name} is deprecated; use {_RENAMED[name]}.")
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -133,91 +145,13 @@ class LarimarPrefixCache(Cache):
         super().__init__(layers=[LarimarPrefixLayer(k, v) for k, v in prefixes])
 
 
-# The episodic memory ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EpisodicMemoryState:
-    """What `write_memory` / `forget_memory` maintain: the sequential (ridge) memory, its precision matrix, the
-    reference memory its keys come from, the latents currently stored (for scope detection and to forget exactly what
-    was written) and the encoder tokens of each (to find an item again whatever the padding, batch or dtype of a
-    later encoding; `None` for items restored from a file that has no tokens), and each item's text and the decoder
-    tokens of its context (for `memory_readout="context"`; `None` for items written as token ids)."""
-
-    memory: torch.Tensor  # [K, C]
-    precision: torch.Tensor  # [K, K]
-    reference: torch.Tensor  # [K, C]
-    latents: torch.Tensor  # [S, C]
-    ridge: float
-    reference_pinv: torch.Tensor | None = field(default=None, repr=False)  # cached M_ref⁺, [C, K]
-    tokens: list[tuple[int, ...] | None] = field(default_factory=list, repr=False)  # [S]
-    texts: list[str | None] = field(default_factory=list, repr=False)  # [S]
-    contexts: list[tuple[int, ...] | None] = field(default_factory=list, repr=False)  # [S]
-
-    def __post_init__(self):
-        for name in ("tokens", "texts", "contexts"):
-            if not getattr(self, name):
-                setattr(self, name, [None] * self.size)
-
-    def keep(self, indices: list[int]) -> None:
-        """Keep only the per-item records (latents, tokens, texts, contexts) of the stored items `indices`."""
-        self.latents = self.latents[indices]
-        self.tokens = [self.tokens[i] for i in indices]
-        self.texts = [self.texts[i] for i in indices]
-        self.contexts = [self.contexts[i] for i in indices]
-
-    @property
-    def size(self) -> int:
-        return self.latents.shape[0]
-
-    def keys(self, z: torch.Tensor) -> torch.Tensor:
-        """Reference keys `z M_ref⁺` of latents `[B, N, C]` (the pseudo-inverse is computed once per state)."""
-        if self.reference_pinv is None:
-            self.reference_pinv = memory_math.pinv(self.reference)
-        return z.to(self.reference_pinv.dtype) @ self.reference_pinv
-
-    def to(self, device) -> EpisodicMemoryState:
-        if self.memory.device == torch.device(device):
-            return self
-        return EpisodicMemoryState(
-            self.memory.to(device),
-            self.precision.to(device),
-            self.reference.to(device),
-            self.latents.to(device),
-            self.ridge,
-            reference_pinv=self.reference_pinv.to(device) if self.reference_pinv is not None else None,
-            tokens=list(self.tokens),
-            texts=list(self.texts),
-            contexts=list(self.contexts),
-        )
-
-    def find(self, latents: torch.Tensor, tokens: list[tuple[int, ...]], rtol: float) -> list[int | None]:
-        """The stored item each of the given items is, each stored item matched at most once: the one with the same
-        encoder tokens, else (for items stored without tokens) the nearest latent within a relative distance of
-        `rtol`; `None` where there is none."""
-        taken, found = set(), []
-        stored = self.latents.to(latents.device, torch.float32)
-        for latent, item_tokens in zip(latents.float(), tokens):
-            index = next(
-                (i for i, t in enumerate(self.tokens) if i not in taken and t is not None and t == item_tokens), None
-            )
-            if index is None:
-                candidates = [i for i, t in enumerate(self.tokens) if i not in taken and t is None]
-                if candidates:
-                    distance = (stored[candidates] - latent).norm(dim=-1) / stored[candidates].norm(dim=-1)
-                    best = int(distance.argmin())
-                    if distance[best] <= rtol:
-                        index = candidates[best]
-            if index is not None:
-                taken.add(index)
-            found.append(index)
-        return found
+# The memory layer ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class LarimarMemoryOutput(ModelOutput):
     """
-    Output of [`LarimarMemory`].
+    Output of [`LarimarMemoryLayer`].
 
     Args:
         memory (`torch.FloatTensor` of shape `(batch_size, memory_size, latent_size)`, *optional*):
@@ -239,11 +173,12 @@ class LarimarMemoryOutput(ModelOutput):
     prior: torch.FloatTensor | None = None
 
 
-class LarimarMemory(nn.Module):
-    """The learned part of the memory: the prior `M0` (`[K, C]`, identity at initialisation) and the parameters
-    of the log-variance of the training-time read weights.
+class LarimarMemoryLayer(nn.Module):
+    """The memory layer (`model.model.memory`): the learned prior `M0` (`[K, C]`, identity at initialisation) and
+    the parameters of the log-variance of the training-time read weights. Training episodes are written against
+    the prior and read in its `forward`; the episodic memory a user writes ([`EpisodicMemory`]) starts from it.
 
-    Both are only ever read inside [`~LarimarMemory.forward`], so that sharding wrappers that gather a module's
+    Both are only ever read inside [`~LarimarMemoryLayer.forward`], so that sharding wrappers that gather a module's
     parameters around its forward (FSDP, DeepSpeed ZeRO-3) see every use of them.
     """
 
@@ -334,7 +269,7 @@ def _decoder_geometry(config) -> tuple[int, int, int]:
     return layers, kv_heads, head_dim
 
 
-class LarimarPreTrainedModel(PreTrainedModel):
+class LarimarPreTrainedModel(LarimarMemoryMixin, PreTrainedModel):
     config: LarimarConfig
     config_class = LarimarConfig
     base_model_prefix = "model"
@@ -356,7 +291,7 @@ class LarimarPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, LarimarMemory):
+        if isinstance(module, LarimarMemoryLayer):
             init.copy_(module.prior, torch.eye(*module.prior.shape, dtype=module.prior.dtype))
             if isinstance(module.w_logvar, nn.Parameter):
                 init.zeros_(module.w_logvar)
@@ -381,558 +316,6 @@ class LarimarPreTrainedModel(PreTrainedModel):
     def _larimar(self) -> LarimarModel:
         return self if isinstance(self, LarimarModel) else self.model
 
-    # Memory API (shared by LarimarModel and LarimarForCausalLM) --------------------------------------------------
-
-    @property
-    def memory_state(self) -> EpisodicMemoryState | None:
-        """The episodic memory written with [`write_memory`] (`None` when empty)."""
-        return self._larimar()._memory_state
-
-    @property
-    def memory_capacity(self) -> int:
-        """How many items the memory can tell apart: the rank bound `min(memory_size, latent_size, encoder width)`."""
-        config = self.config
-        return min(config.memory_size, config.latent_size, config.encoder.hidden_size)
-
-    def _encoder_inputs(self, texts, processor, encoder_input_ids, encoder_attention_mask):
-        if texts is not None:
-            if isinstance(texts, str):
-                texts = [texts]
-            if len(texts) == 0:
-                raise ValueError("texts is empty: give at least one text.")
-            processor = processor or getattr(self, "processor", None)
-            if processor is None:
-                raise ValueError(
-                    "Pass processor=LarimarProcessor(...) (or set model.processor) to write texts, or pass "
-                    "encoder_input_ids."
-                )
-            self._check_processor(processor)
-            inputs = processor.encode_memory(texts)
-            encoder_input_ids, encoder_attention_mask = inputs["encoder_input_ids"], inputs["encoder_attention_mask"]
-        if encoder_input_ids is None or encoder_input_ids.shape[0] == 0:
-            raise ValueError("Nothing to encode: give texts (with a processor) or a non-empty encoder_input_ids.")
-        _check_encoder_ids(encoder_input_ids, encoder_attention_mask, self._larimar().encoder)
-        return encoder_input_ids, encoder_attention_mask
-
-    def _check_processor(self, processor) -> None:
-        """`processor.check_model(self)`, once per processor object (it reads both tokenizers' vocabularies)."""
-        checked = getattr(self, "_checked_processor", None)
-        if checked is not None and checked() is processor:
-            return
-        if hasattr(processor, "check_model"):
-            processor.check_model(self)
-        self._checked_processor = weakref.ref(processor)
-
-    @torch.no_grad()
-    def encode_texts(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
-        """Latent encodings (`[N, latent_size]`, float32) of texts, computed in eval mode."""
-        encoder_input_ids, encoder_attention_mask = self._encoder_inputs(
-            texts, processor, encoder_input_ids, encoder_attention_mask
-        )
-        model = self._larimar()
-        was_training = model.training
-        model.eval()  # no dropout, and the latent centre is not updated
-        try:
-            z = model.encode(encoder_input_ids.to(self.device), _to_device(encoder_attention_mask, self.device))
-        finally:
-            model.train(was_training)
-        return z.float()
-
-    def _encode_items(self, texts, processor, encoder_input_ids, encoder_attention_mask):
-        """Latents of the items to write or forget, and each item's encoder tokens (padding removed)."""
-        encoder_input_ids, encoder_attention_mask = self._encoder_inputs(
-            texts, processor, encoder_input_ids, encoder_attention_mask
-        )
-        z = self.encode_texts(encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask)
-        mask = encoder_attention_mask if encoder_attention_mask is not None else torch.ones_like(encoder_input_ids)
-        tokens = [tuple(row[keep.bool()].tolist()) for row, keep in zip(encoder_input_ids.cpu(), mask.cpu())]
-        return z, tokens
-
-    def reset_memory(self) -> None:
-        """Forget everything written: the memory becomes empty and every query reads a zero latent."""
-        self._larimar()._memory_state = None
-
-    def _new_state(self) -> EpisodicMemoryState:
-        config = self.config
-        # Always float64, whatever `memory_dtype`: the recursive least-squares state accumulates every write and
-        # forget, and its precision matrix `λI + WᵀW` has a condition number ~1/λ (1e8 for λ = 1e-8), beyond float32.
-        # One K x K solve per write costs little even where float64 is slow.
-        dtype = torch.float64
-        model = self._larimar()
-        memory, precision = memory_math.ridge_memory(
-            1, config.memory_size, config.latent_size, config.memory_ridge, dtype=dtype, device=self.device
-        )
-        reference = model.memory().prior.to(dtype)
-        latents = torch.zeros(0, config.latent_size, dtype=torch.float32, device=self.device)
-        return EpisodicMemoryState(memory[0], precision[0], reference, latents, config.memory_ridge)
-
-    def write_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
-        """Write texts (facts, sentences) into the episodic memory in one shot, without gradient steps.
-
-        Args:
-            texts (`str` or `list[str]`):
-                What to remember.
-            processor ([`LarimarProcessor`], *optional*):
-                Tokenizes `texts` for the encoder; `model.processor` when set.
-            encoder_input_ids, encoder_attention_mask (`torch.LongTensor`, *optional*):
-                Already tokenized texts, instead of `texts`.
-
-        Returns:
-            `int`: the number of items the memory holds.
-        """
-        texts = [texts] if isinstance(texts, str) else texts
-        contexts = self._context_tokens(texts, processor)
-        z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
-        model = self._larimar()
-        state = model._memory_state or self._new_state()
-        state = state.to(self.device)
-        keys = state.keys(z[None])
-        memory, precision = memory_math.sequential_write(
-            z[None], keys, state.memory[None], state.precision[None], alpha=1.0
-        )
-        state.memory, state.precision = memory[0], precision[0]
-        state.latents = torch.cat([state.latents, z], 0)
-        state.tokens = state.tokens + tokens
-        state.texts = state.texts + (list(texts) if texts is not None else [None] * len(tokens))
-        state.contexts = state.contexts + (contexts or [None] * len(tokens))
-        model._memory_state = state
-        if state.size > self.memory_capacity:
-            warnings.warn(
-                f"The Larimar memory now holds {state.size} items but can tell apart at most {self.memory_capacity} "
-                f"(min of memory_size={self.config.memory_size}, latent_size={self.config.latent_size} and the "
-                f"encoder's hidden size={self.config.encoder.hidden_size}): recall of every stored item degrades once "
-                "the items outnumber that rank. Forget items, reset the memory or use a larger model"
-                + (
-                    ' (or context_addressing="nearest", which does not blur with the number of items).'
-                    if self.config.memory_readout == "context" and self.config.context_addressing == "memory"
-                    else "."
-                ),
-                stacklevel=2,
-            )
-        return state.size
-
-    def _context_tokens(self, texts: list[str] | None, processor) -> list[tuple[int, ...] | None] | None:
-        """The decoder tokens each text is read back as with `memory_readout="context"`; `None` without texts."""
-        needed = self.config.memory_readout == "context"
-        if texts is None:
-            if needed:
-                raise ValueError(
-                    'memory_readout="context" places the written texts before the prompt, so write_memory needs the '
-                    "texts (and a processor), not encoder_input_ids."
-                )
-            return None
-        processor = processor or getattr(self, "processor", None)
-        if processor is None or not hasattr(processor, "context_ids"):
-            if needed:
-                raise ValueError(
-                    'memory_readout="context" needs a LarimarProcessor (it tokenizes the texts for the decoder); got '
-                    f"{type(processor).__name__}."
-                )
-            return None
-        return [tuple(ids) for ids in processor.context_ids(texts, self.config.context_template)]
-
-    @property
-    def memory_texts(self) -> list[str | None]:
-        """The texts stored in the episodic memory, in the order written (`None` for items written as token ids)."""
-        state = self.memory_state
-        return list(state.texts) if state is not None else []
-
-    def read_memory_items(
-        self,
-        queries=None,
-        processor=None,
-        *,
-        encoder_input_ids=None,
-        encoder_attention_mask=None,
-        scope: bool = True,
-    ) -> list[int | None]:
-        """For each query, the index (in [`memory_texts`]) of the stored item it addresses: the largest of the
-        memory read's weights over the items ([`~hf_ext.larimar.memory.item_weights`]), or the nearest stored latent
-        with `config.context_addressing="nearest"`. `None` for a query out of scope (`config.scope_threshold`, with
-        `scope=True`) and for every query of an empty memory."""
-        q = self.encode_texts(
-            queries, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-        )
-        return self._read_items(q, scope=scope)
-
-    def _read_items(self, q: torch.Tensor, scope: bool = True) -> list[int | None]:
-        state = self._larimar()._memory_state
-        if state is None or state.size == 0:
-            return [None] * q.shape[0]
-        state = state.to(q.device)
-        if self.config.context_addressing == "nearest":
-            stored = torch.nn.functional.normalize(state.latents.to(q.dtype), dim=-1)
-            best = (torch.nn.functional.normalize(q, dim=-1) @ stored.T).argmax(-1)
-        else:
-            keys = state.keys(q[None])
-            best = memory_math.item_weights(keys, state.keys(state.latents[None]), state.precision[None])[0].argmax(-1)
-        if scope and self.config.scope_threshold is not None:
-            in_scope = memory_math.scope_mask(q[None], state.latents[None], self.config.scope_threshold)[0]
-            best = torch.where(in_scope, best, -1)
-        return [index if index >= 0 else None for index in best.tolist()]
-
-    def _splice_memory_context(
-        self, input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, side: str | None = None
-    ) -> SplicedBatch | None:
-        """`memory_readout="context"`: the batch with the context each query reads placed after its prompt's BOS
-        (see [`splice_context`]); `None` when no query reads anything."""
-        if input_ids is None:
-            raise ValueError('memory_readout="context" needs input_ids (the context is placed between tokens).')
-        state = self._larimar()._memory_state
-        if state is None or state.size == 0:
-            return None
-        q = self.encode_texts(encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask)
-        contexts = [state.contexts[i] if i is not None else None for i in self._read_items(q)]
-        if not any(contexts):
-            return None
-        # The padding is masked: any id the embeddings have will do.
-        bos = self.config.decoder.bos_token_id
-        return splice_context(input_ids, attention_mask, contexts, pad_token_id=0, bos_token_id=bos, side=side)
-
-    def _zero_latents(self, batch: int) -> torch.Tensor:
-        """The latents of "no memory" (`[batch, latent_size]`, the model's dtype)."""
-        return torch.zeros(batch, self.config.latent_size, device=self.device, dtype=self.dtype)
-
-    def forget_memory(self, texts=None, processor=None, *, encoder_input_ids=None, encoder_attention_mask=None):
-        """Forget texts written earlier with [`write_memory`] (a recursive least-squares step with weight -1).
-
-        Each text is found among the stored items by its encoder tokens, so the padding, batch and dtype it is
-        encoded with now do not matter, and the latent stored when it was written is removed, which undoes that
-        write exactly. (Items restored from a memory file without tokens are matched by their nearest latent.)
-        Texts that are not in the memory are named in a warning and skipped. Returns the number of items the memory
-        holds.
-        """
-        z, tokens = self._encode_items(texts, processor, encoder_input_ids, encoder_attention_mask)
-        model = self._larimar()
-        state = model._memory_state
-        if state is None or state.size == 0:
-            warnings.warn("The Larimar memory is empty: there is nothing to forget.", stacklevel=2)
-            return 0
-        state = state.to(self.device)
-        found = state.find(z, tokens, rtol=_latent_match_rtol(self._larimar().encoder))
-        missing = [i for i, index in enumerate(found) if index is None]
-        if missing:
-            if texts is None:
-                names = [f"encoder_input_ids[{i}]" for i in missing]
-            else:
-                items = [texts] if isinstance(texts, str) else list(texts)
-                names = [repr(items[i]) for i in missing]
-            warnings.warn(
-                f"{len(missing)} of the {len(found)} items to forget are not in the memory and were skipped: "
-                f"{', '.join(names)}.",
-                stacklevel=2,
-            )
-        indices = [index for index in found if index is not None]
-        if indices:
-            z_found = state.latents[indices][None]  # exactly what was written
-            memory, precision = memory_math.sequential_write(
-                z_found, state.keys(z_found), state.memory[None], state.precision[None], alpha=-1.0
-            )
-            state.memory, state.precision = memory[0], precision[0]
-            gone = set(indices)
-            state.keep([i for i in range(state.size) if i not in gone])
-        model._memory_state = state
-        return state.size
-
-    def read_memory(
-        self,
-        queries=None,
-        processor=None,
-        *,
-        encoder_input_ids=None,
-        encoder_attention_mask=None,
-        scope: bool = True,
-    ) -> torch.Tensor:
-        """The latents (`[N, latent_size]`, in the model's dtype) that queries read from the episodic memory.
-
-        With `scope=True` (and `config.scope_threshold` set), a query farther than the threshold (cosine distance)
-        from everything stored reads a zero latent, as does every query of an empty memory.
-        """
-        q = self.encode_texts(
-            queries, processor, encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-        )
-        return self._read_latents(q, scope=scope)
-
-    def _read_latents(self, q: torch.Tensor, scope: bool = True) -> torch.Tensor:
-        model = self._larimar()
-        state = model._memory_state
-        dtype = self.dtype if self.dtype.is_floating_point else torch.float32
-        if state is None or state.size == 0:
-            return torch.zeros(q.shape[0], self.config.latent_size, device=self.device, dtype=dtype)
-        state = state.to(q.device)
-        z = q[None]
-        for _ in range(self.config.read_iterations):
-            z = memory_math.read_with_keys(state.keys(z), state.memory[None])
-        z = z[0]
-        if scope and self.config.scope_threshold is not None:
-            in_scope = memory_math.scope_mask(q[None], state.latents[None], self.config.scope_threshold)[0]
-            z = torch.where(in_scope[:, None], z, torch.zeros_like(z))
-        return z.to(dtype)
-
-    def read_long_context(
-        self,
-        context,
-        queries,
-        processor=None,
-        *,
-        episode_size: int | None = None,
-    ) -> torch.Tensor:
-        """Latents for queries over a context longer than one memory episode (paper §5.5).
-
-        The context's chunks are written into memories of `episode_size` (default `config.episode_size`) chunks
-        each, every memory is read with the query, the read-outs are written into a next-level memory, and so on
-        until one episode remains; the final read-out is returned (`[N, latent_size]`), ready for
-        `generate(..., memory_latent=...)`. The episodic memory of [`write_memory`] is left untouched.
-
-        Args:
-            context (`list[str]`): The context, split into chunks (sentences).
-            queries (`str` or `list[str]`): The questions.
-        """
-        if isinstance(context, str) or len(context) == 0:
-            raise ValueError("context must be a non-empty list of chunks (e.g. sentences).")
-        chunks = self.encode_texts(context, processor)
-        q = self.encode_texts(queries, processor)
-        model = self._larimar()
-        episode_size = episode_size or self.config.episode_size
-        found = memory_math.hierarchical_read(
-            chunks[None],
-            q[None],
-            model.memory().prior.float(),
-            episode_size,
-            write_fn=lambda z, m0: memory_math.write(z, m0, dtype=self.config.memory_torch_dtype),
-            read_fn=lambda q_, m: memory_math.read(q_, m, dtype=self.config.memory_torch_dtype),
-        )
-        return found[0].to(self.dtype)
-
-    # Saving and loading the memory ------------------------------------------------------------------------------
-
-    def model_card(
-        self,
-        repo_id: str | None = None,
-        *,
-        base_model: str | list[str] | None = None,
-        datasets: str | list[str] | None = None,
-        license: str | None = None,
-        summary: str | None = None,
-        details: str | None = None,
-    ):
-        """A model card rendered from `model_cards/larimar.md` (a `huggingface_hub.ModelCard`)."""
-        from ..hub import make_card
-
-        config = self.config
-        fields = (
-            "latent_size",
-            "memory_size",
-            "pooling",
-            "center_latents",
-            "latent_as_embedding",
-            "mask_empty_slot",
-            "memory_readout",
-            "context_addressing",
-            "context_template",
-            "pinv_method",
-            "memory_dtype",
-            "memory_ridge",
-            "scope_threshold",
-            "read_iterations",
-            "episode_size",
-            "w_logvar_mode",
-            "deterministic_read",
-            "kl_beta",
-            "reconstruction_weight",
-            "autoencoder_weight",
-            "no_memory_weight",
-            "query_weight",
-        )
-        state = self.memory_state
-        return make_card(
-            "larimar",
-            method="larimar",
-            base_model=base_model,
-            datasets=datasets,
-            license=license,
-            tags=["episodic-memory", "knowledge-editing"],
-            method_config={name: getattr(config, name) for name in fields},
-            title=f"Larimar ({config.encoder.model_type} encoder, {config.decoder.model_type} decoder)",
-            summary=summary or "",
-            details=details or "",
-            encoder_type=config.encoder.model_type,
-            decoder_type=config.decoder.model_type,
-            memory_size=config.memory_size,
-            latent_size=config.latent_size,
-            capacity=self.memory_capacity,
-            memory_items=state.size if state is not None else 0,
-            repo_id=repo_id or "path/to/this/model",
-        )
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the episodic memory in `larimar_memory.safetensors` and a model
-        card (`README.md`, unless the folder has one). With `push_to_hub=True`, everything is uploaded in one commit
-        (`repo_id`, `token`, `private`, `commit_message` as in `PreTrainedModel.save_pretrained`)."""
-        push_to_hub = kwargs.pop("push_to_hub", False)
-        push_kwargs = {
-            key: kwargs.pop(key) for key in ("repo_id", "token", "private", "commit_message") if key in kwargs
-        }
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        self._save_memory_and_card(save_directory)
-        if push_to_hub:
-            from ..hub import push_folder
-
-            repo_id = push_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(str(save_directory)))
-            push_folder(save_directory, repo_id, **push_kwargs)
-        return result
-
-    def _save_memory_and_card(self, save_directory) -> None:
-        if not os.path.exists(os.path.join(save_directory, "README.md")):
-            from ..hub import save_card
-
-            save_card(self.model_card(), save_directory)
-        from ..serialization import save_tensors
-
-        target = os.path.join(save_directory, MEMORY_FILE)
-        state = self.memory_state
-        if state is None or state.size == 0:
-            # Written empty too, so that a checkpoint without the file is known to have lost its memory.
-            save_tensors(
-                target,
-                {"latents": torch.zeros(0, self.config.latent_size)},
-                metadata=self._memory_metadata(items=0),
-            )
-            return
-
-        # Each item's encoder tokens (for forget_memory) and context tokens (for memory_readout="context"),
-        # concatenated; length -1 marks an item stored without them. The texts go in the metadata, as JSON.
-        lengths, flat = _flatten_token_lists(state.tokens)
-        context_lengths, context_flat = _flatten_token_lists(state.contexts)
-        save_tensors(
-            target,
-            {
-                "memory": state.memory,
-                "precision": state.precision,
-                "reference": state.reference,
-                "latents": state.latents,
-                "item_lengths": lengths,
-                "item_tokens": flat,
-                "context_lengths": context_lengths,
-                "context_tokens": context_flat,
-            },
-            metadata={
-                **self._memory_metadata(items=state.size),
-                "ridge": repr(state.ridge),
-                "item_texts": json.dumps(state.texts),
-            },
-        )
-
-    def _memory_metadata(self, items: int) -> dict[str, str]:
-        return {
-            "format": MEMORY_FORMAT,
-            "latent_size": str(self.config.latent_size),
-            "memory_size": str(self.config.memory_size),
-            "memory_dtype": self.config.memory_dtype,
-            "items": str(items),
-        }
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, restoring the episodic memory saved with the model (if any)."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        loaded = model[0] if isinstance(model, tuple) else model  # output_loading_info=True
-        path = _find_memory_file(pretrained_model_name_or_path, kwargs)
-        if path is not None:
-            loaded.load_memory(path)
-        else:
-            warnings.warn(
-                f"{str(pretrained_model_name_or_path)!r} has no {MEMORY_FILE}: the model starts with an empty "
-                "episodic memory. save_pretrained always writes that file (an empty memory too), so it was not "
-                "copied with the checkpoint, or the checkpoint predates it. Copy the file next to config.json or "
-                "call model.load_memory(path) to restore a memory; write_memory(...) fills an empty one.",
-                UserWarning,
-                stacklevel=2,
-            )
-        return model
-
-    def load_memory(self, path: str | os.PathLike) -> None:
-        """Load an episodic memory saved by `save_pretrained` (checked against this model's config)."""
-        from ..serialization import open_safetensors
-
-        with open_safetensors(path) as handle:  # a truncated file is an error naming it
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        if metadata.get("format") != MEMORY_FORMAT:
-            raise ValueError(f"{path} is not a Larimar memory file (format={metadata.get('format')!r}).")
-        expected = {"latent_size": str(self.config.latent_size), "memory_size": str(self.config.memory_size)}
-        found = {key: metadata.get(key) for key in expected}
-        if found != expected:
-            raise ValueError(
-                f"The memory in {path} was written by a model with {found}, but this model has {expected}: "
-                "it belongs to another configuration."
-            )
-        if "memory" not in tensors:  # an empty memory (`items` = 0)
-            self._larimar()._memory_state = None
-            return
-        # (files written before hf-ext stored tokens, contexts or texts have none of them)
-        tokens = _unflatten_token_lists(tensors.get("item_lengths"), tensors.get("item_tokens"))
-        contexts = _unflatten_token_lists(tensors.get("context_lengths"), tensors.get("context_tokens"))
-        texts = json.loads(metadata["item_texts"]) if "item_texts" in metadata else []
-        if self.config.memory_readout == "context" and (
-            len(contexts) < tensors["latents"].shape[0] or None in contexts
-        ):
-            warnings.warn(
-                f"{path} holds items without their text (written as token ids, or by an older hf-ext): with "
-                'memory_readout="context" a prompt that addresses one of them gets no context. Write them again with '
-                "write_memory(texts, processor=...).",
-                UserWarning,
-                stacklevel=3,
-            )
-        device = self.device
-        self._larimar()._memory_state = EpisodicMemoryState(
-            tensors["memory"].to(device),
-            tensors["precision"].to(device),
-            tensors["reference"].to(device),
-            tensors["latents"].to(device),
-            float(metadata.get("ridge", self.config.memory_ridge)),
-            tokens=tokens,
-            texts=texts,
-            contexts=contexts,
-        )
-
-
-def _flatten_token_lists(lists: list[tuple[int, ...] | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-item token lists as `(lengths, concatenated tokens)`; length -1 marks an item without a list."""
-    lengths = [len(t) if t is not None else -1 for t in lists]
-    flat = [token for t in lists if t is not None for token in t]
-    return torch.tensor(lengths, dtype=torch.long), torch.tensor(flat, dtype=torch.long)
-
-
-def _unflatten_token_lists(lengths: torch.Tensor | None, flat: torch.Tensor | None) -> list[tuple[int, ...] | None]:
-    if lengths is None:
-        return []
-    tokens, flat, start = [], flat.tolist(), 0
-    for length in lengths.tolist():
-        tokens.append(tuple(flat[start : start + length]) if length >= 0 else None)
-        start += max(length, 0)
-    return tokens
-
-
-def _find_memory_file(name_or_path, kwargs) -> str | None:
-    if os.path.isdir(str(name_or_path)):
-        candidate = os.path.join(str(name_or_path), kwargs.get("subfolder", "") or "", MEMORY_FILE)
-        return candidate if os.path.isfile(candidate) else None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(
-            str(name_or_path),
-            MEMORY_FILE,
-            revision=kwargs.get("revision"),
-            subfolder=kwargs.get("subfolder") or None,
-            token=kwargs.get("token"),
-            cache_dir=kwargs.get("cache_dir"),
-            local_files_only=kwargs.get("local_files_only", False),
-        )
-    except Exception:  # a checkpoint without a memory file, or offline
-        return None
-
 
 def _drop_unused_pooler(encoder: nn.Module) -> None:
     """With `pooling="cls"` or `"mean"` the encoder's pooler is never run: its parameters would get no gradient, an
@@ -945,17 +328,6 @@ def _drop_unused_pooler(encoder: nn.Module) -> None:
         encoder.pooler = None
     else:
         pooler.requires_grad_(False)
-
-
-def _latent_match_rtol(encoder: nn.Module) -> float:
-    """How far (relative distance) a new encoding of a stored text may be from the stored latent: rounding in the
-    encoder's dtype, amplified through its layers, with another padding or batch composition."""
-    dtype = next(encoder.parameters()).dtype
-    return 1e-3 if dtype in (torch.float32, torch.float64) else 0.1
-
-
-def _to_device(tensor, device):
-    return tensor.to(device) if tensor is not None else None
 
 
 class LarimarModel(LarimarPreTrainedModel):
@@ -997,8 +369,8 @@ class LarimarModel(LarimarPreTrainedModel):
             if config.latent_as_embedding
             else None
         )
-        self.memory = LarimarMemory(config)
-        self._memory_state: EpisodicMemoryState | None = None
+        self.memory = LarimarMemoryLayer(config)
+        self._memory_state: EpisodicMemory | None = None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -1076,56 +448,27 @@ class LarimarModel(LarimarPreTrainedModel):
         """
         kwargs.pop("return_dict", None)
         cache = pop_cache(kwargs, cache)
-        if memory_latent is None and encoder_input_ids is not None and self.config.memory_readout == "context":
-            return self._forward_with_context(
-                input_ids, attention_mask, cache, use_cache, encoder_input_ids, encoder_attention_mask, kwargs
-            )
-        if memory_latent is None:
-            memory_latent = self.latents_for(input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask)
-        return self.decode(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
+        read = self._read_for_batch(
+            input_ids,
+            attention_mask,
+            inputs_embeds,
+            memory_latent,
+            encoder_input_ids,
+            encoder_attention_mask,
             cache=cache,
+            refused={"position_ids": position_ids, "output_attentions": kwargs.get("output_attentions")},
+        )
+        outputs = self.decode(
+            input_ids=read.input_ids,
+            attention_mask=read.attention_mask,
+            position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            memory_latent=memory_latent,
+            cache=cache if read.splice is None else None,
+            use_cache=use_cache if read.splice is None else False,
+            memory_latent=read.memory_latent,
             **kwargs,
         )
-
-    def _forward_with_context(
-        self, input_ids, attention_mask, cache, use_cache, encoder_input_ids, encoder_attention_mask, kwargs
-    ) -> LarimarModelOutput:
-        """`memory_readout="context"`: each row's remembered text is placed after its BOS, the decoder runs on the
-        longer rows with a zero latent, and `last_hidden_state` is gathered back to the rows' own positions (the
-        hidden states and attentions, when asked for, keep the longer rows; no cache is returned)."""
-        if cache is not None and cache.get_seq_length() > 0:
-            raise ValueError(
-                'memory_readout="context" reads the memory for a whole prompt: call it without a filled cache, or '
-                "use generate()."
-            )
-        spliced = self._splice_memory_context(input_ids, attention_mask, encoder_input_ids, encoder_attention_mask)
-        if spliced is None:  # a zero latent: the decoder as it is
-            return self.decode(
-                input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, **kwargs
-            )
-        outputs = self.decode(
-            input_ids=spliced.input_ids, attention_mask=spliced.attention_mask, use_cache=False, **kwargs
-        )
-        hidden = outputs.last_hidden_state
-        return LarimarModelOutput(
-            last_hidden_state=hidden.gather(1, spliced.positions[..., None].expand(-1, -1, hidden.shape[-1])),
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            memory_latent=outputs.memory_latent,
-        )
-
-    def latents_for(self, input_ids, inputs_embeds, encoder_input_ids, encoder_attention_mask) -> torch.Tensor:
-        """The latents a batch reads: from the episodic memory with the encoder queries, else zero."""
-        if encoder_input_ids is not None:
-            q = self.encode(encoder_input_ids, encoder_attention_mask)
-            return self._read_latents(q.float())
-        return self._zero_latents((input_ids if input_ids is not None else inputs_embeds).shape[0])
+        return read.restore_outputs(outputs)
 
     def _latent_embedding(self, latent: torch.Tensor) -> torch.Tensor:
         """`embedding_projection(latent)` as `[B, 1, hidden]`. During generation the very same latent tensor comes
@@ -1225,7 +568,7 @@ class LarimarModel(LarimarPreTrainedModel):
         )
 
 
-class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
+class LarimarForCausalLM(LarimarObjectiveMixin, LarimarPreTrainedModel, GenerationMixin):
     """Larimar with a language-modeling head: the model `AutoModelForCausalLM` loads for `model_type="larimar"`.
 
     ```python
@@ -1375,15 +718,16 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
           tokens); see [`LarimarEpisodeCollator`].
         - **Inference**: the decoder conditioned on `memory_latent`, or on what the encoder queries read from the
           episodic memory (with scope detection), or on a zero latent; `labels` give the usual LM loss. With
-          `config.memory_readout="context"`, the text each query reads is placed before its tokens instead (see
+          `config.memory_readout="text"`, the text each query addresses is placed before its tokens instead (see
           [`LarimarConfig`]); in eval mode, `labels` with encoder inputs then give the LM loss of the prompt's own
-          tokens after that text (the training objective is used in training mode only).
+          tokens after that text (the training objective is used in training mode only), and the logits and hidden
+          states are at the prompt's own positions.
 
         Other arguments are those of [`LarimarModel.forward`].
         """
         kwargs.pop("return_dict", None)
         cache = pop_cache(kwargs, cache)
-        training_objective = self.training or self.config.memory_readout != "context"
+        training_objective = self.training or self.config.memory_readout != "text"
         if labels is not None and encoder_input_ids is not None and memory_latent is None and training_objective:
             return self._objective(
                 input_ids,
@@ -1423,111 +767,6 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
             memory_latent=outputs.memory_latent,
         )
 
-    def _objective(
-        self,
-        input_ids,
-        attention_mask,
-        labels,
-        encoder_input_ids,
-        encoder_attention_mask,
-        query_input_ids,
-        query_attention_mask,
-        episode_size,
-        **kwargs,
-    ) -> LarimarCausalLMOutputWithPast:
-        config = self.config
-        kwargs.pop("num_items_in_batch", None)
-        items = input_ids.shape[0]
-        episode_size = int(episode_size or items)
-        if items % episode_size:
-            raise ValueError(
-                f"The batch of {items} items does not split into episodes of episode_size={episode_size}."
-            )
-        episodes = items // episode_size
-        model = self.model
-        if config.memory_readout == "context":
-            return self._addressing_objective(
-                encoder_input_ids, encoder_attention_mask, query_input_ids, query_attention_mask, episodes
-            )
-        z = model.encode(encoder_input_ids, encoder_attention_mask)
-        z_episodes = z.view(episodes, episode_size, -1)
-        queries = z_episodes
-        if query_input_ids is not None:
-            q = model.encode(query_input_ids, query_attention_mask).view(episodes, episode_size, -1)
-            queries = torch.cat([z_episodes, q], 1)  # one pseudo-inverse of the memory for both reads
-        read = model.memory(
-            z_episodes,
-            queries,
-            noise_std=config.write_noise_std if self.training else 0.0,
-            sample=self.training and not config.deterministic_read,
-        )
-        read_out = read.read_latents
-        z_read, w_mean = read_out[:, :episode_size], read.read_weights[:, :episode_size]
-        kl = memory_math.w_kl(w_mean, read.read_logvar.to(w_mean.dtype), check_finite=False).mean()
-
-        streams = {"reconstruction": z_read.reshape(items, -1), "autoencoder": z, "no_memory": torch.zeros_like(z)}
-        if query_input_ids is not None:
-            streams["query"] = read_out[:, episode_size:].reshape(items, -1)
-        weights = {
-            "reconstruction": config.reconstruction_weight,
-            "autoencoder": config.autoencoder_weight,
-            "no_memory": config.no_memory_weight,
-            "query": config.query_weight,
-        }
-        names = [name for name in streams if weights[name] > 0 or name == "reconstruction"]
-        latents = torch.cat([streams[name].to(z.dtype) for name in names], 0)
-        repeat = len(names)
-        outputs = model.decode(
-            input_ids=input_ids.repeat(repeat, 1),
-            attention_mask=attention_mask.repeat(repeat, 1) if attention_mask is not None else None,
-            memory_latent=latents,
-            use_cache=False,
-            **kwargs,
-        )
-        logits = self.lm_head(outputs.last_hidden_state)
-        losses = {}
-        for index, name in enumerate(names):
-            chunk = logits[index * items : (index + 1) * items]
-            losses[name] = self.loss_function(logits=chunk, labels=labels, vocab_size=self.vocab_size)
-        loss = sum(weights[name] * losses[name] for name in names) + config.kl_beta * self.kl_scale * kl.to(
-            logits.dtype
-        )
-        return LarimarCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits[:items],
-            memory_latent=streams["reconstruction"],
-            reconstruction_loss=losses["reconstruction"].detach(),
-            autoencoder_loss=losses.get("autoencoder", torch.zeros(())).detach(),
-            no_memory_loss=losses.get("no_memory", torch.zeros(())).detach(),
-            query_loss=losses["query"].detach() if "query" in losses else None,
-            kl_loss=kl.detach(),
-        )
-
-    def _addressing_objective(
-        self, encoder_input_ids, encoder_attention_mask, query_input_ids, query_attention_mask, episodes
-    ) -> LarimarCausalLMOutputWithPast:
-        """The objective of `memory_readout="context"`: the decoder only reads the text of the item a query
-        addresses, so what trains is the addressing. In each episode the first half of the items is stored; every
-        item's query must address its own item among those ([`~hf_ext.larimar.memory.addressing_loss`]), and the
-        second half's queries (about nothing stored) must fall outside the scope threshold."""
-        if query_input_ids is None:
-            raise ValueError(
-                'memory_readout="context" trains the addressing: the batch needs query_input_ids (each item\'s query, '
-                "e.g. a paraphrase of its prompt; LarimarEpisodeCollator(prompt_field=...))."
-            )
-        model = self.model
-        size = encoder_input_ids.shape[0] // episodes
-        if size < 2:
-            raise ValueError(f"episode_size={size} is too small to store some items and query others; use >= 2.")
-        z = model.encode(encoder_input_ids, encoder_attention_mask).view(episodes, size, -1)
-        q = model.encode(query_input_ids, query_attention_mask).view(episodes, size, -1)
-        stored = (size + 1) // 2
-        targets = torch.arange(size, device=z.device)
-        targets = torch.where(targets < stored, targets, -1).expand(episodes, -1)
-        threshold = self.config.scope_threshold if self.config.scope_threshold is not None else 0.5
-        loss = memory_math.addressing_loss(q, z[:, :stored], targets, threshold=threshold)
-        return LarimarCausalLMOutputWithPast(loss=loss, query_loss=loss.detach())
-
     kl_scale: float = 1.0
     """Multiplies `config.kl_beta` (set by [`LarimarKLAnnealingCallback`] during training)."""
 
@@ -1546,53 +785,39 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         The memory is read once per sequence, with the encoder queries (`encoder_input_ids`, from
         [`LarimarProcessor`]) and scope detection, and the latent conditions every step; pass `memory_latent` to
         condition on a latent of your own (e.g. from [`read_long_context`]). Everything else is `generate`'s.
-        """
-        if memory_latent is None and encoder_input_ids is not None and self.config.memory_readout == "context":
-            return self._generate_with_context(
-                input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, kwargs
-            )
-        if memory_latent is None:
-            if encoder_input_ids is not None:
-                memory_latent = self.read_memory(
-                    encoder_input_ids=encoder_input_ids, encoder_attention_mask=encoder_attention_mask
-                )
-            else:
-                if self.memory_state is not None:
-                    logger.warning_once(
-                        "generate() got no encoder_input_ids: the episodic memory is not read (pass the inputs of "
-                        "LarimarProcessor, or memory_latent)."
-                    )
-                memory_latent = self._zero_latents(
-                    (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
-                )
-        if input_ids is not None and input_ids.numel():
-            low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()  # one copy per generate call
-            _check_id_range("input_ids", low, high, embedding_rows(self), "decoder")
-        return super().generate(
-            input_ids=input_ids, attention_mask=attention_mask, memory_latent=memory_latent, **kwargs
-        )
 
-    def _generate_with_context(self, input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, kwargs):
-        """`memory_readout="context"`: generate after each prompt's remembered text (placed after its BOS, the rows
-        padded on the left again), then return the prompts as given followed by what was generated."""
-        spliced = self._splice_memory_context(
-            input_ids, attention_mask, encoder_input_ids, encoder_attention_mask, side="left"
+        With `config.memory_readout="text"` the text each prompt addresses is inserted after its BOS, and hidden from
+        what `generate` gives back: the returned sequences are the prompts as given followed by the new tokens, a
+        `streamer` is shown the prompt and the new tokens only, `max_length` / `min_length` count the prompt's own
+        tokens (as `max_new_tokens` counts the new ones), and the first step's hidden states are at the prompt's
+        positions (scores and logits are per new token). `output_attentions` and `position_ids` are refused.
+        """
+        if memory_latent is None and encoder_input_ids is None and self.memory_state is not None:
+            logger.warning_once(
+                "generate() got no encoder_input_ids: the episodic memory is not read (pass the inputs of "
+                "LarimarProcessor, or memory_latent)."
+            )
+        read = self._read_for_batch(
+            input_ids,
+            attention_mask,
+            kwargs.get("inputs_embeds"),
+            memory_latent,
+            encoder_input_ids,
+            encoder_attention_mask,
+            side="left",
+            refused={name: kwargs.get(name) for name in ("position_ids", "output_attentions")},
+            generating=True,
         )
-        zero = self._zero_latents(input_ids.shape[0])
-        if spliced is None:
-            return self.generate(input_ids=input_ids, attention_mask=attention_mask, memory_latent=zero, **kwargs)
-        output = self.generate(
-            input_ids=spliced.input_ids, attention_mask=spliced.attention_mask, memory_latent=zero, **kwargs
+        if read.input_ids is not None and read.input_ids.numel():
+            low, high = torch.stack([read.input_ids.min(), read.input_ids.max()]).tolist()  # one copy per call
+            check_id_range("input_ids", low, high, embedding_rows(self), "decoder")
+        output = super().generate(
+            input_ids=read.input_ids,
+            attention_mask=read.attention_mask,
+            memory_latent=read.memory_latent,
+            **self._generation_kwargs(read, input_ids, kwargs),
         )
-        sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        prompts = input_ids.to(sequences.device)
-        if sequences.shape[0] != prompts.shape[0]:  # num_return_sequences: each prompt's outputs are consecutive
-            prompts = prompts.repeat_interleave(sequences.shape[0] // prompts.shape[0], dim=0)
-        restored = torch.cat([prompts, sequences[:, spliced.input_ids.shape[1] :]], dim=1)
-        if isinstance(output, torch.Tensor):
-            return restored
-        output.sequences = restored
-        return output
+        return read.restore_generated(output, input_ids)
 
     def _prepare_cache_for_generation(
         self, generation_config, model_kwargs, generation_mode, batch_size: int, max_cache_length: int
@@ -1607,29 +832,6 @@ class LarimarForCausalLM(LarimarPreTrainedModel, GenerationMixin):
         """Keep the tokens' 2D padding mask with a compilable (static) cache: [`LarimarModel.decode`] adds the
         memory slot to it, and the decoder builds its own 4D mask from the result, sized to its cache."""
         return attention_mask
-
-
-def _check_encoder_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, encoder: nn.Module) -> None:
-    """Every encoder input must have a token, and every token id an embedding (one device-to-host copy)."""
-    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        raise ValueError(
-            f"encoder_input_ids must have shape [items, tokens] with at least one token; got {tuple(input_ids.shape)}."
-        )
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    tokens = mask.ne(0).sum(1)
-    low, high, fewest = torch.stack([input_ids.min(), input_ids.max(), tokens.min()]).tolist()
-    if fewest == 0:
-        row = int(tokens.eq(0).nonzero()[0])
-        raise ValueError(f"encoder_input_ids[{row}] has no token (its attention mask is all 0): nothing to encode.")
-    _check_id_range("encoder_input_ids", low, high, embedding_rows(encoder), "encoder")
-
-
-def _check_id_range(name: str, low: int, high: int, rows: int | None, side: str) -> None:
-    if rows is not None and (low < 0 or high >= rows):
-        raise ValueError(
-            f"{name} hold token ids from {low} to {high}, but the {side} embeds ids 0..{rows - 1}: they were made by "
-            f"another tokenizer than the {side}'s."
-        )
 
 
 def _check_decoder_checkpoint(causal_lm, missing_keys, name_or_path) -> None:

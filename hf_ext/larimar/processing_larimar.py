@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
 
 import torch
 from transformers import BatchEncoding, ProcessorMixin
@@ -76,7 +79,10 @@ class LarimarProcessor(ProcessorMixin):
 
     # Decoder side ---------------------------------------------------------------------------------------------
 
-    def _decoder_ids(self, texts: list[str], add_eos: bool, max_length: int | None) -> list[list[int]]:
+    def decoder_ids(self, texts: list[str], add_eos: bool = False, max_length: int | None = None) -> list[list[int]]:
+        """Decoder token ids of each text (a list per text, unpadded): BOS first (added when the decoder tokenizer
+        does not add it itself), EOS last with `add_eos=True`, truncated to `max_length` when given."""
+        texts = _as_list(texts, "texts")
         tokenizer = self.decoder_tokenizer
         sequences = tokenizer(texts, add_special_tokens=True, truncation=max_length is not None, max_length=max_length)
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -90,10 +96,10 @@ class LarimarProcessor(ProcessorMixin):
             result.append(ids)
         return result
 
-    def context_ids(self, texts: list[str], template: str = "New fact: {memory}\n") -> list[list[int]]:
-        """Decoder tokens (no BOS, no EOS) of each remembered text as it is placed before a prompt
-        (`memory_readout="context"`): `template` with `{memory}` replaced by the text, a full stop added to a text
-        that ends without punctuation."""
+    def text_ids(self, texts: list[str], template: str = "New fact: {memory}\n") -> list[list[int]]:
+        """Decoder tokens (no BOS, no EOS) of each remembered text as `memory_readout="text"` places it before a
+        prompt: `template` with `{memory}` replaced by the text, a full stop added to a text that ends without
+        punctuation."""
         texts = _as_list(texts, "texts")
         _check_not_blank(texts, "texts")
         formatted = []
@@ -104,7 +110,36 @@ class LarimarProcessor(ProcessorMixin):
             formatted.append(template.replace("{memory}", text))
         return [list(ids) for ids in self.decoder_tokenizer(formatted, add_special_tokens=False)["input_ids"]]
 
-    def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def context_ids(self, texts: list[str], template: str = "New fact: {memory}\n") -> list[list[int]]:
+        """Deprecated name of [`text_ids`]."""
+        warnings.warn(
+            "LarimarProcessor.context_ids is deprecated; use LarimarProcessor.text_ids.", FutureWarning, stacklevel=2
+        )
+        return self.text_ids(texts, template)
+
+    def memory_ids(self, texts: list[str]) -> list[list[int]]:
+        """Encoder tokens of each text (unpadded), exactly as [`encode_memory`] gives them to the encoder."""
+        encoded = self.encode_memory(texts)
+        return [
+            ids[mask.bool()].tolist()
+            for ids, mask in zip(encoded["encoder_input_ids"], encoded["encoder_attention_mask"])
+        ]
+
+    def tokenizer_fingerprints(self) -> dict[str, str]:
+        """A short hash of each tokenizer's vocabulary (`encoder_tokenizer`, `decoder_tokenizer`): what a memory file
+        records to tell, when it is loaded, whether its tokens were made by the same tokenizers."""
+        return {
+            f"{name}_tokenizer": _vocabulary_hash(tokenizer)
+            for name, tokenizer in (("encoder", self.encoder_tokenizer), ("decoder", self.decoder_tokenizer))
+        }
+
+    def pad_decoder_ids(self, sequences: list[list[int]], side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+        """`(input_ids, attention_mask)` of token id lists padded on `side` (`"left"` or `"right"`) with the decoder
+        tokenizer's pad token (its EOS when it has none)."""
+        if side not in ("left", "right"):
+            raise ValueError(f"side={side!r} is not supported; expected 'left' or 'right'.")
+        if not sequences:
+            raise ValueError("sequences is empty: give at least one list of token ids.")
         tokenizer = self.decoder_tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
@@ -117,6 +152,10 @@ class LarimarProcessor(ProcessorMixin):
             input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, span] = 1
         return input_ids, attention_mask
+
+    # The names these two had before they were public (kept for code that still calls them).
+    _decoder_ids = decoder_ids
+    _pad = pad_decoder_ids
 
     def __call__(
         self,
@@ -144,7 +183,7 @@ class LarimarProcessor(ProcessorMixin):
         queries = text if queries is None else _as_list(queries, "queries")
         if len(queries) != len(text):
             raise ValueError(f"Got {len(text)} prompts but {len(queries)} queries; give one query per prompt.")
-        input_ids, attention_mask = self._pad(self._decoder_ids(text, False, max_length), padding_side)
+        input_ids, attention_mask = self.pad_decoder_ids(self.decoder_ids(text, False, max_length), padding_side)
         return BatchEncoding(
             {"input_ids": input_ids, "attention_mask": attention_mask, **self.encode_memory(queries, max_length)}
         )
@@ -154,7 +193,7 @@ class LarimarProcessor(ProcessorMixin):
         padding labelled -100), the texts' encoder inputs, and with `prompts` their encoder inputs as
         `query_input_ids` / `query_attention_mask`."""
         texts = _as_list(texts, "texts")
-        input_ids, attention_mask = self._pad(self._decoder_ids(texts, True, max_length), "right")
+        input_ids, attention_mask = self.pad_decoder_ids(self.decoder_ids(texts, True, max_length), "right")
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         batch.update(self.encode_memory(texts, max_length))
@@ -229,6 +268,11 @@ def _missing_subfolders(name_or_path, kwargs) -> list[str]:
     except OSError:  # no such repo, or no access: transformers says so
         return []
     return missing
+
+
+def _vocabulary_hash(tokenizer) -> str:
+    vocabulary = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocabulary, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def _check_not_blank(texts: list[str], name: str) -> None:

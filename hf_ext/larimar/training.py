@@ -127,7 +127,7 @@ def _unwrap(model):
 
 
 def freeze_all_but_addressing(model, *, train_encoder: bool = False) -> list:
-    """Make only what the `memory_readout="context"` objective trains require gradients: the latent projection, and
+    """Make only what the `memory_readout="text"` objective trains require gradients: the latent projection, and
     the encoder with `train_encoder`. Every other parameter would get no gradient (DDP refuses those unless
     `find_unused_parameters`). Returns the trainable parameters."""
     larimar = model.model if hasattr(model, "model") else model

@@ -74,9 +74,12 @@ class LarimarScriptArguments:
             "into the decoder then start at zero, so training starts from the pretrained decoder."
         },
     )
-    mask_empty_slot: bool = field(
-        default=False,
-        metadata={"help": "New model: a zero latent (empty memory, out of scope) hides the memory slot."},
+    mask_empty_slot: bool | None = field(
+        default=None,
+        metadata={
+            "help": "New model: a zero latent (empty memory, out of scope) hides the memory slot (default: only "
+            "with memory_readout=text, which needs it)."
+        },
     )
     scope_threshold: float | None = field(
         default=0.5, metadata={"help": "New model: cosine distance beyond which a query reads nothing (None: off)."}
@@ -84,13 +87,17 @@ class LarimarScriptArguments:
     memory_readout: str = field(
         default="latent",
         metadata={
-            "help": "New model: how a read reaches the decoder, 'latent' (the paper's memory slot) or 'context' (the "
-            "text of the item read, placed before the prompt)."
+            "help": "New model: what a read gives the decoder, 'latent' (the paper's memory slot) or 'text' (hf-ext's: "
+            "the stored text of the item the prompt addresses, placed before the prompt; 'context' is its former "
+            "name)."
         },
     )
-    context_template: str = field(
+    text_template: str = field(
         default="New fact: {memory}\n",
-        metadata={"help": "New model, memory_readout=context: how the text read is placed ({memory} is the text)."},
+        metadata={"help": "New model, memory_readout=text: how the text read is placed ({memory} is the text)."},
+    )
+    context_template: str | None = field(
+        default=None, metadata={"help": "Deprecated name of text_template (the same setting)."}
     )
     dataset_name: str | None = field(
         default=None,
@@ -164,7 +171,11 @@ def _load_model(script_args: LarimarScriptArguments):
             mask_empty_slot=script_args.mask_empty_slot,
             scope_threshold=script_args.scope_threshold,
             memory_readout=script_args.memory_readout,
-            context_template=script_args.context_template,
+            **(
+                {"context_template": script_args.context_template}
+                if script_args.context_template is not None
+                else {"text_template": script_args.text_template}
+            ),
         )
     except load_errors() as error:
         raise CommandError(f"cannot load the encoder or the decoder: {error}") from None
@@ -229,11 +240,11 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
     if script_args.freeze_decoder:
         model.model.decoder.requires_grad_(False)
         model.lm_head.requires_grad_(False)
-    if model.config.memory_readout == "context":
+    if model.config.memory_readout == "text":
         # Its objective trains the addressing alone: every other part would get no gradient, which DDP refuses.
         if script_args.prompt_field is None or script_args.prompt_field not in dataset.column_names:
             raise CommandError(
-                "memory_readout=context trains the addressing from each text's query: give --prompt_field, a column "
+                "memory_readout=text trains the addressing from each text's query: give --prompt_field, a column "
                 f"of the dataset (columns: {dataset.column_names})."
             )
         from hf_ext.larimar.training import freeze_all_but_addressing

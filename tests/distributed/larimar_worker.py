@@ -5,7 +5,7 @@ the model wrapped in DDP, or sharded with FSDP2's `fully_shard`), or imported an
 episodes, one process). The encoder is trainable and mean-pooled (its pooler unused) and DDP runs with
 `find_unused_parameters=False` and activation checkpointing: the setting where an unused parameter is an error.
 Writes `OUT/<wrapper>-rank<r>.safetensors` with each step's loss and every parameter's gradient (gathered in full).
-The wrapper `ddp-context` is DDP on a `memory_readout="context"` Larimar, whose objective trains the addressing alone
+The wrapper `ddp-text` is DDP on a `memory_readout="text"` Larimar, whose objective trains the addressing alone
 (the encoder and the latent projection; everything else frozen, as `larimar-train` does).
 """
 
@@ -55,7 +55,7 @@ def build(readout="latent"):
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    if readout == "context":
+    if readout == "text":
         freeze_all_but_addressing(model, train_encoder=True)
     return model
 
@@ -85,9 +85,9 @@ def run(out_dir, wrapper="ddp", world_size=None):
     mine = facts[rank * share : (rank + 1) * share]
     batch = processor.episode([f.text for f in mine], [f.prompt for f in mine])
 
-    model = build("context" if wrapper == "ddp-context" else "latent").train()
+    model = build("text" if wrapper == "ddp-text" else "latent").train()
     enable_activation_checkpointing(model, {"use_reentrant": False})
-    if distributed and wrapper in ("ddp", "ddp-context"):
+    if distributed and wrapper in ("ddp", "ddp-text"):
         wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
     elif distributed and wrapper == "fsdp2":
         from torch.distributed.fsdp import fully_shard

@@ -24,7 +24,7 @@ TOLERANCE = {0: {"total": 1e-5, "parameter": 1e-4}, 1: {"total": 1e-4, "paramete
 def single_process(tmp_path_factory):
     """One process on both episodes, for each read-out."""
     results = {}
-    for wrapper in ("ddp", "ddp-context"):
+    for wrapper in ("ddp", "ddp-text"):
         out = tmp_path_factory.mktemp("larimar-single")
         load_worker(WORKER).run(out, wrapper, world_size=1)
         results[wrapper] = load_tensors(out / f"{wrapper}-rank0.safetensors")
@@ -37,11 +37,11 @@ def _rel(a, b):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2", "ddp-context"])
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2", "ddp-text"])
 def test_two_gloo_processes_equal_one_process(wrapper, single_process, tmp_path):
     run_two_processes(WORKER, tmp_path, wrapper, timeout=300)
-    single_process = single_process["ddp-context" if wrapper == "ddp-context" else "ddp"]
-    readout = "context" if wrapper == "ddp-context" else "latent"
+    single_process = single_process["ddp-text" if wrapper == "ddp-text" else "ddp"]
+    readout = "text" if wrapper == "ddp-text" else "latent"
 
     ranks = [load_tensors(tmp_path / f"{wrapper}-rank{rank}.safetensors") for rank in (0, 1)]
     for step, tolerance in TOLERANCE.items():

@@ -15,7 +15,13 @@ def larimar_factory(tiny_bert_path, tiny_gpt2_path, tiny_llama_path):
     decoders = {"gpt2": tiny_gpt2_path, "llama": tiny_llama_path}
 
     def build(family="gpt2", seed=0, **config):
-        config = {"latent_size": 32, "memory_size": 48, "w_logvar_mode": "slot", "pooling": "mean", **config}
+        config = {
+            "latent_size": 32,
+            "memory_size": 48,
+            "w_logvar_mode": "slot",
+            "pooling": "mean",
+            **config,
+        }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = LarimarForCausalLM.from_encoder_decoder_pretrained(tiny_bert_path, decoders[family], **config)

@@ -10,8 +10,8 @@ from hf_ext.testing.larimar_natural import counterfact_records
 
 def _oracle(model, processor, prompt, target, latent):
     """log p(target | prompt) and "every target token is the arg-max", decoding one token at a time."""
-    head = processor._decoder_ids([prompt], False, None)[0]
-    full = processor._decoder_ids([f"{prompt} {target}"], False, None)[0]
+    head = processor.decoder_ids([prompt], False, None)[0]
+    full = processor.decoder_ids([f"{prompt} {target}"], False, None)[0]
     ids, log_prob, greedy = list(head), 0.0, True
     for token in full[len(head) :]:
         kwargs = {} if latent is None else {"memory_latent": latent}
@@ -122,7 +122,7 @@ def test_an_empty_memory_with_the_slot_masked_is_the_decoder(larimar_factory, ti
     texts = ["the river was quiet in the evening", "they repaired the wooden bridge"]
     nll, count = 0.0, 0
     for text in texts:
-        ids = tiny_processor._decoder_ids([text], False, None)[0]
+        ids = tiny_processor.decoder_ids([text], False, None)[0]
         for position in range(1, len(ids)):
             with torch.no_grad():
                 logits = plain(input_ids=torch.tensor([ids[:position]])).logits[0, -1].double()

@@ -20,7 +20,7 @@ def test_zero_latent_is_the_plain_decoder_only_with_the_slot_masked(
     # One prompt at a time: GPT-2 numbers positions from the first (padding) column, Larimar from the first token.
     kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": tiny_processor.decoder_tokenizer.pad_token_id}
     for prompt in ["the old harbour", "a short walk to the market was"]:
-        input_ids = torch.tensor(tiny_processor._decoder_ids([prompt], False, None))
+        input_ids = torch.tensor(tiny_processor.decoder_ids([prompt], False, None))
         zero = torch.zeros(1, model.config.latent_size)
         with torch.no_grad():
             ours = model(input_ids=input_ids, memory_latent=zero).logits
@@ -59,8 +59,8 @@ def test_natural_recipe_trains_only_the_addressing(tmp_path, tiny_bert_path, tin
     model = AutoModelForCausalLM.from_pretrained(output).eval()
     plain = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
     assert model.config.mask_empty_slot and model.config.scope_threshold == 0.4
-    assert model.config.memory_readout == "context"
-    assert model.config.context_template == "New fact: {memory} {memory}\n"
+    assert model.config.memory_readout == "text"
+    assert model.config.text_template == "New fact: {memory} {memory}\n"
     for name, parameter in plain.model.named_parameters():  # the decoder is untouched
         assert torch.equal(model.model.decoder.get_parameter(name), parameter), name
     # only the addressing trains: the projections into the decoder are still the zeros they started at

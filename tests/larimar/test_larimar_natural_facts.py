@@ -108,11 +108,11 @@ def test_natural_recipe_options():
     assert RealLarimarRecipe().fingerprint() == "bfc313ec3fba"
     assert NATURAL_RECIPE.fingerprint() not in {RealLarimarRecipe().fingerprint()}
     assert NATURAL_RECIPE.corpus == "natural" and not NATURAL_RECIPE.decoder_lora
-    assert NATURAL_RECIPE.memory_readout == "context"
+    assert NATURAL_RECIPE.memory_readout == "text"
     with pytest.raises(ValueError, match="memory_readout='bogus'"):
         RealLarimarRecipe(memory_readout="bogus")
     with pytest.raises(ValueError, match="decoder frozen"):
-        RealLarimarRecipe(memory_readout="context")  # the template corpus, with a decoder LoRA
+        RealLarimarRecipe(memory_readout="text")  # the template corpus, with a decoder LoRA
 
 
 def test_validation_records_use_training_subjects_and_objects():

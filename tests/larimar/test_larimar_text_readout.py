@@ -1,17 +1,17 @@
-"""`memory_readout="context"`: the remembered text placed before the prompt, picked by the memory read's weights."""
+"""`memory_readout="text"`: the remembered text placed before the prompt, picked by the memory read's weights."""
 
 import pytest
 import torch
 
 from hf_ext.larimar import memory as memory_math
-from hf_ext.larimar.context import splice_context
+from hf_ext.larimar.splicing import splice_tokens
 
 
 FACTS = ["the old harbour keeps a red boat", "a short walk leads to the market", "the tall tower has a bell"]
 
 
-def _context_model(larimar_factory, family="gpt2", **config):
-    config = {"memory_readout": "context", "mask_empty_slot": True, "scope_threshold": None, **config}
+def _text_model(larimar_factory, family="gpt2", **config):
+    config = {"memory_readout": "text", "scope_threshold": None, **config}
     model = larimar_factory(family, **config)
     with torch.no_grad():  # a zero latent is then exactly the decoder
         model.model.prefix_projection.weight.zero_()
@@ -22,7 +22,7 @@ def _context_model(larimar_factory, family="gpt2", **config):
 def _plain_logits(model, processor, texts):
     """The decoder's own logits (zero latent, masked slot) on each text, one at a time."""
     rows = []
-    for ids in processor._decoder_ids(texts, False, None):
+    for ids in processor.decoder_ids(texts, False, None):
         input_ids = torch.tensor([ids])
         with torch.no_grad():
             rows.append(model(input_ids=input_ids, memory_latent=torch.zeros(1, model.config.latent_size)).logits[0])
@@ -68,7 +68,7 @@ def test_splice_context_places_each_context_after_the_bos_and_maps_positions_bac
     for i, row in enumerate(rows):
         span = slice(length - len(row), length) if side == "left" else slice(0, len(row))
         input_ids[i, span], mask[i, span], labels[i, span] = torch.tensor(row), 1, torch.tensor(row)
-    spliced = splice_context(input_ids, mask, contexts, pad_token_id=pad, bos_token_id=bos, labels=labels)
+    spliced = splice_tokens(input_ids, mask, contexts, pad_token_id=pad, bos_token_id=bos, labels=labels)
     expected = [[1, 20, 21, 5, 6, 7], [1, 8], [30, 9, 10, 11]]
     width = spliced.input_ids.shape[1]
     assert width == 6
@@ -86,12 +86,12 @@ def test_splice_context_places_each_context_after_the_bos_and_maps_positions_bac
         else:
             assert new_tokens == rows[i]
     with pytest.raises(ValueError, match="one per row"):
-        splice_context(input_ids, mask, contexts[:2], pad_token_id=pad, bos_token_id=bos)
+        splice_tokens(input_ids, mask, contexts[:2], pad_token_id=pad, bos_token_id=bos)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_factory, tiny_processor, family):
-    model = _context_model(larimar_factory, family)
+    model = _text_model(larimar_factory, family)
     model.write_memory(FACTS, processor=tiny_processor)
     prompts = ["the old harbour keeps a", "the tall tower has a"]
     assert model.read_memory_items(prompts, tiny_processor) == [0, 2]
@@ -112,7 +112,7 @@ def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_facto
     generated = model.generate(**inputs, **kwargs)
     assert torch.equal(generated[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
     for row, text in enumerate(texts):
-        alone = torch.tensor(tiny_processor._decoder_ids([text], False, None))
+        alone = torch.tensor(tiny_processor.decoder_ids([text], False, None))
         expected = model.generate(input_ids=alone, memory_latent=torch.zeros(1, model.config.latent_size), **kwargs)
         assert generated[row, inputs["input_ids"].shape[1] :].tolist() == expected[0, alone.shape[1] :].tolist()
     # beam search with several sequences per prompt, and a dict output: the prompts are restored row by row
@@ -125,7 +125,7 @@ def test_context_readout_equals_the_decoder_given_the_fact_as_text(larimar_facto
 
 
 def test_context_readout_with_labels_scores_the_prompt_tokens_only(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     model.write_memory(FACTS, processor=tiny_processor)
     inputs = tiny_processor(["the old harbour keeps a red boat"], padding_side="right")
     labels = inputs["input_ids"].clone()
@@ -136,7 +136,7 @@ def test_context_readout_with_labels_scores_the_prompt_tokens_only(larimar_facto
 
 
 def test_out_of_scope_and_empty_memory_leave_the_decoder_alone(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     prompt = ["a short walk leads to the"]
     inputs = tiny_processor(prompt, padding_side="right")
     reference = _plain_logits(model, tiny_processor, prompt)[0]
@@ -150,7 +150,7 @@ def test_out_of_scope_and_empty_memory_leave_the_decoder_alone(larimar_factory, 
 
 
 def test_forgetting_removes_the_text_a_query_reads(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     model.write_memory(FACTS, processor=tiny_processor)
     model.forget_memory(FACTS[0], processor=tiny_processor)
     assert model.memory_texts == FACTS[1:]
@@ -158,16 +158,29 @@ def test_forgetting_removes_the_text_a_query_reads(larimar_factory, tiny_process
     assert model.read_memory_items(["the tall tower has a bell"], tiny_processor) == [1]
 
 
-def test_texts_and_contexts_survive_save_and_load(larimar_factory, tiny_processor, tmp_path):
+def test_texts_and_their_tokens_survive_save_and_load(larimar_factory, tiny_processor, tmp_path):
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     model.write_memory(FACTS, processor=tiny_processor)
     model.save_pretrained(tmp_path)
+    # Without a processor beside it, the memory loads unchecked, and a text read-out refuses to insert its texts.
+    unchecked = LarimarForCausalLM.from_pretrained(tmp_path).eval()
+    assert unchecked.memory_texts == FACTS and not unchecked.memory_state.checked
+    with pytest.raises(ValueError, match=r"loaded from .*larimar_memory.safetensors .* none was available"):
+        unchecked(**tiny_processor(["the tall tower has a"]))
+    unchecked.processor = tiny_processor  # a processor at hand: the texts are tokenized (and checked) on first use
+    with torch.no_grad():
+        torch.testing.assert_close(
+            unchecked(**tiny_processor(["the tall tower has a"])).logits,
+            model(**tiny_processor(["the tall tower has a"])).logits,
+        )
+    tiny_processor.save_pretrained(tmp_path)  # the processor saved beside the model: from_pretrained checks with it
     loaded = LarimarForCausalLM.from_pretrained(tmp_path).eval()
-    assert loaded.config.memory_readout == "context"
+    assert loaded.memory_state.checked
+    assert loaded.config.memory_readout == "text"
     assert loaded.memory_texts == FACTS
-    assert loaded.memory_state.contexts == model.memory_state.contexts
+    assert loaded.memory_state.text_tokens == model.memory_state.text_tokens
     inputs = tiny_processor(["the tall tower has a"], padding_side="right")
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
@@ -176,7 +189,7 @@ def test_texts_and_contexts_survive_save_and_load(larimar_factory, tiny_processo
 def test_context_readout_refuses_what_it_cannot_place(larimar_factory, tiny_processor):
     from hf_ext.larimar.configuration_larimar import LarimarConfig
 
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     encoded = tiny_processor.encode_memory(FACTS)
     with pytest.raises(ValueError, match="needs the texts"):
         model.write_memory(**encoded)
@@ -189,7 +202,7 @@ def test_context_readout_refuses_what_it_cannot_place(larimar_factory, tiny_proc
     with pytest.raises(ValueError, match="memory_readout='bogus' is not supported"):
         LarimarConfig(memory_readout="bogus")
     with pytest.raises(ValueError, match="must be a string with"):
-        LarimarConfig(context_template="Fact: {text}\n")
+        LarimarConfig(text_template="Fact: {text}\n")
 
 
 def test_calibrated_scope_threshold_keeps_the_asked_share_of_neighbours_in_scope(larimar_factory, tiny_processor):
@@ -197,7 +210,7 @@ def test_calibrated_scope_threshold_keeps_the_asked_share_of_neighbours_in_scope
 
     from hf_ext.larimar.evaluation import calibrate_scope_threshold, scope_distances
 
-    model = _context_model(larimar_factory)
+    model = _text_model(larimar_factory)
     records = [
         SimpleNamespace(
             rewrite_prompt=f"the {place} keeps a",
@@ -252,7 +265,7 @@ def test_addressing_loss_is_the_cross_entropy_over_items_and_none():
 
 
 def test_context_objective_trains_the_addressing_only(larimar_factory, tiny_processor):
-    model = _context_model(larimar_factory, scope_threshold=0.3, episode_size=4)
+    model = _text_model(larimar_factory, scope_threshold=0.3, episode_size=4)
     texts = FACTS + ["the green garden grows a rose"]
     queries = ["which boat does the harbour keep", "where does the walk lead", "what does the tower hold", "the rose"]
     batch = tiny_processor.episode(texts, queries)
@@ -276,13 +289,13 @@ def test_context_objective_trains_the_addressing_only(larimar_factory, tiny_proc
 
 
 @pytest.mark.parametrize("addressing", ["memory", "nearest"])
-def test_context_addressing_picks_the_item_its_rule_says(larimar_factory, tiny_processor, addressing):
+def test_item_addressing_picks_the_item_its_rule_says(larimar_factory, tiny_processor, addressing):
     from hf_ext.testing.larimar import filler_sentences
 
-    model = _context_model(larimar_factory, context_addressing=addressing)
+    model = _text_model(larimar_factory, item_addressing=addressing)
     texts = filler_sentences(60, seed=1)  # more items than the memory's capacity (48)
     with pytest.warns(UserWarning, match="can tell apart at most"):
-        model.write_memory(texts, processor=tiny_processor)
+        model.write_memory(texts, processor=tiny_processor, replace=False)  # filler sentences may share beginnings
     queries = filler_sentences(12, seed=2) + texts[:4]
     state = model.memory_state
     q = model.encode_texts(queries, tiny_processor)
@@ -294,5 +307,5 @@ def test_context_addressing_picks_the_item_its_rule_says(larimar_factory, tiny_p
     assert model.read_memory_items(queries, tiny_processor) == expected.tolist()
     if addressing == "nearest":  # a stored text addresses itself
         assert model.read_memory_items(texts[:4], tiny_processor) == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="context_addressing='bogus' is not supported"):
-        type(model.config)(context_addressing="bogus")
+    with pytest.raises(ValueError, match="item_addressing='bogus' is not supported"):
+        type(model.config)(item_addressing="bogus")
