@@ -20,8 +20,8 @@ needs_real = pytest.mark.skipif(not real_models_available(), reason="real offlin
 
 def _oracle_log_prob(model, processor, fact, latent=None):
     """log p(object | prompt) from one unpadded sequence, summed token by token."""
-    ids = processor._decoder_ids([fact.text], False, None)[0]
-    prompt = processor._decoder_ids([fact.prompt], False, None)[0]
+    ids = processor.decoder_ids([fact.text], False, None)[0]
+    prompt = processor.decoder_ids([fact.prompt], False, None)[0]
     kwargs = {} if latent is None else {"memory_latent": latent[None]}
     with torch.no_grad():
         log_probs = model(input_ids=torch.tensor([ids]), **kwargs).logits[0].double().log_softmax(-1)
