@@ -155,6 +155,9 @@ def write_report(results: dict[str, dict | None], times: dict[str, float], max_c
             lines.append(f"| {module} | not run | | | | | |")
             continue
         c = result["counts"]
+        if c["not run"] == c["mutants"]:
+            lines.append(f"| {module} | {c['mutants']} (none run yet) | | | | | |")
+            continue
         wall = f"{times[module] / 60:.1f} min" if module in times else ""
         partial = f" ({c['not run']} not run)" if c["not run"] else ""
         lines.append(
