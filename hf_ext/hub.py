@@ -285,7 +285,11 @@ class HubMixin:
     def from_pretrained(
         cls, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None, **kwargs
     ):
-        """Load from a local folder (tried first) or a Hub repo (see [`resolve_folder`] for the errors)."""
+        """Load from a local folder (tried first) or a Hub repo (see [`resolve_folder`] for the errors). A local folder
+        that a save left half-made (killed) is first rolled back to the save before it."""
+        from .transactions import recover_before_loading
+
+        recover_before_loading(name_or_path)
         folder = resolve_folder(
             name_or_path,
             repo_type=cls.hub_repo_type,

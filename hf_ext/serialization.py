@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from . import transactions
 
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "atomic_path",
     "check_output_directory",
     "install_files",
+    "is_own_card",
     "load_json",
     "load_tensors",
     "open_safetensors",
@@ -42,11 +44,7 @@ def _umask() -> int:
 def staging_directory(path: str | os.PathLike, suffix: str = ".partial") -> Path:
     """A new, empty, hidden folder beside `path` (same filesystem, so it can be renamed onto `path` in one step), with
     the permissions a plain `mkdir` would give it (`tempfile.mkdtemp` makes it private to its owner)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
-    staging.chmod(0o777 & ~_umask())
-    return staging
+    return transactions.new_staging(path)
 
 
 @contextmanager
@@ -112,22 +110,19 @@ def atomic_directory(
 
     All or nothing: a block that raises leaves `path` as it was, and no file of an earlier run survives beside the
     new ones (the previous folder is replaced as a whole, which needs `overwrite` when it is not empty; see
-    [`check_output_directory`], called first so the error comes before any work).
+    [`check_output_directory`], called first so the error comes before any work). The folder's lock is held
+    throughout (a second writer fails at once, see [`~hf_ext.transactions.output_lock`]); a symbolic link is
+    written through; what killed runs left beside `path` is cleaned up first.
     """
-    path = check_output_directory(path, overwrite=overwrite, option=option)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_directory(path)
-    try:
-        yield staging
-        previous = None
-        if path.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, previous / path.name)
-        os.replace(staging, path)
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with transactions.output_lock(path) as folder:
+        path = check_output_directory(folder, overwrite=overwrite, option=option)
+        transactions.remove_litter(path, keep_run_folder=True)
+        staging = transactions.new_staging(path)
+        try:
+            yield staging
+            transactions.replace_directory(staging, path)
+        finally:
+            transactions.discard_staging(staging)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -189,49 +184,80 @@ def open_safetensors(path: str | os.PathLike, framework: str = "pt"):
         raise safetensors_error(path, error) from None
 
 
+CARD = "README.md"
+
+
+def is_own_card(path: str | os.PathLike) -> bool:
+    """Whether the `README.md` at `path` is a card hf-ext wrote (its metadata has the `hf_ext:` block every hf-ext card
+    carries, see `hf_ext.hub.make_card`): only such a card is refreshed by a save; any other is the user's and is
+    kept."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not text.startswith("---"):
+        return False
+    front_matter = text.split("---", 2)[1] if text.count("---") >= 2 else ""
+    return any(line.rstrip() == "hf_ext:" for line in front_matter.splitlines())
+
+
+def _keep_files_we_did_not_write(staging: Path, target: Path, replace: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Before installing `staging` into the existing folder `target`: a file there that this kind of save did not
+    write is never replaced. A user's `README.md` is kept (the save's card is left out, with a warning); any other such
+    file is an error naming it, raised before anything moves. Returns the patterns of `replace` that may go."""
+    import logging
+    from fnmatch import fnmatch
+
+    if (target / CARD).exists() and not is_own_card(target / CARD):
+        replace = tuple(pattern for pattern in replace if not fnmatch(CARD, pattern))
+    for entry in sorted(staging.iterdir()):
+        existing = target / entry.name
+        if not (existing.exists() or existing.is_symlink()):
+            continue
+        if entry.name == CARD:
+            if not is_own_card(existing):
+                entry.unlink()
+                logging.getLogger(__name__).warning(
+                    "%s holds a README.md that hf-ext did not write; it is kept, and this save's card is not written.",
+                    target,
+                )
+            continue
+        if not any(fnmatch(entry.name, pattern) for pattern in replace):
+            raise FileExistsError(
+                f"{what}={str(target)!r} already holds {entry.name}, which this save would replace but did not write "
+                "(it is not a file of this kind of artefact). Save into another folder, or move that file first."
+            )
+    return replace
+
+
 @contextmanager
 def staged_save(
     target: str | os.PathLike, *, replace: Iterable[str] = (), what: str = "save_directory"
 ) -> Iterator[Path]:
     """Yield a staging folder beside the folder `target`; when the block succeeds, move its files into `target` with
     [`install_files`] (the earlier files of the kinds in `replace` go, other files stay). A block that raises leaves
-    `target` as it was. An existing file at `target` is an error naming `what`, raised before the block runs."""
+    `target` as it was. An existing file at `target` is an error naming `what`, raised before the block runs.
+
+    The folder's lock is held throughout; a file in `target` that this kind of save did not write (outside
+    `replace`, or a `README.md` that is not an hf-ext card) is never replaced; a symbolic link is written through.
+    """
+    replace = tuple(replace)
     target = Path(target).expanduser()
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{what}={str(target)!r} is an existing file; expected a folder.")
-    staging = staging_directory(target)
-    try:
-        yield staging
-        install_files(staging, target, replace=replace)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with transactions.output_lock(target) as folder:
+        transactions.remove_litter(folder, keep_run_folder=True)
+        staging = transactions.new_staging(folder)
+        try:
+            yield staging
+            if folder.is_dir():
+                replace = _keep_files_we_did_not_write(staging, folder, replace, what)
+            transactions.install_files(staging, folder, replace=replace)
+        finally:
+            transactions.discard_staging(staging)
 
 
 def install_files(staging: str | os.PathLike, target: str | os.PathLike, *, replace: Iterable[str] = ()) -> Path:
-    """Move what `staging` holds into the folder `target`, as a `save_pretrained` into an existing folder does.
-
-    `target` absent: `staging` becomes `target` in one rename. `target` a folder: each entry of `staging` replaces the
-    entry of the same name, and the entries of `target` matching a pattern of `replace` (`fnmatch` patterns: the files
-    of the artefact being saved) that the new save did not write are removed, so no file of an earlier save of the
-    same artefact survives beside the new ones; other files are kept. `staging` is gone afterwards.
-    """
-    from fnmatch import fnmatch
-
-    staging, target = Path(staging), Path(target)
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target} is an existing file; expected a folder (or a new name).")
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
-        return target
-    new = {entry.name for entry in staging.iterdir()}
-    for entry in target.iterdir():
-        if entry.name not in new and any(fnmatch(entry.name, pattern) for pattern in replace):
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    for entry in sorted(staging.iterdir()):
-        destination = target / entry.name
-        if destination.is_dir() and not destination.is_symlink():
-            shutil.rmtree(destination)
-        os.replace(entry, destination)
-    shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """Move what `staging` holds into the folder `target` (see [`~hf_ext.transactions.install_files`]: journaled, an
+    interrupted install is rolled back by the next writer or loader)."""
+    return transactions.install_files(staging, target, replace=replace)

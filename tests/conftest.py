@@ -43,6 +43,15 @@ class _DeprecationLog(logging.Handler):
             self.messages.append(message)
 
 
+@pytest.fixture(autouse=True)
+def _release_output_locks():
+    """A command releases its output folders' locks when it ends; a test calling its checks directly does here."""
+    yield
+    from hf_ext.transactions import release_process_locks
+
+    release_process_locks()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

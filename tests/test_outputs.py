@@ -14,9 +14,10 @@ import torch
 import transformers
 
 from hf_ext.cli import main
-from hf_ext.scripts.utils import CommandError, check_training_output, empty_training_output, save_training_output
+from hf_ext.scripts.utils import CommandError, check_training_output, save_training_output
 from hf_ext.seal.data import content_hash
 from hf_ext.seal.filtering import SEALScores
+from hf_ext.transactions import release_process_locks, run_folder
 
 
 STALE = "stale-from-an-earlier-run.txt"
@@ -208,21 +209,33 @@ def _write_final(folder):
 def test_a_training_run_never_leaves_an_earlier_runs_file_beside_its_model(tmp_path, resume):
     out = tmp_path / "run"
     _earlier_run(out)
-    if resume:  # a resumed run continues in its folder: no flag needed, its checkpoints stay
-        check_training_output(FakeArgs(out, resume_from_checkpoint=True), overwrite=False)
+    args = FakeArgs(out, resume_from_checkpoint="true" if resume else None)
+    if resume:  # a resumed finished run continues in its folder: no flag needed, its checkpoints stay
+        final = check_training_output(args, overwrite=False)
+        assert args.resume_from_checkpoint is True and Path(args.output_dir) == out
     else:
         with pytest.raises(CommandError, match="already holds 3 entries .* pass --overwrite_output_dir"):
             check_training_output(FakeArgs(out), overwrite=False)
-        check_training_output(FakeArgs(out), overwrite=True)
-    trainer = FakeTrainer(out, resume_from_checkpoint=True if resume else None)
-    empty_training_output(trainer, overwrite=not resume)
-    assert (out / "checkpoint-3").is_dir() == resume
-    save_training_output(trainer, _write_final)
+        release_process_locks()
+        final = check_training_output(args, overwrite=True)
+        # the new run works beside the folder: the earlier run is untouched until the new one ends
+        assert Path(args.output_dir) == run_folder(out) and (out / "model.safetensors").exists()
+    trainer = FakeTrainer(out)
+    trainer.args = args
+    save_training_output(trainer, _write_final, final)
+    release_process_locks()
     expected = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     expected.append("training_args.json")  # never the pickle Trainer.save_model writes
     assert sorted(p.name for p in out.iterdir()) == sorted(expected + (["checkpoint-3"] if resume else []))
     assert json.loads((out / "config.json").read_text()) == {"new": True}
     assert json.loads((out / "training_args.json").read_text()) == {"output_dir": str(out)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no run folder, backup or lock left beside it
+
+
+def test_resume_true_without_any_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CommandError, match="holds a checkpoint-\\* folder to resume from"):
+        check_training_output(FakeArgs(tmp_path / "run", resume_from_checkpoint="last"), overwrite=False)
+    release_process_locks()
 
 
 def test_a_failed_final_save_leaves_no_final_model(tmp_path):
@@ -237,6 +250,7 @@ def test_a_failed_final_save_leaves_no_final_model(tmp_path):
     with pytest.raises(RuntimeError, match="killed"):
         save_training_output(FakeTrainer(out), failing)
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["checkpoint-2"]
+    release_process_locks()
 
 
 def test_an_existing_file_as_output_dir_is_a_clear_error(tmp_path):
@@ -244,6 +258,7 @@ def test_an_existing_file_as_output_dir_is_a_clear_error(tmp_path):
     for resume in (None, True):
         with pytest.raises(CommandError, match="is an existing file; expected a folder"):
             check_training_output(FakeArgs(tmp_path / "run", resume_from_checkpoint=resume), overwrite=True)
+        release_process_locks()
 
 
 @pytest.mark.slow

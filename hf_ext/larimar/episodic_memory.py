@@ -29,6 +29,16 @@ from .splicing import SplicedBatch, splice_tokens
 __all__ = ["MEMORY_FILE", "BatchRead", "EpisodicMemory", "LarimarMemoryMixin"]
 
 MEMORY_FILE = "larimar_memory.safetensors"
+# The files a Larimar `save_pretrained` writes (an earlier save's are replaced, any other file is kept).
+SAVE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    MEMORY_FILE,
+    "README.md",
+)
 """The file `save_pretrained` writes the episodic memory to (safetensors, with the config it belongs to)."""
 MEMORY_FORMAT = "hf-ext-larimar-memory/2"
 """Version 2 keeps no decoder tokens: what a read inserts is always derived from the stored texts."""
@@ -713,8 +723,14 @@ class LarimarMemoryMixin:
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the episodic memory in `larimar_memory.safetensors` and a model
-        card (`README.md`, unless the folder has one). With `push_to_hub=True`, everything is uploaded in one commit
-        (`repo_id`, `token`, `private`, `commit_message` as in `PreTrainedModel.save_pretrained`).
+        card (`README.md`). With `push_to_hub=True`, everything is uploaded in one commit (`repo_id`, `token`,
+        `private`, `commit_message` as in `PreTrainedModel.save_pretrained`).
+
+        All or nothing: weights, memory and card are written beside `save_directory` and moved into it together
+        (journaled: a save killed half-way is rolled back by the next save or load, so weights never sit beside
+        another save's memory). The files of an earlier Larimar save are replaced; other files are kept, a
+        `README.md` hf-ext did not write included (the card of an earlier save is refreshed). The folder is locked
+        for the save: a second process saving into it fails at once.
 
         The memory file holds the stored texts in plain form (in its metadata). Forgetting a text and pushing again
         removes it from the repository's latest revision, not from its history: squash the history
@@ -723,8 +739,13 @@ class LarimarMemoryMixin:
         push_kwargs = {
             key: kwargs.pop(key) for key in ("repo_id", "token", "private", "commit_message") if key in kwargs
         }
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        self._save_memory_and_card(save_directory)
+        if not kwargs.get("is_main_process", True):  # another process of a distributed run saves
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        from ..serialization import staged_save
+
+        with staged_save(save_directory, replace=SAVE_FILES) as staging:
+            result = super().save_pretrained(staging, *args, **kwargs)
+            self._save_memory_and_card(staging)
         if push_to_hub:
             from ..hub import push_folder
 
@@ -733,10 +754,9 @@ class LarimarMemoryMixin:
         return result
 
     def _save_memory_and_card(self, save_directory) -> None:
-        if not os.path.exists(os.path.join(save_directory, "README.md")):
-            from ..hub import save_card
+        from ..hub import save_card
 
-            save_card(self.model_card(), save_directory)
+        save_card(self.model_card(), save_directory)
         from ..serialization import save_tensors
 
         target = os.path.join(save_directory, MEMORY_FILE)
@@ -772,6 +792,9 @@ class LarimarMemoryMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, restoring the episodic memory saved with the model (if any), checked
         against the processor saved beside it (see [`load_memory`])."""
+        from ..transactions import recover_before_loading
+
+        recover_before_loading(pretrained_model_name_or_path)
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model  # output_loading_info=True
         path = _find_memory_file(pretrained_model_name_or_path, kwargs)

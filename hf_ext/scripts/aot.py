@@ -28,7 +28,6 @@ from hf_ext.scripts.utils import (
     CommandError,
     check_training_output,
     dataclass_parser,
-    empty_training_output,
     launch_or_run,
     load_any_dataset,
     load_error,
@@ -106,7 +105,7 @@ def run_aot(script_args, training_args, model_args) -> int:
         raise CommandError("--model_name_or_path is required (a Hub id, a folder or a hf-ext-testing/<name> fixture)")
     if script_args.dataset_name is None:
         load_preference_dataset(script_args)  # the error naming what is expected
-    check_training_output(training_args, script_args.overwrite_output_dir)
+    output_dir = check_training_output(training_args, script_args.overwrite_output_dir)
     model_path = resolve_name_or_path(model_args.model_name_or_path, "model_name_or_path")
 
     model_init_kwargs = {
@@ -139,10 +138,9 @@ def run_aot(script_args, training_args, model_args) -> int:
         raise load_error(model_args.model_name_or_path, model_path, "model_name_or_path", error) from None
     except (ValueError, TypeError) as error:  # the trainer's checks of the data and the tokenizer, before any step
         raise CommandError(str(error)) from None
-    empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_training_output(trainer, lambda folder: trainer.save_model(str(folder)))
+    save_training_output(trainer, lambda folder: trainer.save_model(str(folder)), output_dir)
     trainer.accelerator.print(f"Model, card and reward-quantile plot saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

@@ -27,7 +27,6 @@ from hf_ext.scripts.utils import (
     CommandError,
     check_training_output,
     dataclass_parser,
-    empty_training_output,
     launch_or_run,
     load_any_dataset,
     load_error,
@@ -213,7 +212,7 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         )
     if script_args.dataset_name is None:
         raise CommandError("--dataset_name is required (a Hub id, a folder, or hf-ext-testing/larimar-facts)")
-    check_training_output(training_args, script_args.overwrite_output_dir)
+    output_dir = check_training_output(training_args, script_args.overwrite_output_dir)
 
     from hf_ext.testing import FIXTURE_DATASETS, load_fixture_dataset
 
@@ -264,7 +263,6 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         ),
         callbacks=[LarimarKLAnnealingCallback(script_args.kl_zero_ratio, script_args.kl_increase_ratio)],
     )
-    empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     def write(folder: Path) -> None:
@@ -272,7 +270,7 @@ def train(script_args: LarimarScriptArguments, training_args) -> int:
         if trainer.args.should_save:
             processor.save_pretrained(str(folder))
 
-    save_training_output(trainer, write)
+    save_training_output(trainer, write, output_dir)
     print(f"Saved the Larimar model and its processor to {training_args.output_dir}")
     return 0
 

@@ -29,7 +29,6 @@ from hf_ext.scripts.utils import (
     check_output,
     check_training_output,
     dataclass_parser,
-    empty_training_output,
     launch_or_run,
     load_any_dataset,
     load_error,
@@ -85,7 +84,7 @@ def seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
         raise CommandError("--model_name_or_path is required")
     if script_args.dataset_name is None:
         raise CommandError("--dataset_name is required: the fine-tuning set to rank")
-    check_training_output(args, script_args.overwrite_output_dir)
+    output_dir = check_training_output(args, script_args.overwrite_output_dir)
     if script_args.scores_dir is not None:
         check_output(script_args.scores_dir, script_args.overwrite_output_dir)
     train_dataset = load_any_dataset(
@@ -130,7 +129,6 @@ def seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
-    empty_training_output(trainer, script_args.overwrite_output_dir)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     scores = trainer.scores()
 
@@ -139,7 +137,7 @@ def seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
         if trainer.args.should_save and script_args.scores_dir is None:
             scores.save_pretrained(folder / "seal_scores")
 
-    save_training_output(trainer, write)
+    save_training_output(trainer, write, output_dir)
     if trainer.args.should_save:
         scores_dir = Path(script_args.scores_dir or os.path.join(args.output_dir, "seal_scores"))
         if script_args.scores_dir is not None:

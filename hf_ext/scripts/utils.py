@@ -8,8 +8,9 @@ What every command does the same way:
 - names are fixture ids first, then local paths, then Hub ids ([`resolve_name_or_path`], [`load_causal_lm`],
   [`load_any_dataset`]); a missing local path says so, a failing Hub id says what the Hub said ([`load_error`]);
 - an output folder must be absent or empty unless its overwrite flag is given ([`check_output`],
-  [`check_training_output`]); it is written all at once (`hf_ext.serialization.atomic_directory`), or for a
-  training run, emptied when training starts and given its final model at the end ([`save_training_output`]).
+  [`check_training_output`]), locked for the run (a second run into it fails at once), and written all at once
+  (`hf_ext.serialization.atomic_directory`); a training run works beside it and replaces it when it ends
+  ([`save_training_output`]), so an interrupted run leaves it as it was.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ __all__ = [
     "check_output",
     "check_training_output",
     "dataclass_parser",
-    "empty_training_output",
     "launch_or_run",
     "launch_under_accelerate",
     "load_any_dataset",
@@ -112,11 +112,15 @@ def parse_dataclasses(parser, argv: Sequence[str] | None) -> tuple:
 
 def run_command(name: str, function: Callable[[], int | None]) -> int:
     """Run a command's body: its exit status, or 2 with `hf-ext NAME: error: ...` for a [`CommandError`]."""
+    from hf_ext.transactions import release_process_locks
+
     try:
         return function() or 0
     except CommandError as error:
         print(f"{PROG} {name}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        release_process_locks()  # the output folders' locks (the process's end would release them too)
 
 
 LAUNCH_OPTIONS = ("--num_processes", "--accelerate_config")
@@ -322,64 +326,113 @@ def read_lines(path: str, what: str) -> list[str]:
 
 
 def check_output(path: str, overwrite: bool = False, option: str = "--overwrite_output_dir") -> Path:
-    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`); an
-    existing file or a non-empty folder without `option` is a [`CommandError`]."""
+    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`), and
+    take its lock for the rest of the command (a second run into it fails at once, naming this one); an existing
+    file, a non-empty folder without `option`, a folder another run is writing, or one that cannot be written is a
+    [`CommandError`]. What killed runs left beside the folder is cleaned up (see `hf_ext.transactions`)."""
     from hf_ext.serialization import OutputExistsError, check_output_directory
+    from hf_ext.transactions import OutputLockedError, hold_output_lock, resolve_output
 
+    folder = resolve_output(path)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"The output folder {path} is an existing file; expected a folder (or a new name).")
     try:
-        return check_output_directory(path, overwrite=overwrite, option=option)
+        folder = hold_output_lock(folder)
+        return check_output_directory(folder, overwrite=overwrite, option=option)
+    except OutputLockedError as error:
+        raise CommandError(str(error)) from None
     except (OutputExistsError, NotADirectoryError) as error:
         raise CommandError(str(error)) from None
+    except PermissionError as error:
+        raise CommandError(
+            f"The output folder {path} cannot be written ({error.strerror}: {error.filename})."
+        ) from None
 
 
 OVERWRITE_OUTPUT_HELP = (
     "Replace the content of a non-empty output_dir. Without it a training command refuses such a folder before "
-    "loading anything; with it the folder is emptied when training starts (not when resuming a checkpoint)."
+    "loading anything; with it the run trains beside the folder and replaces it only when it ends (an interrupted "
+    "run leaves it as it was)."
 )
 
 
-def check_training_output(training_args, overwrite: bool) -> None:
-    """Before any model is loaded: a training run's `output_dir` must be absent or empty, or `overwrite` given, or the
-    run resumes a checkpoint (whose run's folder it continues)."""
-    if training_args.resume_from_checkpoint:
-        output_dir = Path(training_args.output_dir)
-        if output_dir.exists() and not output_dir.is_dir():
-            raise CommandError(f"The output folder {output_dir} is an existing file; expected a folder.")
-        return
-    check_output(training_args.output_dir, overwrite, "--overwrite_output_dir")
+RESUME_LAST = ("true", "last")
+"""`--resume_from_checkpoint` values meaning "the last checkpoint of this output folder's run"."""
 
 
-def empty_training_output(trainer, overwrite: bool) -> None:
-    """With `overwrite` (and not resuming), empty `output_dir` on the main process right before training, so that
-    no file of an earlier run survives beside this run's checkpoints and model; every process waits for it."""
-    import shutil
+def check_training_output(training_args, overwrite: bool) -> Path:
+    """Before any model is loaded: check and lock a training run's `output_dir` (see [`check_output`]; a resumed run
+    needs no flag), and point `training_args.output_dir` at the folder the run works in; returns the output folder
+    the result goes to ([`save_training_output`] puts it there).
 
-    args = trainer.args
-    output_dir = Path(args.output_dir)
-    if overwrite and not args.resume_from_checkpoint and args.should_save and output_dir.is_dir():
-        for entry in output_dir.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    trainer.accelerator.wait_for_everyone()
+    A new run trains in a hidden folder beside `output_dir` (`.<name>.hf-ext-run`, its checkpoints included) and
+    replaces `output_dir` with it when it ends, so an interrupted run leaves `output_dir` as it was, and its own
+    checkpoints to resume from. `--resume_from_checkpoint true` (or `last`) resumes the last checkpoint of that
+    interrupted run, or, without one, of `output_dir` itself (a finished run, continued in place).
+    """
+    from hf_ext.transactions import remove_litter, run_folder
+
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in RESUME_LAST:
+        resume = training_args.resume_from_checkpoint = True
+    output_dir = check_output(training_args.output_dir, overwrite or bool(resume), "--overwrite_output_dir")
+    run = run_folder(output_dir)
+    if not _is_main_process():
+        pass  # the main process prepares the folders; every process trains in the same one
+    elif not resume:
+        remove_litter(output_dir)
+    else:
+        remove_litter(output_dir, keep_run_folder=True)
+    if resume is True and not _has_checkpoint(run) and _has_checkpoint(output_dir):
+        run = output_dir  # a finished run, continued in its own folder
+    if resume is True and not _has_checkpoint(run):
+        raise CommandError(
+            f"--resume_from_checkpoint true: neither {output_dir} nor its interrupted run ({run_folder(output_dir)}) "
+            "holds a checkpoint-* folder to resume from."
+        )
+    if isinstance(resume, str):  # a checkpoint path: continue in place if it is one of output_dir's own
+        run = output_dir if Path(resume).resolve().parent == output_dir.resolve() else run_folder(output_dir)
+    training_args.output_dir = str(run)
+    if run != output_dir:
+        print(
+            f"Training in {run} (checkpoints there); it replaces {output_dir} when the run ends. If the run is "
+            "interrupted, the output folder stays as it was: resume with --resume_from_checkpoint true."
+        )
+    return output_dir
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    return folder.is_dir() and any(entry.name.startswith("checkpoint-") for entry in folder.iterdir())
 
 
 FINAL_MARKER = "config.json"
 
 
-def save_training_output(trainer, write: Callable[[Path], None]) -> Path:
-    """Write a training run's final model into `output_dir` so that it never appears half-written.
+def save_training_output(trainer, write: Callable[[Path], None], output_dir: str | Path | None = None) -> Path:
+    """Give a training run's result to `output_dir` (the folder [`check_training_output`] returned) so that it never
+    appears half-written.
 
-    `write(folder)` runs on every process (saving a sharded model gathers it) with the same staging folder,
-    `<output_dir>/.partial/<name>`; the main process then moves its files into `output_dir`, `config.json` last,
-    after removing the top-level files an earlier save left there (folders, such as this run's `checkpoint-*`,
-    stay). A run that fails before this leaves `output_dir` with its checkpoints only (resume it with
-    `--resume_from_checkpoint`), and never a final model. The arguments `Trainer.save_model` pickles
+    `write(folder)` runs on every process (saving a sharded model gathers it) with the same staging folder inside the
+    run's working folder; the main process then moves its files there, `config.json` last (replacing the top-level
+    files an earlier save left, keeping folders such as `checkpoint-*`), and, when the run worked beside
+    `output_dir`, makes the working folder `output_dir` in one journaled swap (see `hf_ext.transactions`). A run that
+    fails before this leaves `output_dir` as it was. The arguments `Trainer.save_model` pickles
     (`training_args.bin`) are kept as `training_args.json` instead.
     """
     import os
     import shutil
 
-    output_dir = Path(trainer.args.output_dir)
-    staging = output_dir / ".partial" / output_dir.resolve().name
+    from hf_ext.transactions import replace_directory
+
+    working = Path(trainer.args.output_dir)
+    output_dir = Path(output_dir) if output_dir is not None else working
+    staging = working / ".partial" / working.resolve().name
     main = trainer.args.should_save
     if main:
         shutil.rmtree(staging.parent, ignore_errors=True)
@@ -388,17 +441,21 @@ def save_training_output(trainer, write: Callable[[Path], None]) -> Path:
     write(staging)
     trainer.accelerator.wait_for_everyone()
     if main:
+        trainer.args.output_dir = str(output_dir)
         _replace_pickled_arguments(trainer.args, staging)
         new = {entry.name for entry in staging.iterdir()}
-        for entry in output_dir.iterdir():
+        for entry in working.iterdir():
             if entry.name not in new and (entry.is_file() or entry.is_symlink()):
                 entry.unlink()
         for entry in sorted(staging.iterdir(), key=lambda entry: (entry.name == FINAL_MARKER, entry.name)):
-            destination = output_dir / entry.name
+            destination = working / entry.name
             if destination.is_dir() and not destination.is_symlink():
                 shutil.rmtree(destination)
             os.replace(entry, destination)
         shutil.rmtree(staging.parent, ignore_errors=True)
+        if working.resolve() != output_dir.resolve():
+            replace_directory(working, output_dir)
+    trainer.args.output_dir = str(output_dir)
     trainer.accelerator.wait_for_everyone()
     return output_dir
 
