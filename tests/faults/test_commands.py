@@ -1,0 +1,180 @@
+"""Issue 29: the writing commands and the `save_pretrained`s of hf-ext, killed mid-write (SIGKILL, in a subprocess)
+and run twice at once.
+
+Each command replaces an earlier result; killed at a point of its write (`HF_EXT_FAULT_POINT`, see
+`hf_ext.transactions.fault_point`) or by a signal once its checkpoint appears, the folder must hold the earlier
+result whole, and the next run must finish and leave nothing beside it. A second run into a folder being written
+fails at once, naming the first one's pid.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_ext.seal.data import content_hash
+from hf_ext.seal.filtering import SEALScores
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hf_ext(argv, point=None, **popen):
+    env = {**os.environ, "HF_EXT_FAULT_POINT": point or "", "HF_EXT_FAULT_PAUSE": "60"}
+    return subprocess.Popen([sys.executable, "-m", "hf_ext", *argv], env=env, cwd=ROOT, text=True, **popen)
+
+
+def _files(folder):
+    """Every file under `folder` with its bytes (checkpoints and the model included)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _beside(folder):
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+def _seal_filter(tmp_path, out):
+    rows = [{"text": f"example number {i}"} for i in range(8)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    hashes = [content_hash(row, ("text",)) for row in rows]
+    SEALScores(hashes, torch.arange(8, dtype=torch.float32), hash_fields=("text",)).save_pretrained(tmp_path / "s")
+    return ["seal-filter", "--scores", str(tmp_path / "s"), "--dataset_name", str(data), "--keep_ratio", "0.5",
+            "--output_dir", str(out), "--overwrite_output_dir", "true"]  # fmt: skip
+
+
+def _risk(tmp_path, out):
+    table = tmp_path / "scores.jsonl"
+    rows = [{"model": m, "r": float(r + (m == "a"))} for m in "ab" for r in range(6)]
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return ["risk", str(table), "--metrics", "r", "--output-dir", str(out)]
+
+
+COMMANDS = {"seal-filter": _seal_filter, "risk": _risk}
+
+
+@pytest.mark.parametrize("point", ["journaled", "moving"])
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_command_killed_mid_write_leaves_the_earlier_result(tmp_path, name, point):
+    out = tmp_path / "out"
+    argv = COMMANDS[name](tmp_path, out)
+    assert _hf_ext(argv).wait(timeout=300) == 0
+    earlier = _files(out)
+    assert _hf_ext(argv, point).wait(timeout=300) == -signal.SIGKILL
+    # the next run recovers the earlier result first (rolled back), then replaces it whole
+    marker = tmp_path / "ran"
+    again = _hf_ext([*argv], stderr=subprocess.PIPE)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "was interrupted before it finished; its half-made change was rolled back" in err
+    assert _files(out).keys() == earlier.keys() and _beside(out) == [] and not marker.exists()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_two_runs_into_one_folder_the_second_fails_at_once(tmp_path, name):
+    out = tmp_path / "out"
+    argv = COMMANDS[name](tmp_path, out)
+    first = _hf_ext(argv, "staged:pause")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()):  # the first one is writing
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        started = time.monotonic()
+        second = _hf_ext(argv, stderr=subprocess.PIPE)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 2
+        assert f"hf-ext {name}: error: The output folder {out} is being written by another run (pid {first.pid}" in err
+        assert time.monotonic() - started < 45  # refused before any work, not after the first one's pause
+        assert not out.exists()  # the second run wrote nothing
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.slow
+def test_aot_killed_mid_training_leaves_the_earlier_model_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    recipe = ROOT / "trainers" / "aot.yaml"
+    argv = ["aot", "--config", str(recipe), "--synthetic_train_size", "16", "--max_steps", "4", "--save_steps", "1",
+            "--disable_tqdm", "true", "--report_to", "none", "--output_dir", str(out)]  # fmt: skip
+    assert _hf_ext(argv).wait(timeout=600) == 0
+    earlier = _files(out)
+    assert "model.safetensors" in earlier
+    second = _hf_ext([*argv, "--overwrite_output_dir", "true", "--seed", "7"])
+    working = tmp_path / ".run.hf-ext-run"
+    deadline = time.monotonic() + 600
+    while not (working / "checkpoint-2").is_dir():  # killed once the new run has checkpoints of its own
+        assert second.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    assert _files(out) == earlier  # the earlier model, every file as it was
+    assert (working / "checkpoint-1").is_dir()
+    resumed = _hf_ext([*argv, "--seed", "7", "--resume_from_checkpoint", "true"], stdout=subprocess.PIPE)
+    stdout, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and (out / "model.safetensors").read_bytes() != earlier["model.safetensors"]
+    assert not working.exists() and _beside(out) == []
+
+
+def test_two_aot_runs_into_one_new_folder_the_second_fails_at_once(tmp_path):
+    out = tmp_path / "run"
+    argv = ["aot", "--config", str(ROOT / "trainers" / "aot.yaml"), "--synthetic_train_size", "16", "--max_steps",
+            "1", "--save_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--output_dir", str(out)]  # fmt: skip
+    first = _hf_ext(argv, "staged:pause")
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / ".run.lock").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = _hf_ext(argv, stderr=subprocess.PIPE)
+        _, err = second.communicate(timeout=300)
+        assert second.returncode == 2 and f"(pid {first.pid}" in err, err
+    finally:
+        first.kill()
+        first.wait()
+    assert not out.exists()  # the first was killed before its swap: no half model where the output goes
+    assert _hf_ext(argv).wait(timeout=600) == 0  # the next run cleans up what the killed one left
+    assert (out / "model.safetensors").is_file() and _beside(out) == []
+
+
+LARIMAR_SAVE = """
+import sys, torch
+from hf_ext.larimar import LarimarForCausalLM, LarimarProcessor
+model = LarimarForCausalLM.from_pretrained(sys.argv[1])
+model.write_memory(["another fact, written by the killed save"], LarimarProcessor.from_pretrained(sys.argv[1]))
+with torch.no_grad():
+    for p in model.parameters():
+        p.add_(1.0)
+model.save_pretrained(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("point", ["journaled", "moving"])
+def test_larimar_save_killed_into_an_earlier_save_never_mixes_weights_and_memory(
+    tmp_path, point, tiny_bert_path, tiny_gpt2_path, tiny_tokenizer
+):
+    from hf_ext.larimar import LarimarForCausalLM, LarimarProcessor
+
+    model = LarimarForCausalLM.from_encoder_decoder_pretrained(
+        tiny_bert_path, tiny_gpt2_path, latent_size=16, memory_size=8
+    )
+    processor = LarimarProcessor(tiny_tokenizer, tiny_tokenizer)
+    model.write_memory(["the earlier save's fact"], processor)
+    folder = tmp_path / "larimar"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    earlier = _files(folder)
+    env = {**os.environ, "HF_EXT_FAULT_POINT": point}
+    done = subprocess.run([sys.executable, "-c", LARIMAR_SAVE, str(folder)], env=env, cwd=ROOT)
+    assert done.returncode == -signal.SIGKILL
+    LarimarForCausalLM.from_pretrained(folder)  # loading rolls the half-made save back
+    assert _files(folder) == earlier and _beside(folder) == []
