@@ -257,15 +257,17 @@ def _split_inputs(inputs: list[str]) -> tuple[list[tuple[str | None, str]], bool
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """The numeric options in range, before any input is read or any folder written."""
-    from hf_ext._validation import check_range
+    """The numeric options in range and the output folder writable, before any input is read or any folder
+    written."""
+    from hf_ext._validation import check_range, check_writable_directory
 
     try:
         check_range("--alpha", args.alpha, gt=0, lt=1, hint="(a significance level)")
         check_range("--power", args.power, gt=0, lt=1)
         check_range("--min-effect", args.min_effect, gt=0)
         check_range("--n-bootstrap", args.n_bootstrap, ge=1, integer=True)
-    except ValueError as error:
+        check_writable_directory(args.output_dir)  # the report is built beside it, then renamed onto it
+    except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
 
 

@@ -7,8 +7,8 @@ What every command does the same way:
 - bad input is one `hf-ext NAME: error: ...` line and exit status 2 ([`CommandError`]), raised before any model loads;
 - names are fixture ids first, then local paths, then Hub ids ([`resolve_name_or_path`], [`load_causal_lm`],
   [`load_any_dataset`]); a missing local path says so, a failing Hub id says what the Hub said ([`load_error`]);
-- an output folder must be absent or empty unless its overwrite flag is given ([`check_output`],
-  [`check_training_output`]); it is written all at once (`hf_ext.serialization.atomic_directory`), or for a
+- an output folder must be absent or empty unless its overwrite flag is given, and writable by the user
+  ([`check_output`], [`check_training_output`]); it is written all at once (`hf_ext.serialization.atomic_directory`), or for a
   training run, emptied when training starts and given its final model at the end ([`save_training_output`]).
 """
 
@@ -321,15 +321,22 @@ def read_lines(path: str, what: str) -> list[str]:
     return lines
 
 
-def check_output(path: str, overwrite: bool = False, option: str = "--overwrite_output_dir") -> Path:
-    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`); an
-    existing file or a non-empty folder without `option` is a [`CommandError`]."""
+def check_output(
+    path: str, overwrite: bool = False, option: str = "--overwrite_output_dir", *, replaced_whole: bool = True
+) -> Path:
+    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`), and
+    that this user can write it (see [`~hf_ext._validation.check_writable_directory`]; `replaced_whole` for an output
+    built beside the folder and renamed onto it). An existing file, a non-empty folder without `option`, or a folder
+    that is not writable is a [`CommandError`] naming the folder."""
+    from hf_ext._validation import check_writable_directory
     from hf_ext.serialization import OutputExistsError, check_output_directory
 
     try:
-        return check_output_directory(path, overwrite=overwrite, option=option)
-    except (OutputExistsError, NotADirectoryError) as error:
+        path = check_output_directory(path, overwrite=overwrite, option=option)
+        check_writable_directory(path, replaced_whole=replaced_whole)
+    except (OutputExistsError, NotADirectoryError, PermissionError) as error:
         raise CommandError(str(error)) from None
+    return path
 
 
 OVERWRITE_OUTPUT_HELP = (
@@ -340,13 +347,20 @@ OVERWRITE_OUTPUT_HELP = (
 
 def check_training_output(training_args, overwrite: bool) -> None:
     """Before any model is loaded: a training run's `output_dir` must be absent or empty, or `overwrite` given, or the
-    run resumes a checkpoint (whose run's folder it continues)."""
+    run resumes a checkpoint (whose run's folder it continues); and writable by this user in every case."""
+    from hf_ext._validation import check_writable_directory
+
     if training_args.resume_from_checkpoint:
         output_dir = Path(training_args.output_dir)
         if output_dir.exists() and not output_dir.is_dir():
             raise CommandError(f"The output folder {output_dir} is an existing file; expected a folder.")
+        try:
+            check_writable_directory(output_dir, replaced_whole=False)
+        except (NotADirectoryError, PermissionError) as error:
+            raise CommandError(str(error)) from None
         return
-    check_output(training_args.output_dir, overwrite, "--overwrite_output_dir")
+    # Checkpoints and the final model are written inside output_dir (see `save_training_output`).
+    check_output(training_args.output_dir, overwrite, "--overwrite_output_dir", replaced_whole=False)
 
 
 def empty_training_output(trainer, overwrite: bool) -> None:
