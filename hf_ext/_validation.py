@@ -80,6 +80,13 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _read_only_file_system(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return False
+
+
 def check_writable_directory(path: str | os.PathLike, *, replaced_whole: bool = True) -> Path:
     """Raise before any work when this process could not write the output folder `path`.
 
@@ -117,6 +124,11 @@ def check_writable_directory(path: str | os.PathLike, *, replaced_whole: bool = 
                 where = f"the folder holding it, {folder}, is not writable by this user (the output is built there)"
             else:
                 where = f"{folder}, where it would be created, is not writable by this user"
+            if _read_only_file_system(folder):
+                raise PermissionError(
+                    f"The output folder {absolute} cannot be written: {where} (it is on a read-only file system). "
+                    "Choose an output folder on a writable file system."
+                )
             raise PermissionError(
                 f"The output folder {absolute} cannot be written: {where} (permission denied). Choose an output "
                 f"folder you can write to, or make {folder} writable (e.g. chmod u+w {folder})."
