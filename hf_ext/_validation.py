@@ -107,7 +107,9 @@ def check_writable_directory(path: str | os.PathLike, *, replaced_whole: bool = 
     absolute = Path(os.path.abspath(path))
     existing = _nearest_existing(absolute)
     if existing == absolute and not existing.is_dir():
-        raise NotADirectoryError(f"The output folder {absolute} is an existing file; expected a folder (or a new name).")
+        raise NotADirectoryError(
+            f"The output folder {absolute} is an existing file; expected a folder (or a new name)."
+        )
     if not existing.is_dir():
         raise NotADirectoryError(
             f"The output folder {absolute} cannot be created: {existing} is an existing file, not a folder. Choose "
