@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-__all__ = ["check_no_missing_values", "check_tokenizer_fits", "embedding_rows", "token_id_bound"]
+__all__ = [
+    "check_no_missing_values",
+    "check_tokenizer_fits",
+    "embedding_rows",
+    "safetensors_load_error",
+    "token_id_bound",
+]
 
 # Rows of an IterableDataset inspected for missing values (a stream cannot be scanned whole before training).
 _STREAM_ROWS = 64
@@ -101,4 +107,35 @@ def _raise_missing(name: str, column: str, row: int):
     raise ValueError(
         f"{name} column {column!r} has a missing value (None) at row {row}; expected a value in every row. Drop or "
         f"fill such rows first, e.g. {name}.filter(lambda example: example[{column!r}] is not None)."
+    )
+
+
+def safetensors_load_error(name_or_path, error: Exception, *, subfolder: str = "") -> ValueError:
+    """The error to raise when loading the checkpoint `name_or_path` failed with safetensors' own error (a
+    `SafetensorError`, e.g. "incomplete metadata, file not fully covered", which names no file): it names the
+    truncated or corrupt `.safetensors` file of the checkpoint's folder (a local folder, or a Hub repo's copy in the
+    cache), and says to write or download it again.
+    """
+    import os
+    from pathlib import Path
+
+    from .serialization import open_safetensors
+
+    folder = Path(os.fspath(name_or_path)).expanduser() / subfolder
+    if not folder.is_dir():  # a Hub id: its files in the Hub cache, if any
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(name_or_path), local_files_only=True)) / subfolder
+        except Exception:  # not cached, or not a repo id: nothing more to name than the checkpoint
+            folder = None
+    for file in sorted(folder.glob("*.safetensors")) if folder is not None and folder.is_dir() else ():
+        try:
+            with open_safetensors(file):
+                pass
+        except ValueError as named:  # names the file
+            return ValueError(f"Cannot load the checkpoint {str(name_or_path)!r}: {named}")
+    return ValueError(
+        f"Cannot load the checkpoint {str(name_or_path)!r}: one of its safetensors files cannot be read ({error}). A "
+        "file is truncated or corrupt (an interrupted download or copy?); write or download it again."
     )

@@ -152,6 +152,8 @@ def _load_model(script_args: LarimarScriptArguments):
             return AutoModelForCausalLM.from_pretrained(path), LarimarProcessor.from_pretrained(path)
         except load_errors() as error:
             raise load_error(name, path, "model_name_or_path", error) from None
+        except ValueError as error:  # a truncated weights or memory file (named), a memory that does not fit
+            raise CommandError(f"model_name_or_path={name!r}: {error}") from None
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
     paths = {
