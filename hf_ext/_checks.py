@@ -9,6 +9,8 @@ from collections.abc import Iterable
 
 
 __all__ = [
+    "check_chat_messages",
+    "check_no_empty_texts",
     "check_no_missing_values",
     "check_tokenizer_fits",
     "embedding_rows",
@@ -101,6 +103,169 @@ def check_no_missing_values(dataset, columns: Iterable[str], name: str = "train_
         for column in columns:
             if column in example and example[column] is None:
                 _raise_missing(name, column, row)
+
+
+def _shown_rows(rows: list[int], total: int | None) -> str:
+    """`row 3`, or `rows 1, 3, 8, ... (12 of 400 rows)`."""
+    shown = ", ".join(str(row) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    if len(rows) == 1:
+        return f"row {shown}"
+    if total is None:
+        return f"rows {shown} ({len(rows)} among the first {_STREAM_ROWS} rows of the stream)"
+    return f"rows {shown} ({len(rows)} of {total} rows)"
+
+
+def _arrow_column(dataset, column: str):
+    """The column of a `datasets.Dataset` (of its view: `select`, `shuffle`, ...) as a pyarrow `ChunkedArray`."""
+    return dataset.with_format("arrow")[column]
+
+
+def _column_values(dataset, column: str):
+    """`(row, value)` of every row of a `Dataset` or a list of examples, or of the first rows of an
+    `IterableDataset`."""
+    from datasets import Dataset
+
+    if isinstance(dataset, Dataset):
+        return enumerate(dataset[column])
+    if isinstance(dataset, (list, tuple)):
+        return ((row, example.get(column)) for row, example in enumerate(dataset))
+    return ((row, example.get(column)) for row, example in zip(range(_STREAM_ROWS), dataset))
+
+
+def _num_rows(dataset) -> int | None:
+    """The number of rows, `None` for a stream."""
+    from datasets import Dataset
+
+    return len(dataset) if isinstance(dataset, (Dataset, list, tuple)) else None
+
+
+def _message_text(message) -> str | None:
+    """The text of a chat message's content: a string, or the text parts of a list of parts (`None` when the content
+    holds a part that is not text, e.g. an image, which is not empty)."""
+    content = message.get("content") if hasattr(message, "get") else None
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part in content if isinstance(content, (list, tuple)) else ():
+        if not hasattr(part, "get") or part.get("type", "text") != "text":
+            return None
+        texts.append(part.get("text") or "")
+    return "".join(texts)
+
+
+def _is_empty(value, last_message: bool) -> bool:
+    """Whether a text, or a list of chat messages (their last one with `last_message`), holds no visible text."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, tuple)):
+        messages = list(value)[-1:] if last_message else list(value)
+        texts = [_message_text(message) for message in messages]
+        return all(text is not None and not text.strip() for text in texts)
+    return False
+
+
+def check_no_empty_texts(
+    dataset, columns: Iterable[str], name: str = "train_dataset", *, last_message: bool = False, what: str = "text"
+) -> None:
+    """Raise `ValueError` naming the column and the rows where one of `columns` holds an empty or whitespace-only
+    text, which would be tokenized to nothing (or to special tokens only) and trained on or scored silently.
+
+    A value is a string, or a list of chat messages (empty when none of them has text content; with `last_message`,
+    when the last one, the answer, has none). A `datasets.Dataset` is checked whole (strings with pyarrow, without
+    decoding a row), and so is a list of examples; an `IterableDataset` on its first rows.
+
+    Args:
+        dataset: A `datasets.Dataset`, an `IterableDataset` or a list of examples (dicts).
+        columns: The columns to check (those the dataset lacks are skipped).
+        name (`str`): What the message calls the dataset (the user's argument name).
+        last_message (`bool`, *optional*, defaults to `False`): For chat messages, check the last message only.
+        what (`str`, *optional*, defaults to `"text"`): What the message calls a value (e.g. `"answer"`).
+    """
+    from datasets import Dataset
+
+    names = getattr(dataset, "column_names", None)
+    for column in [c for c in columns if names is None or c in names]:
+        rows, text = None, False
+        if isinstance(dataset, Dataset):
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            values = _arrow_column(dataset, column)
+            if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), False)
+                rows, text = empty.to_numpy(zero_copy_only=False).nonzero()[0].tolist(), True
+            elif (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)) and len(values):
+                flat = pc.list_flatten(values)
+                if (
+                    pc.min(pc.list_value_length(values)).as_py()  # every row has a message
+                    and pa.types.is_struct(flat.type)
+                    and flat.type.get_field_index("content") >= 0
+                    and pa.types.is_string(flat.type.field("content").type)
+                    and pc.struct_field(flat, "content").null_count == 0
+                    and not pc.any(pc.equal(pc.utf8_trim_whitespace(pc.struct_field(flat, "content")), "")).as_py()
+                ):
+                    rows = []  # text in every message of every row: no row to decode
+        if rows is None:
+            found = [(row, value) for row, value in _column_values(dataset, column) if _is_empty(value, last_message)]
+            rows, text = [row for row, _ in found], bool(found) and isinstance(found[0][1], str)
+        if rows:
+            total = _num_rows(dataset)
+            if text:
+                kind = "'' or whitespace only"
+                fix = f", e.g. {name}.filter(lambda example: example[{column!r}].strip() != '')"
+            else:
+                kind = "its last message has no text" if last_message else "its messages have no text"
+                fix = ""
+            raise ValueError(
+                f"{name} column {column!r} holds an empty {what} ({kind}) at {_shown_rows(rows, total)}: there is "
+                f"nothing there to learn or score. Drop or fill such rows first{fix}."
+            )
+
+
+def check_chat_messages(dataset, columns: Iterable[str], name: str = "train_dataset") -> None:
+    """Raise `ValueError` naming the column, the row and the message where a list of chat messages in one of
+    `columns` holds a message that a chat template cannot render: not a mapping, no string `role`, or a `content` of
+    `None` (allowed only beside `tool_calls`). Without this check, a chat template fails deep in jinja
+    (`'dict object' has no attribute 'content'`), naming no row.
+
+    Columns whose values are not lists (plain text) are skipped. A `datasets.Dataset` is checked whole (from pyarrow
+    null counts; no row is decoded unless one is missing), and so is a list of examples; an `IterableDataset` on its
+    first rows.
+    """
+    from datasets import Dataset
+
+    names = getattr(dataset, "column_names", None)
+    for column in [c for c in columns if names is None or c in names]:
+        if isinstance(dataset, Dataset):
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            values = _arrow_column(dataset, column)
+            if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
+                continue
+            flat = pc.list_flatten(values)
+            if pa.types.is_struct(flat.type) and flat.null_count == 0:
+                fields = {flat.type.field(i).name for i in range(flat.type.num_fields)}
+                if {"role", "content"} <= fields and all(
+                    pc.struct_field(flat, field).null_count == 0 for field in ("role", "content")
+                ):
+                    continue  # every message has a role and a content
+        for row, messages in _column_values(dataset, column):
+            if not isinstance(messages, (list, tuple)):
+                continue
+            for index, message in enumerate(messages):
+                problem = None
+                if not hasattr(message, "get"):
+                    problem = f"is a {type(message).__name__}, not a mapping with 'role' and 'content'"
+                elif not isinstance(message.get("role"), str):
+                    problem = f"has role {message.get('role')!r}; expected a string such as 'user' or 'assistant'"
+                elif message.get("content") is None and not message.get("tool_calls"):
+                    problem = f"(role {message['role']!r}) has content None; expected a string (or a list of parts)"
+                if problem:
+                    raise ValueError(
+                        f"{name} column {column!r}, row {row}, message {index} {problem}. A chat template cannot "
+                        "render it; fill it in or drop the row first."
+                    )
 
 
 def _raise_missing(name: str, column: str, row: int):

@@ -287,6 +287,8 @@ def load_any_dataset(
                 kinds = " / ".join(DATA_FILE_BUILDERS)
                 raise CommandError(f"{what}={name!r}: cannot read a {path.suffix or 'suffix-less'} file; expected a "
                                    f"{kinds} file, a folder or a Hub dataset id.")  # fmt: skip
+            if builder != "parquet" and _blank_file(path):  # datasets says only "StopIteration"
+                raise CommandError(f"{what}={name!r}: the file {path.resolve()} is empty; expected rows of data.")
             dataset = datasets.load_dataset(builder, data_files=str(path), streaming=streaming)
         else:  # a Hub id (or a folder of data files): only the split asked for is downloaded
             return datasets.load_dataset(resolved, config, split=split, streaming=streaming)
@@ -295,6 +297,15 @@ def load_any_dataset(
     except Exception as error:  # not found, gated, offline, a malformed file: datasets raises many kinds
         raise load_error(name, resolved, what, error, "dataset") from None
     return _select_split(dataset, split, name, what)
+
+
+def _blank_file(path: Path) -> bool:
+    """Whether a text file holds nothing but whitespace (read in chunks: data files can be large)."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
 
 
 def _select_split(dataset, split: str | None, name: str, what: str, whole=None):

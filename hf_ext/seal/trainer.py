@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
-from .._checks import check_no_missing_values, check_tokenizer_fits
+from .._checks import check_chat_messages, check_no_empty_texts, check_no_missing_values, check_tokenizer_fits
 from ..quantization import keep_4bit_trainable
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .config import SEALConfig
@@ -213,7 +213,10 @@ class SEALTrainer(Trainer):
             data_format = detect_format(dataset.column_names)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
-        check_no_missing_values(dataset, format_fields(data_format), name)
+        fields = format_fields(data_format)
+        check_no_missing_values(dataset, fields, name)
+        check_chat_messages(dataset, fields, name)
+        check_no_empty_texts(dataset, fields[-1:], name, last_message=True)  # the text, completion or answer learned
         return data_format
 
     @staticmethod
