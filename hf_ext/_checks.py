@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "check_chat_messages",
+    "check_checkpoint_weights",
+    "check_loading_info",
     "check_no_empty_texts",
     "check_no_missing_values",
     "check_tokenizer_fits",
@@ -304,3 +306,72 @@ def safetensors_load_error(name_or_path, error: Exception, *, subfolder: str = "
         f"Cannot load the checkpoint {str(name_or_path)!r}: one of its safetensors files cannot be read ({error}). A "
         "file is truncated or corrupt (an interrupted download or copy?); write or download it again."
     )
+
+
+def check_loading_info(
+    loading_info: dict, name_or_path, model_class: str, *, expected_missing: Iterable[str] = ()
+) -> None:
+    """Raise `ValueError` when `from_pretrained(..., output_loading_info=True)` reports weights missing from the
+    checkpoint `name_or_path`: transformers initialises them at random and only logs it, so a `config.json` that
+    describes more than the weights hold (a layer added, a size changed) trains from noise without an error.
+
+    Args:
+        loading_info (`dict`): What `from_pretrained` returned with `output_loading_info=True` (its `missing_keys` are
+            already those the model does not declare optional, `_keys_to_ignore_on_load_missing`).
+        name_or_path: The checkpoint, as the user named it.
+        model_class (`str`): The class it was loaded into.
+        expected_missing (`Iterable[str]`, *optional*): Regular expressions of weights that are meant to start fresh
+            (e.g. a value head or a new classifier), searched in each missing key.
+    """
+    import re
+
+    patterns = [re.compile(pattern) for pattern in expected_missing]
+    missing = sorted(key for key in loading_info.get("missing_keys") or () if not any(p.search(key) for p in patterns))
+    if missing:
+        shown = ", ".join(missing[:6]) + (f", ... ({len(missing)} in all)" if len(missing) > 6 else "")
+        raise ValueError(
+            f"The checkpoint {str(name_or_path)!r} lacks {len(missing)} weight(s) that {model_class}, as its "
+            f"config.json describes it, needs: {shown}. transformers would initialise them at random and training "
+            "would start from noise there. Its config.json does not match its weights (a layer added, a size "
+            "changed?): use the config.json saved with these weights. To train such a model on purpose, load it "
+            "yourself and pass the model object."
+        )
+
+
+def check_checkpoint_weights(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """Before a model named by `name_or_path` is loaded for training: raise `ValueError` (see [`check_loading_info`])
+    when its checkpoint lacks weights that the model its `config.json` describes needs.
+
+    The model is built on the `meta` device (no weight is read or allocated), with the architecture TRL's trainers
+    load (`config.architectures[0]`, else `AutoModelForCausalLM`). A checkpoint that cannot be loaded that way (an
+    adapter folder, a quantized or remote-code checkpoint the meta device does not take) is left to the real loading,
+    which reports its own errors.
+    """
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            name_or_path, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError):
+        return
+    architecture = getattr(transformers, (config.architectures or [""])[0], None) or transformers.AutoModelForCausalLM
+    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the real loading logs its report
+    hf_logging.disable_progress_bar()
+    try:
+        _, loading_info = architecture.from_pretrained(
+            name_or_path,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            device_map="meta",
+            output_loading_info=True,
+        )
+    except Exception:  # noqa: BLE001 - e.g. a quantization config the meta device does not take: left to the real load
+        return
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress:
+            hf_logging.enable_progress_bar()
+    check_loading_info(loading_info, name_or_path, architecture.__name__)

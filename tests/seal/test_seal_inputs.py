@@ -1,6 +1,7 @@
 """Bad input to SEAL is a clear error before any work (or a documented behaviour with a warning): a keep ratio that
 keeps no row, duplicate rows, missing values, and a tokenizer that does not fit the model."""
 
+import re
 import warnings
 
 import pytest
@@ -216,3 +217,17 @@ def test_seal_filter_command_names_an_empty_data_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"hf-ext seal-filter: error: dataset_name='{tmp_path / 'data.jsonl'}': the file " in err
     assert "is empty; expected rows of data." in err and not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_lacking_weights_its_config_needs_is_refused(tiny_llama_path, tmp_path):
+    """Issue 29: weights the config needs and the checkpoint lacks started at random, silently."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_llama_path, tmp_path / "grown")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (folder / "config.json").write_text(json.dumps(config))
+    data = Dataset.from_dict({"text": TEXTS})
+    with pytest.raises(ValueError, match=rf"^The checkpoint '{re.escape(str(folder))}' lacks 9 weight\(s\) that "):
+        SEALTrainer(str(folder), args=make_args(tmp_path), train_dataset=data, safe_dataset=data)
