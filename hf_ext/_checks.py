@@ -1,6 +1,7 @@
 """Checks of what a user gives together with a model: a tokenizer that fits its embeddings, dataset columns
-without missing values. Each raises a `ValueError` naming what was given and what was expected, before any
-expensive work (tokenizing a dataset, a training step) starts.
+without missing values, empty texts or chat messages a template cannot render, a checkpoint that holds every weight
+its config needs (and a truncated safetensors file named). Each raises a `ValueError` naming what was given and what
+was expected, before any expensive work (loading weights, tokenizing a dataset, a training step) starts.
 """
 
 from __future__ import annotations
