@@ -1,6 +1,7 @@
-"""The one range check of hf-ext: a configuration value, an argument, a command option.
+"""The one range check of hf-ext: a configuration value, an argument, a command option; and the check that an
+output folder can be written.
 
-Every check raises the same `ValueError`, naming the field, the value and what was expected, e.g.
+Every range check raises the same `ValueError`, naming the field, the value and what was expected, e.g.
 `batch_size=0 is out of range; expected an integer >= 1.` NaN and infinities are never in range; `True` is not an
 integer.
 """
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 
 
-__all__ = ["check_range", "warn_deprecated"]
+__all__ = ["check_range", "check_writable_directory", "warn_deprecated"]
 
 
 def _format(number) -> str:
@@ -69,6 +72,70 @@ def check_range(
     if not valid:
         expected = _expectation(integer, ge, gt, le, lt, optional)
         raise ValueError(f"{name}={value!r} is out of range; expected {expected}{f' {hint}' if hint else ''}.")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _read_only_file_system(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return False
+
+
+def check_writable_directory(path: str | os.PathLike, *, replaced_whole: bool = True) -> Path:
+    """Raise before any work when this process could not write the output folder `path`.
+
+    The folder itself when it exists, or else the nearest folder above it that exists (where it will be created), must
+    be writable; with `replaced_whole` (a folder built beside its final place and renamed onto it), the folder that
+    holds `path` must be writable too. A `PermissionError` names the folder that is not writable and says what to do;
+    a `NotADirectoryError` names a file standing where a folder of the path should be.
+
+    Args:
+        path (`str` or `os.PathLike`): The output folder (`~` expanded; relative to the working directory).
+        replaced_whole (`bool`, *optional*, defaults to `True`): Whether the output is written beside `path` and
+            renamed onto it (`hf_ext.serialization.atomic_directory`) rather than written inside it.
+
+    Returns:
+        `Path`: `path`, with `~` expanded.
+    """
+    path = Path(path).expanduser()
+    absolute = Path(os.path.abspath(path))
+    existing = _nearest_existing(absolute)
+    if existing == absolute and not existing.is_dir():
+        raise NotADirectoryError(
+            f"The output folder {absolute} is an existing file; expected a folder (or a new name)."
+        )
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"The output folder {absolute} cannot be created: {existing} is an existing file, not a folder. Choose "
+            "another output folder."
+        )
+    needed = [existing]
+    if replaced_whole and existing == absolute and absolute.parent != absolute:
+        needed.insert(0, absolute.parent)  # the staging folder is created there, and renamed onto `path`
+    for folder in needed:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            if folder == absolute:
+                where = "it is not writable by this user"
+            elif absolute.exists():
+                where = f"the folder holding it, {folder}, is not writable by this user (the output is built there)"
+            else:
+                where = f"{folder}, where it would be created, is not writable by this user"
+            if _read_only_file_system(folder):
+                raise PermissionError(
+                    f"The output folder {absolute} cannot be written: {where} (it is on a read-only file system). "
+                    "Choose an output folder on a writable file system."
+                )
+            raise PermissionError(
+                f"The output folder {absolute} cannot be written: {where} (permission denied). Choose an output "
+                f"folder you can write to, or make {folder} writable (e.g. chmod u+w {folder})."
+            )
+    return path
 
 
 _LIBRARY_PREFIXES = ("hf_ext", "huggingface_hub", "transformers")

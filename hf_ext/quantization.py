@@ -155,9 +155,16 @@ def load_quantized(
     Raises:
         `ValueError`: the checkpoint lacks the weights of the model's head (e.g. an encoder such as BERT loaded as a
             causal LM): transformers would initialise them at random, and the model would generate noise.
+        `FileNotFoundError`: `model_name_or_path` can only be a local path (`./`, `../`, `/`, `~`, or a folder of it
+            exists here) and nothing is there (see [`~hf_ext.paths.resolve_local_or_hub`]).
+        `OSError`: a Hub id that could not be loaded, saying what the Hub said, or offline, where it was looked for.
     """
     from transformers import AutoModelForCausalLM
 
+    from .paths import hub_load_error, resolve_local_or_hub
+
+    # A local path is tried first; a missing one is named as such, not taken for a malformed Hub id.
+    resolved = resolve_local_or_hub(model_name_or_path, "model_name_or_path")
     device = _device_of(device_map)
     model_class = model_class or AutoModelForCausalLM
     sharded = will_be_sharded() if sharded is None else sharded
@@ -179,12 +186,17 @@ def load_quantized(
     if not sharded:
         from_pretrained_kwargs["device_map"] = device_map if device_map is not None else _default_device_map(device)
     want_info = bool(from_pretrained_kwargs.pop("output_loading_info", False))
-    model, loading_info = model_class.from_pretrained(
-        model_name_or_path,
-        quantization_config=quantization_config,
-        output_loading_info=True,
-        **from_pretrained_kwargs,
-    )
+    try:
+        model, loading_info = model_class.from_pretrained(
+            resolved,
+            quantization_config=quantization_config,
+            output_loading_info=True,
+            **from_pretrained_kwargs,
+        )
+    except OSError as error:
+        if os.path.exists(resolved):  # a local folder that transformers could not read: its own message says why
+            raise
+        raise hub_load_error(model_name_or_path, "model_name_or_path", error) from error
     _check_head_was_loaded(model, loading_info, model_name_or_path)
     if prepare_for_training:
         model = prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)

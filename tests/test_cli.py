@@ -216,3 +216,25 @@ def test_text_readout_training_needs_a_query_column(tmp_path, capsys, prompt_fie
     (line,) = [line for line in err.splitlines() if "error:" in line]
     assert "memory_readout=text trains the addressing" in line and "'query'" in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_lacking_weights_its_config_needs_is_one_line_before_training(tiny_llama_path, tmp_path, capsys):
+    """Issue 29: a config.json that adds a layer the checkpoint lacks trained it from random init, without an error."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_llama_path, tmp_path / "grown")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = ["aot", "--model_name_or_path", str(folder), "--dataset_name", "hf-ext-testing/synthetic-preferences",
+            "--synthetic_train_size", "16", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith(f"hf-ext aot: error: The checkpoint '{folder}' lacks 9 weight(s) that LlamaForCausalLM"), (
+        line
+    )
+    assert f"model.layers.{config['num_hidden_layers'] - 1}.input_layernorm.weight" in line
+    assert not (tmp_path / "out").exists()

@@ -157,3 +157,60 @@ def test_push_folder_uploads_every_file(tmp_path, fake_hub):
     push_folder(tmp_path, "me/folder", repo_type="dataset")
     assert fake_hub["repos"][0][1]["repo_type"] == "dataset"
     assert sorted(fake_hub["commits"][0]["files"]) == ["a.txt", "sub/b.json"]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=1, as huggingface_hub reads it at import, with an empty Hub cache; run from an empty folder."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return tmp_path
+
+
+def _offline_entry_points():
+    from hf_ext.quantization import load_quantized
+    from hf_ext.scripts.utils import load_any_dataset, load_causal_lm
+    from hf_ext.seal.filtering import SEALScores
+
+    return {
+        "SEALScores.from_pretrained": (
+            lambda: SEALScores.from_pretrained("someone/missing"),
+            "name_or_path",
+            "dataset",
+        ),
+        "load_causal_lm": (lambda: load_causal_lm("someone/missing"), "model_name_or_path", "model"),
+        "load_any_dataset": (lambda: load_any_dataset("someone/missing"), "dataset_name", "dataset"),
+        "load_quantized": (lambda: load_quantized("someone/missing", bits=4), "model_name_or_path", "model"),
+    }
+
+
+@pytest.mark.parametrize(
+    "entry_point", ["SEALScores.from_pretrained", "load_causal_lm", "load_any_dataset", "load_quantized"]
+)
+def test_a_missing_repo_offline_names_the_id_both_places_looked_and_what_to_do(entry_point, offline):
+    """Issue 29: offline, a missing id was "We couldn't connect to 'https://huggingface.co'", naming no id and no
+    folder; the error names the id, the local path tried (from the working directory) and the Hub cache folder."""
+    import re
+
+    from hf_ext.scripts.utils import CommandError
+
+    call, what, repo_type = _offline_entry_points()[entry_point]
+    with pytest.raises((OSError, CommandError)) as error:  # a command's loader says it in one line
+        call()
+    message = str(error.value)
+    cache = offline / "hub-cache" / f"{repo_type}s--someone--missing"
+    work = offline / "work"
+    expected = (
+        f"{what}='someone/missing' was found neither as a local path nor in the Hub cache: nothing at "
+        f"{work / 'someone' / 'missing'} (relative to the working directory {work}), and the Hub cache folder "
+        f"{cache} does not exist; offline mode is on (HF_HUB_OFFLINE=1), so the Hub was not asked. Pass the path of "
+        f"a local {repo_type} folder, or download it once while online (`hf download someone/missing"
+    )
+    assert message.startswith(expected), message
+    assert re.search(r"\) or unset HF_HUB_OFFLINE\.$", message), message
+    assert "couldn't connect" not in message.lower()

@@ -102,6 +102,78 @@ def test_commands_refuse_an_occupied_output_before_any_work(name, target, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.fixture
+def read_only(monkeypatch):
+    """`read_only(folder)` takes the write permission away from `folder` (chmod a-w) for the test. Root may write
+    anywhere, so when the tests run as root `os.access` answers for such a folder as it does for any other user."""
+    import os
+
+    locked = []
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        real_access = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if mode & os.W_OK and any(os.path.samefile(path, folder) for folder in locked if os.path.exists(path)):
+                return False
+            return real_access(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+
+    def lock(folder):
+        folder.chmod(0o555)
+        locked.append(folder)
+        return folder
+
+    yield lock
+    for folder in locked:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("target", ["read-only parent", "read-only folder"])
+@pytest.mark.parametrize("name", sorted([*OUTPUT_COMMANDS, "demo"]))
+def test_commands_refuse_an_output_folder_they_cannot_write_before_any_work(
+    name, target, tmp_path, capsys, no_model_loading, read_only
+):
+    """Issue 29: a read-only output folder (or a folder it would be created in) was a bare PermissionError after the
+    work; it is one line naming the folder, before any model loads or any input is read."""
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    out = parent / "out"
+    if target == "read-only folder":
+        out.mkdir()
+        read_only(out)
+        expected = rf"The output folder {re.escape(str(out))} cannot be written: it is not writable by this user"
+    else:
+        read_only(parent)
+        expected = (
+            rf"The output folder {re.escape(str(out))} cannot be written: {re.escape(str(parent))}, where it would be "
+            "created, is not writable by this user"
+        )
+    argv = [name, "--output-dir", str(out), "--stages", "aot"] if name == "demo" else [
+        name, *_command_argv(name, tmp_path, out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error" in line]
+    assert line.startswith(f"hf-ext {name}: error: "), line
+    assert re.search(expected, line) and "(permission denied). Choose an output folder you can write to" in line, line
+    assert sorted(p.name for p in parent.iterdir()) == ([out.name] if out.exists() else [])
+
+
+def test_an_output_folder_whose_parent_cannot_receive_the_staging_folder_is_refused(tmp_path, read_only):
+    """An output replaced as a whole is built beside the folder: the folder holding it must be writable too."""
+    from hf_ext._validation import check_writable_directory
+
+    (tmp_path / "locked" / "out").mkdir(parents=True)
+    read_only(tmp_path / "locked")
+    with pytest.raises(PermissionError, match=r"the folder holding it, .*locked, is not writable by this user"):
+        check_writable_directory(tmp_path / "locked" / "out")
+    check_writable_directory(tmp_path / "locked" / "out", replaced_whole=False)  # a training run writes inside it
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"cannot be created: .*file is an existing file, not a folder"):
+        check_writable_directory(tmp_path / "file" / "out")
+
+
 def test_risk_with_a_bad_alpha_leaves_no_output_folder(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["risk", *_command_argv("risk", tmp_path, out)[:-2], "--alpha", "2", "--output-dir", str(out)]) == 2

@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import bitsandbytes as bnb
 import pytest
 import torch
+import transformers
 from peft import LoraConfig, get_peft_model
 
 from hf_ext.quantization import bnb_config, default_compute_dtype, load_quantized, will_be_sharded
@@ -139,3 +142,24 @@ def test_loading_info_is_returned_when_asked(tiny_llama_path):
     model, info = load_quantized(tiny_llama_path, bits=4, output_loading_info=True)
     assert isinstance(model.model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
     assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+@pytest.mark.parametrize("name", ["./no-such-model", "../no-such-model", "~/no-such-model-29", "models/no-such"])
+def test_a_missing_local_path_is_no_such_local_folder_not_a_repo_id_error(name, tmp_path, monkeypatch):
+    """Issue 29: `load_quantized("./no-such-model")` said "Repo id must use alphanumeric chars"; a name that can only
+    be a local path (./ ../ / ~, or `models/...` with a `models` folder here) is named as a missing local path."""
+    (tmp_path / "work" / "models").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was looked up before the path was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    with pytest.raises(FileNotFoundError) as error:
+        load_quantized(name, bits=4)
+    message = str(error.value)
+    where = Path(name.replace("~", str(tmp_path / "home"))).expanduser()
+    where = where if where.is_absolute() else (tmp_path / "work" / where)
+    assert message.startswith(f"model_name_or_path={name!r}: no such file or folder {where.resolve()}"), message
+    assert "tried it as a local path" in message and "Repo id must" not in message

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
-from .._checks import check_no_missing_values
+from .._checks import check_chat_messages, check_no_empty_texts, check_no_missing_values
 
 
 __all__ = [
@@ -52,8 +53,12 @@ def validate_preference_dataset(dataset, name: str = "train_dataset", aot_varian
     """Check a preference dataset before any expensive work; returns its format (`"paired"` or `"unpaired"`).
 
     Raises `ValueError` naming the dataset and what is wrong: no rows, missing columns, a missing value (`None`) in
-    one of the format's columns (naming the column and the row), a `label` column that does not hold booleans, or
-    an unpaired dataset given to `aot_variant="paired"`.
+    one of the format's columns (naming the column and the row), a chat message a template cannot render (`content`
+    `None`; naming the row and the message), an empty or whitespace-only answer (`chosen`, `rejected` or
+    `completion`; naming the column and the rows), `chosen == rejected` in every row (no preference to learn), a
+    `label` column that does not hold booleans, or an unpaired dataset given to `aot_variant="paired"`. A few rows
+    with `chosen == rejected` are a `UserWarning` that counts them. A `datasets.Dataset` is checked whole; an
+    `IterableDataset` on its first rows.
     """
     from datasets import Dataset, IterableDataset
 
@@ -73,6 +78,12 @@ def validate_preference_dataset(dataset, name: str = "train_dataset", aot_varian
         )
     format_columns = dict.fromkeys(("prompt", *PAIRED_COLUMNS, *PAIRED_TOKENIZED_COLUMNS, *UNPAIRED_TOKENIZED_COLUMNS))
     check_no_missing_values(dataset, [c for c in (*format_columns, "completion") if c in columns], name)
+    answers = [c for c in ("chosen", "rejected", "completion") if c in columns]
+    check_chat_messages(dataset, [c for c in ("prompt", *answers) if c in columns], name)
+    # The answer is the last message of a conversational one (with an implicit prompt, the conversation's last turn).
+    check_no_empty_texts(dataset, answers, name, last_message=True, what="answer")
+    if kind == "paired" and set(PAIRED_COLUMNS) <= set(columns):
+        _check_preferences_differ(dataset, name)
     if kind == "unpaired":
         _check_labels(dataset, name)
         if aot_variant == "paired":
@@ -81,6 +92,53 @@ def validate_preference_dataset(dataset, name: str = "train_dataset", aot_varian
                 "(prompt / completion / label); set aot_variant='unpaired'."
             )
     return kind
+
+
+def _equal_answer_rows(dataset) -> tuple[list[int], int]:
+    """The rows where `chosen == rejected`, and how many rows were compared (a stream: its first rows)."""
+    from datasets import Dataset
+
+    from .._checks import _STREAM_ROWS
+
+    if not isinstance(dataset, Dataset):
+        examples = [example for _, example in zip(range(_STREAM_ROWS), dataset)]
+        return [i for i, example in enumerate(examples) if example["chosen"] == example["rejected"]], len(examples)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    view = dataset.with_format("arrow")
+    chosen, rejected = view["chosen"], view["rejected"]
+    if chosen.type == rejected.type and (pa.types.is_string(chosen.type) or pa.types.is_large_string(chosen.type)):
+        equal = pc.fill_null(pc.equal(chosen, rejected), False).to_numpy(zero_copy_only=False)
+        return equal.nonzero()[0].tolist(), len(dataset)
+    pairs = zip(dataset["chosen"], dataset["rejected"])  # conversational: lists of messages
+    return [row for row, (good, bad) in enumerate(pairs) if good == bad], len(dataset)
+
+
+def _check_preferences_differ(dataset, name: str) -> None:
+    """`chosen == rejected` in every row is an error (nothing to prefer: every margin is 0 whatever the model); in
+    some rows, a warning counting them."""
+    from datasets import Dataset
+
+    rows, total = _equal_answer_rows(dataset)
+    if not rows:
+        return
+    shown = ", ".join(str(row) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    whole = isinstance(dataset, Dataset)
+    if whole and len(rows) == total:
+        raise ValueError(
+            f"{name} has chosen == rejected in every one of its {total} rows: there is no preference to learn (the "
+            "margin of every pair is 0, whatever the model). Check that 'chosen' and 'rejected' hold the preferred "
+            "and the dispreferred answer of each prompt."
+        )
+    among = f"of {total} rows" if whole else f"among the first {total} rows of the stream"
+    warnings.warn(
+        f"{name} has chosen == rejected in {len(rows)} {among} (rows {shown}): such a pair carries no preference "
+        "(its margin is 0 whatever the model) and only dilutes the batches it is in. Drop them first, e.g. "
+        f"{name}.filter(lambda example: example['chosen'] != example['rejected']).",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _missing_hint(columns: list[str]) -> str:

@@ -21,7 +21,7 @@ from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
-from .._checks import check_tokenizer_fits
+from .._checks import check_checkpoint_weights, check_tokenizer_fits
 from ..quantization import keep_4bit_trainable
 from .config import AOTConfig
 from .data import DataCollatorForAOT, dataset_format, validate_preference_dataset
@@ -79,7 +79,11 @@ class AOTTrainer(DPOTrainer):
         optimizers, quantization_config, peft_config:
             As for [`~trl.DPOTrainer`]. The datasets may be paired (`prompt` / `chosen` / `rejected`, or implicit
             prompt) or, with `aot_variant="unpaired"`, unpaired (`prompt` / `completion` / `label`); standard or
-            conversational. The default collator is [`~hf_ext.aot.data.DataCollatorForAOT`].
+            conversational. The default collator is [`~hf_ext.aot.data.DataCollatorForAOT`]. Before anything is
+            loaded, the datasets are checked ([`~hf_ext.aot.data.validate_preference_dataset`]: missing values, empty
+            answers, `chosen == rejected`, ...) and a model given by name is checked for weights its config needs
+            and its checkpoint lacks (an error: they would start at random). As in `DPOTrainer`, rows whose prompt
+            alone has `max_length` tokens or more are dropped; a warning counts them (an error when none is left).
         args ([`AOTConfig`], *optional*):
             Configuration for this trainer. If `None`, a default configuration is used.
     """
@@ -137,6 +141,11 @@ class AOTTrainer(DPOTrainer):
         if processing_class is None:
             processing_class = self._load_processing_class(model, args)
         _check_vocabularies(model, ref_model, processing_class, args)
+        if isinstance(model, str):  # weights missing from the checkpoint would start at random, silently
+            init_kwargs = args.model_init_kwargs or {}
+            check_checkpoint_weights(
+                model, revision=init_kwargs.get("revision"), trust_remote_code=args.trust_remote_code
+            )
         if data_collator is None:
             tokenizer = (
                 processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
@@ -200,6 +209,14 @@ class AOTTrainer(DPOTrainer):
     # ------------------------------------------------------------------ data
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # As DPOTrainer, rows whose prompt alone fills `max_length` are dropped (no answer token would be left to train
+        # on); unlike it, a map-style dataset says how many, and one with no row left is an error.
+        prepared = self._tokenize_and_filter(dataset, processing_class, args, dataset_name)
+        if isinstance(dataset, Dataset) and isinstance(prepared, Dataset) and len(prepared) < len(dataset):
+            _report_dropped_rows(len(dataset) - len(prepared), len(dataset), dataset_name, args)
+        return prepared
+
+    def _tokenize_and_filter(self, dataset, processing_class, args, dataset_name):
         if dataset_format(dataset) == "paired":
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         if "completion_ids" in _columns(dataset):  # already tokenized
@@ -569,6 +586,28 @@ class AOTTrainer(DPOTrainer):
             return
         os.makedirs(self.args.output_dir, exist_ok=True)
         self._write_card(self.args.output_dir, model_name=model_name, tags=[tags] if isinstance(tags, str) else tags)
+
+
+def _report_dropped_rows(dropped: int, total: int, dataset_name: str, args: AOTConfig) -> None:
+    """Rows dropped because their prompt alone fills `max_length`: a warning that counts them, or an error when no
+    row is left."""
+    why = (
+        f"their prompt alone has max_length={args.max_length} tokens or more, so no token of their answers would be "
+        "trained on (AOT truncates sequences at the end, truncation_mode='keep_start')"
+    )
+    fix = (
+        "Raise max_length (AOTConfig(max_length=...), --max_length; None keeps every row whole) or shorten the prompts"
+    )
+    if dropped == total:
+        raise ValueError(
+            f"Every one of the {total} rows of the {dataset_name} dataset would be dropped: {why}. {fix}."
+        )
+    if args.process_index == 0:  # every process prepares its own copy; one warning is enough
+        warnings.warn(
+            f"{dropped} of {total} rows of the {dataset_name} dataset were dropped: {why}. {fix} to keep them.",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _check_vocabularies(model, ref_model, processing_class, args: AOTConfig) -> None:

@@ -792,10 +792,18 @@ class LarimarMemoryMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, restoring the episodic memory saved with the model (if any), checked
         against the processor saved beside it (see [`load_memory`])."""
+        from safetensors import SafetensorError
+
+        from .._checks import safetensors_load_error
         from ..transactions import recover_before_loading
 
         recover_before_loading(pretrained_model_name_or_path)
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:  # transformers lets it through without the file's name
+            raise safetensors_load_error(
+                pretrained_model_name_or_path, error, subfolder=kwargs.get("subfolder") or ""
+            ) from None
         loaded = model[0] if isinstance(model, tuple) else model  # output_loading_info=True
         path = _find_memory_file(pretrained_model_name_or_path, kwargs)
         if path is not None:

@@ -646,20 +646,30 @@ class LarimarForCausalLM(LarimarObjectiveMixin, LarimarPreTrainedModel, Generati
         ... )
         ```
         """
+        from safetensors import SafetensorError
+
+        from .._checks import safetensors_load_error
+
         kwargs_encoder = {k[len("encoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("encoder_")}
         kwargs_decoder = {k[len("decoder_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("decoder_")}
         encoder = kwargs_encoder.pop("model", None)
         if encoder is None:
             if encoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give encoder_pretrained_model_name_or_path (or encoder_model=...).")
-            encoder = AutoModel.from_pretrained(encoder_pretrained_model_name_or_path, **kwargs_encoder)
+            try:
+                encoder = AutoModel.from_pretrained(encoder_pretrained_model_name_or_path, **kwargs_encoder)
+            except SafetensorError as error:  # a truncated weights file, named
+                raise safetensors_load_error(encoder_pretrained_model_name_or_path, error) from None
         causal_lm = kwargs_decoder.pop("model", None)
         if causal_lm is None:
             if decoder_pretrained_model_name_or_path is None:
                 raise ValueError("Give decoder_pretrained_model_name_or_path (or decoder_model=...).")
-            causal_lm, loading_info = AutoModelForCausalLM.from_pretrained(
-                decoder_pretrained_model_name_or_path, output_loading_info=True, **kwargs_decoder
-            )
+            try:
+                causal_lm, loading_info = AutoModelForCausalLM.from_pretrained(
+                    decoder_pretrained_model_name_or_path, output_loading_info=True, **kwargs_decoder
+                )
+            except SafetensorError as error:
+                raise safetensors_load_error(decoder_pretrained_model_name_or_path, error) from None
             _check_decoder_checkpoint(causal_lm, loading_info["missing_keys"], decoder_pretrained_model_name_or_path)
         if causal_lm.get_output_embeddings() is None:
             raise ValueError(f"The decoder {type(causal_lm).__name__} has no language-modeling head.")

@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(None if argv is None else list(argv))
 
     def run() -> int:
+        from hf_ext._validation import check_writable_directory
         from hf_ext.demo import DEMO_STAGES, run_demo
 
         if args.list:
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = sorted(set(selected) - {stage.name for stage in DEMO_STAGES})
             if unknown:
                 raise CommandError(f"unknown stage(s) {unknown}; expected names from {[s.name for s in DEMO_STAGES]}")
+        try:  # every stage writes inside the output folder
+            check_writable_directory(args.output_dir, replaced_whole=False)
+        except OSError as error:
+            raise CommandError(str(error)) from None
         return run_demo(args.output_dir, stages=selected, seed=args.seed)
 
     return run_command(NAME, run)

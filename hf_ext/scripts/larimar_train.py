@@ -147,10 +147,16 @@ def _load_model(script_args: LarimarScriptArguments):
     if script_args.model_name_or_path:
         name = script_args.model_name_or_path
         path = resolve_name_or_path(name, "model_name_or_path")
+        from hf_ext._checks import check_loading_info
+
         try:
-            return AutoModelForCausalLM.from_pretrained(path), LarimarProcessor.from_pretrained(path)
+            model, loading_info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True)
+            check_loading_info(loading_info, name, type(model).__name__)  # weights of its config it lacks
+            return model, LarimarProcessor.from_pretrained(path)
         except load_errors() as error:
             raise load_error(name, path, "model_name_or_path", error) from None
+        except ValueError as error:  # missing or truncated weights, a memory file (named) that does not fit
+            raise CommandError(f"model_name_or_path={name!r}: {error}") from None
     from hf_ext.larimar.modeling_larimar import LarimarForCausalLM
 
     paths = {

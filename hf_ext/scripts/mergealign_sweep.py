@@ -3,8 +3,8 @@
 The options are the fields of [`~hf_ext.mergealign.AlphaSweepConfig`] (`--config sweep.yaml` and `--any_field
 value`, as with `trl`). Model fixture ids (`hf-ext-testing/<name>`, see `hf_ext.testing`), in the options or in
 the `merge_config` YAML, are built offline; other model and dataset names (a local `.jsonl` file, for example) are
-tried as local paths first, then as Hub ids. `output_dir` must be absent or empty, or `--overwrite_output_dir` given;
-it is replaced as a whole at the end, so a failed sweep leaves it as it was.
+tried as local paths first, then as Hub ids. `output_dir` must be absent or empty, or `--overwrite_output_dir` given,
+and writable; it is replaced as a whole at the end, so a failed sweep leaves it as it was.
 
 ```bash
 hf-ext mergealign-sweep --config processors/mergealign_sweep.yaml
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from hf_ext.scripts.utils import (
     CommandError,
     check_config_file,
+    check_output,
     dataclass_parser,
     parse_dataclasses,
     resolve_name_or_path,
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hf_ext.mergealign.sweep import run_sweep
 
         (config,) = parse_dataclasses(make_parser(), argv)
+        check_output(config.output_dir, config.overwrite_output_dir)
         try:
             run_sweep(resolve_sweep_inputs(config))
         except (ValueError, OSError) as error:  # bad settings, a missing path, an output folder to keep

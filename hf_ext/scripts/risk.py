@@ -179,15 +179,23 @@ def read_rows(path: str, fmt: str | None = None) -> list[dict]:
 
 
 def collect_samples(
-    rows: list[dict], model_column: str, metrics: dict[str, str], sample_column: str | None = None
+    rows: list[dict],
+    model_column: str,
+    metrics: dict[str, str],
+    sample_column: str | None = None,
+    *,
+    source: str = "input",
 ) -> dict[str, dict[str, list[float]]]:
-    """Group rows into `{model: {metric: values}}`, matched on `sample_column` when given."""
+    """Group rows into `{model: {metric: values}}`, matched on `sample_column` when given. A value that is not a
+    finite number is a [`CommandError`] naming `source` (the file), the row, its model and sample, and the column."""
+    import math
+
     if not rows:
-        raise CommandError("input: the file holds no rows")
+        raise CommandError(f"{source}: the file holds no rows")
     needed = [model_column, *metrics] + ([sample_column] if sample_column else [])
     missing = [column for column in needed if column not in rows[0]]
     if missing:
-        raise CommandError(f"input: missing column(s) {missing}; the columns are {sorted(rows[0])}")
+        raise CommandError(f"{source}: missing column(s) {missing}; the columns are {sorted(rows[0])}")
     grouped: dict[str, dict] = {}
     for number, row in enumerate(rows, start=1):
         model = str(row[model_column])
@@ -197,18 +205,24 @@ def collect_samples(
                 values[metric] = float(row[metric])
             except (TypeError, ValueError):
                 raise CommandError(
-                    f"input: row {number}, column {metric!r}: expected a number, got {row[metric]!r}"
+                    f"{source}: row {number}, column {metric!r}: expected a number, got {row[metric]!r}"
                 ) from None
+            if not math.isfinite(values[metric]):
+                sample = f", sample {str(row[sample_column])!r}" if sample_column else ""
+                raise CommandError(
+                    f"{source}: row {number} (model {model!r}{sample}), column {metric!r}: {values[metric]} is not a "
+                    "finite number; a dominance test needs a number for every sample. Fix or drop that row."
+                )
         key = str(row[sample_column]) if sample_column else len(grouped.get(model, {}))
         if key in grouped.setdefault(model, {}):
-            raise CommandError(f"input: row {number}: model {model!r} has sample {key!r} twice")
+            raise CommandError(f"{source}: row {number}: model {model!r} has sample {key!r} twice")
         grouped[model][key] = values
     if sample_column:
         keys = [set(samples) for samples in grouped.values()]
         common = set.intersection(*keys)
         if any(k != common for k in keys):
             raise CommandError(
-                f"input: with --sample-column every model needs the same samples; {len(common)} are shared, "
+                f"{source}: with --sample-column every model needs the same samples; {len(common)} are shared, "
                 f"sizes per model: { {m: len(s) for m, s in grouped.items()} }"
             )
         order = sorted(common)
@@ -257,15 +271,17 @@ def _split_inputs(inputs: list[str]) -> tuple[list[tuple[str | None, str]], bool
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """The numeric options in range, before any input is read or any folder written."""
-    from hf_ext._validation import check_range
+    """The numeric options in range and the output folder writable, before any input is read or any folder
+    written."""
+    from hf_ext._validation import check_range, check_writable_directory
 
     try:
         check_range("--alpha", args.alpha, gt=0, lt=1, hint="(a significance level)")
         check_range("--power", args.power, gt=0, lt=1)
         check_range("--min-effect", args.min_effect, gt=0)
         check_range("--n-bootstrap", args.n_bootstrap, ge=1, integer=True)
-    except ValueError as error:
+        check_writable_directory(args.output_dir)  # the report is built beside it, then renamed onto it
+    except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
 
 
@@ -376,7 +392,9 @@ def _risk_table(args: argparse.Namespace, path: str, orders: list[int]) -> int:
         raise CommandError("--metrics: a table of per-sample metrics needs the metric columns, e.g. --metrics reward")
     metrics = _parse_metrics(args.metrics)
     weights = _parse_weights(args.weights, metrics)
-    grouped = collect_samples(read_rows(path, args.format), args.model_column, metrics, args.sample_column)
+    grouped = collect_samples(
+        read_rows(path, args.format), args.model_column, metrics, args.sample_column, source=path
+    )
     try:
         if len(metrics) == 1:
             ((metric, direction),) = metrics.items()

@@ -75,6 +75,7 @@ def seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config
 
+    from hf_ext._checks import check_loading_info
     from hf_ext.seal.trainer import SEALTrainer
     from hf_ext.serialization import atomic_directory
 
@@ -104,20 +105,26 @@ def seal_rank(script_args: SEALRankArguments, args, model_args) -> int:
         if model_args.load_in_4bit or model_args.load_in_8bit:
             from hf_ext.quantization import load_quantized
 
-            model = load_quantized(
+            model, loading_info = load_quantized(
                 path,
                 bits=4 if model_args.load_in_4bit else 8,
                 quant_type=model_args.bnb_4bit_quant_type,
                 double_quant=model_args.use_bnb_nested_quant,
                 prepare_for_training=True,
                 gradient_checkpointing=args.gradient_checkpointing,
+                output_loading_info=True,
             )
         else:
             dtype = model_args.dtype if model_args.dtype not in (None, "auto") else None
-            model = AutoModelForCausalLM.from_pretrained(path, revision=model_args.model_revision, dtype=dtype)
+            model, loading_info = AutoModelForCausalLM.from_pretrained(
+                path, revision=model_args.model_revision, dtype=dtype, output_loading_info=True
+            )
+        check_loading_info(loading_info, name, type(model).__name__)  # weights of the config the checkpoint lacks
         tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
     except load_errors() as error:
         raise load_error(name, path, "model_name_or_path", error) from None
+    except ValueError as error:  # a checkpoint without some weights, a head that is not a causal LM's
+        raise CommandError(str(error)) from None
     try:
         trainer = SEALTrainer(
             model,

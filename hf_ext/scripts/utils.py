@@ -7,10 +7,10 @@ What every command does the same way:
 - bad input is one `hf-ext NAME: error: ...` line and exit status 2 ([`CommandError`]), raised before any model loads;
 - names are fixture ids first, then local paths, then Hub ids ([`resolve_name_or_path`], [`load_causal_lm`],
   [`load_any_dataset`]); a missing local path says so, a failing Hub id says what the Hub said ([`load_error`]);
-- an output folder must be absent or empty unless its overwrite flag is given ([`check_output`],
-  [`check_training_output`]), locked for the run (a second run into it fails at once), and written all at once
-  (`hf_ext.serialization.atomic_directory`); a training run works beside it and replaces it when it ends
-  ([`save_training_output`]), so an interrupted run leaves it as it was.
+- an output folder must be absent or empty unless its overwrite flag is given, and writable by the user
+  ([`check_output`], [`check_training_output`]); it is locked for the run (a second run into it fails at once) and
+  written all at once (`hf_ext.serialization.atomic_directory`); a training run works beside it and replaces it when
+  it ends ([`save_training_output`]), so an interrupted run leaves it as it was.
 """
 
 from __future__ import annotations
@@ -291,6 +291,8 @@ def load_any_dataset(
                 kinds = " / ".join(DATA_FILE_BUILDERS)
                 raise CommandError(f"{what}={name!r}: cannot read a {path.suffix or 'suffix-less'} file; expected a "
                                    f"{kinds} file, a folder or a Hub dataset id.")  # fmt: skip
+            if builder != "parquet" and _blank_file(path):  # datasets says only "StopIteration"
+                raise CommandError(f"{what}={name!r}: the file {path.resolve()} is empty; expected rows of data.")
             dataset = datasets.load_dataset(builder, data_files=str(path), streaming=streaming)
         else:  # a Hub id (or a folder of data files): only the split asked for is downloaded
             return datasets.load_dataset(resolved, config, split=split, streaming=streaming)
@@ -299,6 +301,15 @@ def load_any_dataset(
     except Exception as error:  # not found, gated, offline, a malformed file: datasets raises many kinds
         raise load_error(name, resolved, what, error, "dataset") from None
     return _select_split(dataset, split, name, what)
+
+
+def _blank_file(path: Path) -> bool:
+    """Whether a text file holds nothing but whitespace (read in chunks: data files can be large)."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
 
 
 def _select_split(dataset, split: str | None, name: str, what: str, whole=None):
@@ -326,10 +337,12 @@ def read_lines(path: str, what: str) -> list[str]:
 
 
 def check_output(path: str, overwrite: bool = False, option: str = "--overwrite_output_dir") -> Path:
-    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`), and
-    take its lock for the rest of the command (a second run into it fails at once, naming this one); an existing
-    file, a non-empty folder without `option`, a folder another run is writing, or one that cannot be written is a
-    [`CommandError`]. What killed runs left beside the folder is cleaned up (see `hf_ext.transactions`)."""
+    """Check, before any work, that the output folder `path` is absent, empty, or to be replaced (`overwrite`), that
+    this user can write it (see [`~hf_ext._validation.check_writable_directory`]), and take its lock for the rest of
+    the command (a second run into it fails at once, naming this one); an existing file, a non-empty folder without
+    `option`, a folder that is not writable or that another run is writing is a [`CommandError`] naming the folder.
+    What killed runs left beside the folder is cleaned up (see `hf_ext.transactions`)."""
+    from hf_ext._validation import check_writable_directory
     from hf_ext.serialization import OutputExistsError, check_output_directory
     from hf_ext.transactions import OutputLockedError, hold_output_lock, resolve_output
 
@@ -337,16 +350,13 @@ def check_output(path: str, overwrite: bool = False, option: str = "--overwrite_
     if folder.exists() and not folder.is_dir():
         raise CommandError(f"The output folder {path} is an existing file; expected a folder (or a new name).")
     try:
+        check_writable_directory(folder, replaced_whole=True)  # built beside the folder, renamed onto it
         folder = hold_output_lock(folder)
         return check_output_directory(folder, overwrite=overwrite, option=option)
     except OutputLockedError as error:
         raise CommandError(str(error)) from None
-    except (OutputExistsError, NotADirectoryError) as error:
+    except (OutputExistsError, NotADirectoryError, PermissionError) as error:
         raise CommandError(str(error)) from None
-    except PermissionError as error:
-        raise CommandError(
-            f"The output folder {path} cannot be written ({error.strerror}: {error.filename})."
-        ) from None
 
 
 OVERWRITE_OUTPUT_HELP = (

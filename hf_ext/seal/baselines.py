@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .._checks import check_tokenizer_fits
+from .._checks import check_chat_messages, check_no_empty_texts, check_tokenizer_fits
 from .._validation import check_range
 from .data import tokenize_example
 from .ranking import auroc, sequence_losses, top_k_mask
@@ -78,10 +78,18 @@ def loss_scores(model, tokenizer, rows, data_format: str = "messages", batch_siz
         rows: The examples (a `datasets.Dataset` or a list of dicts) in `data_format`.
         data_format (`str`, *optional*, defaults to `"messages"`): See `hf_ext.seal.data.FORMATS`.
         batch_size (`int`, *optional*, defaults to 16): Examples per forward pass.
+
+    Raises:
+        `ValueError`: a tokenizer that does not fit the model, a chat message a template cannot render, or an example
+            with nothing to score (an empty text, completion or last message), naming its row.
     """
+    from .data import format_fields
     from .trainer import SEALDataCollator
 
     check_tokenizer_fits(tokenizer, model, tokenizer_name="tokenizer")
+    fields = format_fields(data_format)
+    check_chat_messages(rows, fields, "rows")
+    check_no_empty_texts(rows, fields[-1:], "rows", last_message=True)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate = SEALDataCollator(pad_token_id)
     features = [tokenize_example(row, tokenizer, data_format) for row in rows]

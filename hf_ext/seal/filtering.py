@@ -263,6 +263,16 @@ def _fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
 
+def _check_not_empty(dataset, scores: SEALScores, what: str) -> None:
+    """An empty `Dataset` has nothing to `what` (and often no columns either, which would read as a missing field)."""
+    if not _is_iterable(dataset) and len(dataset) == 0:
+        columns = "" if dataset.column_names else ", no columns"
+        raise ValueError(
+            f"The dataset is empty (0 rows{columns}): there is no row to {what}. Expected the rows the scores were "
+            f"computed on (fields {list(scores.hash_fields)}); check the file, split or filter that produced it."
+        )
+
+
 def _check_fields(column_names, scores: SEALScores) -> None:
     if column_names is None:
         return
@@ -307,11 +317,15 @@ def _row_hashes(dataset, scores: SEALScores, num_proc: int | None) -> list[str]:
     return hashed["seal_hash"]
 
 
-def _peek_check(dataset, scores: SEALScores) -> None:
-    """Check the first example of a stream, so that scores from another dataset fail before any filtering."""
+def _peek_check(dataset, scores: SEALScores, what: str) -> None:
+    """Check the first example of a stream, so that an empty stream or scores from another dataset fail before any
+    filtering."""
     first = next(iter(dataset.take(1)), None)
     if first is None:
-        return
+        raise ValueError(
+            f"The dataset is an empty stream: there is no example to {what}. Expected the examples the scores were "
+            f"computed on (fields {list(scores.hash_fields)})."
+        )
     _check_fields(first.keys(), scores)
     if hash_batch({f: [first[f]] for f in scores.hash_fields}, scores.hash_fields)[0] not in scores:
         raise ValueError(
@@ -330,14 +344,20 @@ def add_seal_scores(dataset, scores: SEALScores, *, allow_missing: bool = False,
         allow_missing (`bool`, *optional*, defaults to `False`):
             If `False`, a row without a score is an error; if `True`, it gets `seal_score = NaN`, `seal_rank = -1`.
         num_proc (`int`, *optional*): Processes for `Dataset.map`.
+
+    Raises:
+        `ValueError`: an empty dataset (or split, or stream), a dataset without the scored fields, or (without
+        `allow_missing`) rows without a score.
     """
     if _is_dict(dataset):
-        return type(dataset)(
-            {
-                split: add_seal_scores(ds, scores, allow_missing=allow_missing, num_proc=num_proc)
-                for split, ds in dataset.items()
-            }
-        )
+        scored = {}
+        for split, ds in dataset.items():
+            try:
+                scored[split] = add_seal_scores(ds, scores, allow_missing=allow_missing, num_proc=num_proc)
+            except ValueError as error:
+                raise ValueError(f"split {split!r}: {error}") from None
+        return type(dataset)(scored)
+    _check_not_empty(dataset, scores, "score")
     _check_fields(dataset.column_names, scores)
     fields = scores.hash_fields
 
@@ -358,7 +378,7 @@ def add_seal_scores(dataset, scores: SEALScores, *, allow_missing: bool = False,
 
     if _is_iterable(dataset):
         if not allow_missing:
-            _peek_check(dataset, scores)
+            _peek_check(dataset, scores, "score")
         return dataset.map(add, batched=True)
     if not allow_missing:
         hashes = _row_hashes(dataset, scores, num_proc)
@@ -408,8 +428,8 @@ def seal_filter(
         num_proc (`int`, *optional*): Processes for `Dataset.map` / `Dataset.filter`.
 
     Raises:
-        `ValueError`: keep_ratio outside (0, 1] or keeping no row, a dataset without the scored fields, or rows
-        without a score (no row at all: scores from another dataset).
+        `ValueError`: keep_ratio outside (0, 1] or keeping no row, an empty dataset (or split, or stream), a dataset
+        without the scored fields, or rows without a score (no row at all: scores from another dataset).
     """
     _check_keep_ratio(keep_ratio)
     if _is_dict(dataset):
@@ -420,11 +440,12 @@ def seal_filter(
             except ValueError as error:
                 raise ValueError(f"split {split!r}: {error}") from None
         return type(dataset)(filtered)
+    _check_not_empty(dataset, scores, "filter")
     _check_fields(dataset.column_names, scores)
     fields = scores.hash_fields
     if _is_iterable(dataset):
         if not allow_missing:
-            _peek_check(dataset, scores)
+            _peek_check(dataset, scores, "filter")
         keep = scores.kept_hashes(keep_ratio)
 
         def keep_batch(batch):

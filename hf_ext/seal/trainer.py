@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
-from .._checks import check_no_missing_values, check_tokenizer_fits
+from .._checks import (
+    check_chat_messages,
+    check_loading_info,
+    check_no_empty_texts,
+    check_no_missing_values,
+    check_tokenizer_fits,
+)
 from ..quantization import keep_4bit_trainable
 from ..serialization import load_json, load_tensors, save_json, save_tensors
 from .config import SEALConfig
@@ -84,8 +90,9 @@ class SEALTrainer(Trainer):
 
     Args:
         model (`str` or `PreTrainedModel`):
-            The model, or its name / path (loaded with `AutoModelForCausalLM` and `args.model_init_kwargs`). A
-            4-bit / 8-bit model (`hf_ext.quantization.load_quantized`) needs a `peft_config` (QLoRA).
+            The model, or its name / path (loaded with `AutoModelForCausalLM` and `args.model_init_kwargs`; weights
+            its config needs and the checkpoint lacks are an error, not a random start). A 4-bit / 8-bit model
+            (`hf_ext.quantization.load_quantized`) needs a `peft_config` (QLoRA).
         args ([`SEALConfig`], *optional*): The configuration.
         train_dataset (`datasets.Dataset`):
             The fine-tuning set to rank: a `messages`, `prompt` + `completion`, or `text` column.
@@ -147,7 +154,10 @@ class SEALTrainer(Trainer):
 
         model_id = model if isinstance(model, str) else None
         if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
+            model, loading_info = AutoModelForCausalLM.from_pretrained(
+                model, **{**(args.model_init_kwargs or {}), "output_loading_info": True}
+            )
+            check_loading_info(loading_info, model_id, type(model).__name__)  # no weight starts at random silently
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(model_id or model.config._name_or_path)
         if processing_class.pad_token_id is None:
@@ -213,7 +223,10 @@ class SEALTrainer(Trainer):
             data_format = detect_format(dataset.column_names)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
-        check_no_missing_values(dataset, format_fields(data_format), name)
+        fields = format_fields(data_format)
+        check_no_missing_values(dataset, fields, name)
+        check_chat_messages(dataset, fields, name)
+        check_no_empty_texts(dataset, fields[-1:], name, last_message=True)  # the text, completion or answer learned
         return data_format
 
     @staticmethod

@@ -1,6 +1,8 @@
 """Bad input to AOT is a clear error before any work: loss arguments, non-finite rewards, missing values in the
 data, and a tokenizer that does not fit the policy or the reference model."""
 
+import re
+
 import aot_args
 import pytest
 import torch
@@ -121,6 +123,155 @@ def test_missing_values_are_named_by_column_and_row_before_loading_the_model(
     monkeypatch.setattr(AOTTrainer, "_load_processing_class", staticmethod(no_loading))
     with pytest.raises(ValueError, match=match):
         AOTTrainer("unused-model-id", args=make_args(tmp_path, aot_variant=variant), train_dataset=dataset)
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """The model's processing class (loaded first) must not be loaded: the data is checked before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(AOTTrainer, "_load_processing_class", staticmethod(refuse))
+
+
+def assistant(text):
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "variant", "match"),
+    [
+        (
+            paired(chosen=[" sat"] * 3 + [""] + [" sat"] * 4),
+            "paired",
+            r"^train_dataset column 'chosen' holds an empty answer \('' or whitespace only\) at row 3: there is "
+            r"nothing there to learn or score\. Drop or fill such rows first, e\.g\. train_dataset\.filter\(lambda "
+            r"example: example\['chosen'\]\.strip\(\) != ''\)\.$",
+        ),
+        (
+            paired(rejected=[" no", " \n "] * 4),
+            "paired",
+            r"^train_dataset column 'rejected' holds an empty answer \('' or whitespace only\) at rows 1, 3, 5, 7 "
+            r"\(4 of 8 rows\)",
+        ),
+        (
+            Dataset.from_dict({"prompt": ["a", "b"], "completion": [" x", ""], "label": [True, False]}),
+            "unpaired",
+            r"^train_dataset column 'completion' holds an empty answer .* at row 1",
+        ),
+        (
+            Dataset.from_dict(
+                {
+                    "prompt": [[{"role": "user", "content": "hi"}]] * 2,
+                    "chosen": [assistant("hello"), assistant("  ")],
+                    "rejected": [assistant("go away"), assistant("no")],
+                }
+            ),
+            "paired",
+            r"^train_dataset column 'chosen' holds an empty answer \(its last message has no text\) at row 1",
+        ),
+    ],
+)
+def test_empty_answers_are_named_by_row_and_column_before_loading_the_model(
+    dataset, variant, match, tmp_path, no_loading
+):
+    """Issue 29: an empty or whitespace-only answer was trained on as the end-of-sequence token alone."""
+    with pytest.raises(ValueError, match=match):
+        AOTTrainer("unused-model-id", args=make_args(tmp_path, aot_variant=variant), train_dataset=dataset)
+
+
+def test_a_chat_message_without_content_is_named_by_row_and_message(tmp_path, no_loading):
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": "hi"}], [{"role": "user", "content": None}]],
+            "chosen": [assistant("hello")] * 2,
+            "rejected": [assistant("no")] * 2,
+        }
+    )
+    with pytest.raises(
+        ValueError, match=r"^train_dataset column 'prompt', row 1, message 0 \(role 'user'\) has content"
+    ):
+        AOTTrainer("unused-model-id", args=make_args(tmp_path), train_dataset=dataset)
+
+
+def test_chosen_equal_to_rejected_everywhere_is_an_error_and_in_a_few_rows_a_warning(tmp_path, no_loading):
+    """Issue 29: a dataset whose chosen and rejected answers are the same trained on margins of 0, silently."""
+    from hf_ext.aot.data import validate_preference_dataset
+
+    with pytest.raises(
+        ValueError,
+        match=r"^train_dataset has chosen == rejected in every one of its 8 rows: there is no preference to learn",
+    ):
+        AOTTrainer("unused-model-id", args=make_args(tmp_path), train_dataset=paired(rejected=[" sat on the mat"] * 8))
+    some = paired(rejected=[" sat on the mat", " ran away"] * 4)
+    with pytest.warns(
+        UserWarning,
+        match=r"^train_dataset has chosen == rejected in 4 of 8 rows \(rows 0, 2, 4, 6\): such a pair carries no "
+        r"preference .*train_dataset\.filter\(lambda example: example\['chosen'\] != example\['rejected'\]\)",
+    ):
+        validate_preference_dataset(some)
+    with pytest.warns(UserWarning, match=r"in 4 among the first 8 rows of the stream"):
+        validate_preference_dataset(some.to_iterable_dataset())
+    conversational = Dataset.from_dict({"chosen": [assistant("yes")] * 2, "rejected": [assistant("yes")] * 2})
+    with pytest.raises(ValueError, match=r"chosen == rejected in every one of its 2 rows"):
+        validate_preference_dataset(conversational)
+
+
+def test_rows_whose_prompt_fills_max_length_are_counted_or_refused(tiny_llama_path, tmp_path):
+    """Issue 29: rows dropped for a prompt of max_length tokens or more went with a progress bar only."""
+    long_prompt = "the cat sat on the mat " * 20
+    dataset = paired(prompt=[long_prompt] * 3 + ["the cat"] * 5)
+    with pytest.warns(
+        UserWarning,
+        match=r"^3 of 8 rows of the train dataset were dropped: their prompt alone has max_length=32 tokens or "
+        r"more, .* Raise max_length \(AOTConfig\(max_length=\.\.\.\), --max_length; None keeps every row whole\) or "
+        r"shorten the prompts to keep them\.$",
+    ):
+        trainer = AOTTrainer(str(tiny_llama_path), args=make_args(tmp_path, max_length=32), train_dataset=dataset)
+    assert len(trainer.train_dataset) == 5
+    with pytest.raises(ValueError, match=r"^Every one of the 8 rows of the train dataset would be dropped"):
+        AOTTrainer(
+            str(tiny_llama_path),
+            args=make_args(tmp_path, max_length=32),
+            train_dataset=paired(prompt=[long_prompt] * 8),
+        )
+
+
+@pytest.fixture
+def checkpoint_with_an_extra_layer(tiny_llama_path, tmp_path):
+    """The tiny Llama's weights with a config.json that asks for one more layer than they hold."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_llama_path, tmp_path / "grown")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, config["num_hidden_layers"] - 1
+
+
+def test_weights_missing_from_the_checkpoint_are_an_error_not_a_random_start(checkpoint_with_an_extra_layer, tmp_path):
+    """Issue 29: a config.json adding a layer the checkpoint lacks trained that layer from random init, with no error
+    (transformers only logs it)."""
+    import transformers
+
+    folder, layer = checkpoint_with_an_extra_layer
+    real_loading = transformers.LlamaForCausalLM.from_pretrained
+
+    def only_on_meta(*args, **kwargs):
+        assert kwargs.get("device_map") == "meta", "the weights were loaded before the checkpoint was checked"
+        return real_loading(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transformers.LlamaForCausalLM, "from_pretrained", only_on_meta)
+        with pytest.raises(
+            ValueError,
+            match=rf"^The checkpoint '{re.escape(str(folder))}' lacks 9 weight\(s\) that LlamaForCausalLM, as its "
+            rf"config.json describes it, needs: model\.layers\.{layer}\.input_layernorm\.weight, .*\(9 in all\)\. "
+            r"transformers would initialise them at random .*use the config.json saved with these weights",
+        ):
+            AOTTrainer(str(folder), args=make_args(tmp_path), train_dataset=paired())
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,6 @@ POINTS = ["staged", "journaled", "moving", "committed"]
 # replaces the folder as a whole (as a command does). The new files hold "new"; the old ones "old".
 WRITER = """
 import sys
-from pathlib import Path
 from hf_ext.serialization import atomic_directory, staged_save
 mode, folder = sys.argv[1], Path(sys.argv[2])
 if mode == "install":
@@ -127,9 +125,11 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, mode):
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.05)
         started = time.monotonic()
-        with pytest.raises(transactions.OutputLockedError, match=rf"being written by another run \(pid {first.pid} "):
-            with transactions.output_lock(folder):
-                pass
+        locked = pytest.raises(
+            transactions.OutputLockedError, match=rf"being written by another run \(pid {first.pid} "
+        )
+        with locked, transactions.output_lock(folder):
+            pass
         second = _write(mode, folder, stderr=subprocess.PIPE)
         _, err = second.communicate(timeout=60)
         assert second.returncode != 0 and f"pid {first.pid}" in err and str(folder) in err
@@ -205,10 +205,10 @@ def test_a_file_of_another_kind_is_never_replaced(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "config.json").write_text('{"the user": "config"}')
-    with pytest.raises(FileExistsError, match="already holds config.json, which this save would replace but did not"):
-        with staged_save(folder, replace=["weights.bin"]) as staging:
-            (staging / "weights.bin").write_text("new")
-            (staging / "config.json").write_text("new")
+    refused = pytest.raises(FileExistsError, match="already holds config.json, which this save would replace but did")
+    with refused, staged_save(folder, replace=["weights.bin"]) as staging:
+        (staging / "weights.bin").write_text("new")
+        (staging / "config.json").write_text("new")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
     assert (folder / "config.json").read_text() == '{"the user": "config"}'
     assert _beside(folder) == []

@@ -3,6 +3,7 @@ a decoder that is not a causal LM, a processor folder that is one tokenizer, a l
 to encode, and tokenizers that do not fit the model."""
 
 import json
+import re
 import warnings
 
 import pytest
@@ -76,6 +77,47 @@ def test_a_missing_memory_file_is_reported_and_an_empty_memory_is_saved(larimar_
     with pytest.warns(UserWarning, match=rf"has no {MEMORY_FILE}: the model starts with an empty episodic memory"):
         loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert loaded.memory_state is None
+
+
+def _truncate(file):
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    return file
+
+
+@pytest.mark.parametrize("which", ["weights", "memory", "encoder", "decoder", "larimar-train"])
+def test_a_truncated_safetensors_file_is_named(which, larimar_factory, tiny_processor, tmp_path, capsys):
+    """Issue 29: a truncated weights file of a Larimar checkpoint (or of the encoder / decoder it is built from) was a
+    bare `SafetensorError: Error while deserializing header: incomplete metadata`, naming no file."""
+    import shutil
+
+    from hf_ext.cli import main
+    from hf_ext.testing import tiny_model_dir
+
+    model = larimar_factory("gpt2")
+    model.write_memory(["Alice lives in Paris."], processor=tiny_processor)
+    model.save_pretrained(tmp_path / "larimar")
+    tiny_processor.save_pretrained(tmp_path / "larimar")
+    encoder, decoder = tiny_model_dir("tiny-bert"), tiny_model_dir("tiny-gpt2")
+    if which in ("encoder", "decoder"):
+        copy = shutil.copytree({"encoder": encoder, "decoder": decoder}[which], tmp_path / which)
+        file = _truncate(copy / "model.safetensors")
+        encoder, decoder = (copy, decoder) if which == "encoder" else (encoder, copy)
+        call = lambda: LarimarForCausalLM.from_encoder_decoder_pretrained(encoder, decoder, latent_size=8)  # noqa: E731
+    else:
+        file = _truncate(tmp_path / "larimar" / (MEMORY_FILE if which == "memory" else "model.safetensors"))
+        call = lambda: AutoModelForCausalLM.from_pretrained(tmp_path / "larimar")  # noqa: E731
+    expected = rf"Cannot read the safetensors file {re.escape(str(file))}: .*truncated or corrupt .*download it again"
+    if which == "larimar-train":
+        argv = ["larimar-train", "--model_name_or_path", str(tmp_path / "larimar"), "--dataset_name",
+                "hf-ext-testing/larimar-facts", "--per_device_train_batch_size", "16", "--output_dir",
+                str(tmp_path / "out")]  # fmt: skip
+        assert main(argv) == 2
+        (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert line.startswith("hf-ext larimar-train: error: model_name_or_path=") and re.search(expected, line), line
+        return
+    with pytest.raises(ValueError, match=expected):
+        call()
 
 
 @pytest.mark.parametrize("method", ["write_memory", "read_memory", "forget_memory"])

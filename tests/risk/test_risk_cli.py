@@ -88,7 +88,11 @@ def test_portfolio_jsonl_paired_on_prompt_column(tmp_path, rows):
             lambda rows: rows[0].update(reward="n/a"),
             "row 1, column 'reward': expected a number",
         ),
-        (["--metrics", "reward"], lambda rows: rows[0].update(reward="nan"), "non-finite"),
+        (
+            ["--metrics", "reward"],
+            lambda rows: rows[0].update(reward="nan"),
+            "scores.csv: row 1 (model 'small'), column 'reward': nan is not a finite number",
+        ),
         (
             ["--metrics", "reward", "--sample-column", "prompt"],
             lambda rows: rows.pop(),
@@ -106,6 +110,24 @@ def test_bad_input_exits_with_a_message(tmp_path, rows, capsys, extra, edit, mes
     )
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sample_column", [None, "prompt"])
+def test_a_nan_score_in_a_table_names_the_file_row_model_and_sample(tmp_path, rows, capsys, sample_column):
+    """Issue 29: a NaN was named by its index in the model's sample ("samples['large']: ... at index 3"), not by
+    where it is in the file."""
+    rows[83]["reward"] = float("nan")  # the 4th row of 'large'
+    (tmp_path / "scores.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    extra = ["--sample-column", sample_column] if sample_column else []
+    argv = ["risk", str(tmp_path / "scores.jsonl"), "--metrics", "reward", *extra, "--output-dir", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    sample = ", sample 'p003'" if sample_column else ""
+    assert (
+        f"hf-ext risk: error: {tmp_path / 'scores.jsonl'}: row 84 (model 'large'{sample}), column 'reward': nan is "
+        "not a finite number; a dominance test needs a number for every sample. Fix or drop that row." in err
+    )
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_file(tmp_path, capsys):
@@ -186,3 +208,34 @@ def test_table_report_replaces_the_earlier_one(tmp_path, rows):
     assert main(base) == 0 and (out / "epsilon_order2.png").exists()
     assert main(base + ["--orders", "1"]) == 0
     assert not (out / "epsilon_order2.png").exists() and (out / "epsilon_order1.png").exists()
+
+
+@pytest.mark.parametrize("harness", ["lm-eval", "inspect"])
+def test_a_nan_score_in_harness_logs_names_the_file_model_task_metric_and_items(harness, tmp_path, capsys):
+    """Issue 29: a NaN in a harness log was "samples['m']: 1 non-finite value(s) (NaN or inf), the first at index
+    17", naming no task, metric, file or doc_id (and an index in an order of its own)."""
+    from harness_logs import inspect_log, write_inspect_eval, write_lm_eval_run
+
+    good = [float(i % 2) for i in range(20)]
+    bad = list(good)
+    bad[7] = bad[12] = float("nan")
+    if harness == "lm-eval":
+        write_lm_eval_run(tmp_path / "logs", "org/a", "facts", {"acc": good})
+        source = write_lm_eval_run(tmp_path / "logs", "org/b", "facts", {"acc": bad})
+        (source,) = source.glob("samples_facts_*.jsonl")
+        metric, item = "acc", "doc_id"
+    else:
+        for model, values in (("org/a", good), ("org/b", bad)):
+            samples = [(i, 1, {"accuracy": value}) for i, value in enumerate(values)]
+            source = write_inspect_eval(tmp_path / "logs" / f"{model[-1]}.eval", inspect_log("facts", model, samples))
+        metric, item = "accuracy", "sample id"
+    argv = ["risk", str(tmp_path / "logs"), "--directions", f"{metric}=max", "--n-bootstrap", "10",
+            "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert line == (
+        f"hf-ext risk: error: {source}: model 'org/b', task 'facts', metric '{metric}': 2 of 20 value(s) are not "
+        f"finite (nan), at {item} 7, 12; a dominance test needs a number for every sample. Fix or rerun those "
+        "samples, or leave the metric out (--metrics / metrics=...)."
+    ), line
+    assert not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
 """Bad input to SEAL is a clear error before any work (or a documented behaviour with a warning): a keep ratio that
 keeps no row, duplicate rows, missing values, and a tokenizer that does not fit the model."""
 
+import re
 import warnings
 
 import pytest
@@ -104,3 +105,129 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused_by_the_ranker_a
     # A tokenizer within padded embeddings is fine.
     model.resize_token_embeddings(len(larger), pad_to_multiple_of=64)
     assert loss_scores(model, larger, list(data)[:2], data_format="text").shape == (2,)
+
+
+def chat(*turns):
+    return [{"role": role, "content": content} for role, content in zip(("user", "assistant") * 3, turns)]
+
+
+@pytest.mark.parametrize(
+    ("train", "safe", "match"),
+    [
+        (
+            {"text": ["a", "", "c", "   \n"]},
+            {"text": ["x"]},
+            r"^train_dataset column 'text' holds an empty text \('' or whitespace only\) at rows 1, 3 \(2 of 4 rows\)"
+            r": there is nothing there to learn or score\. .*train_dataset\.filter\(lambda example: "
+            r"example\['text'\]\.strip\(\) != ''\)",
+        ),
+        (
+            {"prompt": ["p", "q"], "completion": [" a", " "]},
+            {"text": ["x"]},
+            r"^train_dataset column 'completion' holds an empty text \('' or whitespace only\) at row 1:",
+        ),
+        (
+            {"messages": [chat("hi", "hello"), chat("hi", "  ")]},
+            {"text": ["x"]},
+            r"^train_dataset column 'messages' holds an empty text \(its last message has no text\) at row 1:",
+        ),
+        (
+            {"text": ["a"]},
+            {"text": ["x", ""]},
+            r"^safe_dataset column 'text' holds an empty text \('' or whitespace only\) at row 1:",
+        ),
+    ],
+)
+def test_empty_texts_are_named_by_row_before_the_model_is_loaded(train, safe, match, tmp_path):
+    """Issue 29: an empty text (or completion, or answer) was tokenized to its special tokens and scored silently."""
+    with pytest.raises(ValueError, match=match):
+        SEALTrainer(
+            "not-loaded/because-the-data-is-checked-first",
+            args=make_args(tmp_path),
+            train_dataset=Dataset.from_dict(train),
+            safe_dataset=Dataset.from_dict(safe),
+        )
+
+
+@pytest.mark.parametrize("where", ["train_dataset", "safe_dataset"])
+def test_a_chat_message_without_content_is_named_by_row_and_message(where, tmp_path):
+    """Issue 29: a message with `content: None` failed deep in the chat template ("'dict object' has no attribute
+    'content'"), naming no row."""
+    messages = [chat("hi", "hello"), chat("hi", "hello"), chat("hi", "hello", None, "ok")]
+    data = Dataset.from_dict({"messages": messages})
+    fine = Dataset.from_dict({"messages": messages[:2]})
+    train, safe = (data, fine) if where == "train_dataset" else (fine, data)
+    with pytest.raises(
+        ValueError,
+        match=rf"^{where} column 'messages', row 2, message 2 \(role 'user'\) has content None; expected a string "
+        r"\(or a list of parts\)\. A chat template cannot render it; fill it in or drop the row first\.$",
+    ):
+        SEALTrainer("not-loaded/because-the-data-is-checked-first", args=make_args(tmp_path), train_dataset=train,
+                    safe_dataset=safe)  # fmt: skip
+
+
+def test_the_loss_filter_refuses_empty_texts_and_messages_without_content(tiny_llama_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    with pytest.raises(ValueError, match=r"^rows column 'text' holds an empty text .* at row 1:"):
+        loss_scores(model, tokenizer, [{"text": "a"}, {"text": ""}], data_format="text")
+    with pytest.raises(
+        ValueError, match=r"^rows column 'messages', row 0, message 1 \(role 'assistant'\) has content"
+    ):
+        loss_scores(model, tokenizer, [{"messages": chat("hi", None)}], data_format="messages")
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        ("no columns", r"^The dataset is empty \(0 rows, no columns\): there is no row to {}\. Expected the rows the "
+         r"scores were computed on \(fields \['text'\]\)"),
+        ("columns", r"^The dataset is empty \(0 rows\): there is no row to {}\."),
+        ("empty split", r"^split 'test': The dataset is empty \(0 rows\): there is no row to {}\."),
+        ("empty stream", r"^The dataset is an empty stream: there is no example to {}\."),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("function", [seal_filter, add_seal_scores])
+def test_an_empty_dataset_is_said_to_be_empty_not_to_lack_a_column(kind, match, function):
+    """Issue 29: `seal_filter` on an empty dataset said "The dataset has no ['text'] column(s)" (no columns) or
+    "Column 'seal_hash' doesn't exist"."""
+    from datasets import IterableDataset
+
+    scores = scores_for(Dataset.from_dict({"text": TEXTS}))
+    data = {
+        "no columns": Dataset.from_list([]),
+        "columns": Dataset.from_dict({"text": []}),
+        "empty split": DatasetDict(
+            {"train": Dataset.from_dict({"text": TEXTS}), "test": Dataset.from_dict({"text": []})}
+        ),
+        "empty stream": IterableDataset.from_generator(lambda: iter([])),
+    }[kind]
+    with pytest.raises(ValueError, match=match.format("filter" if function is seal_filter else "score")):
+        function(data, scores)
+
+
+def test_seal_filter_command_names_an_empty_data_file(tmp_path, capsys):
+    from hf_ext.cli import main
+
+    scores_for(Dataset.from_dict({"text": TEXTS})).save_pretrained(tmp_path / "scores")
+    (tmp_path / "data.jsonl").write_text("\n")
+    argv = ["seal-filter", "--scores", str(tmp_path / "scores"), "--dataset_name", str(tmp_path / "data.jsonl"),
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"hf-ext seal-filter: error: dataset_name='{tmp_path / 'data.jsonl'}': the file " in err
+    assert "is empty; expected rows of data." in err and not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_lacking_weights_its_config_needs_is_refused(tiny_llama_path, tmp_path):
+    """Issue 29: weights the config needs and the checkpoint lacks started at random, silently."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_llama_path, tmp_path / "grown")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (folder / "config.json").write_text(json.dumps(config))
+    data = Dataset.from_dict({"text": TEXTS})
+    with pytest.raises(ValueError, match=rf"^The checkpoint '{re.escape(str(folder))}' lacks 9 weight\(s\) that "):
+        SEALTrainer(str(folder), args=make_args(tmp_path), train_dataset=data, safe_dataset=data)

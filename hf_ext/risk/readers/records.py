@@ -367,6 +367,7 @@ def _model_table(model: str, task: str, metric: str, records: list[SampleScores]
             f"{record.source}: model {model!r}, task {task!r}, metric {metric!r}: sample {ids[twice[0]]!r}{repeat} "
             "is logged twice"
         )
+    _check_finite(model, task, metric, records, ids, runs, values)
     hashes = None
     if all(r.item_hashes is not None for r in records):
         hashes = np.concatenate([np.asarray(r.item_hashes, dtype=object) for r in records])[order]
@@ -377,6 +378,26 @@ def _model_table(model: str, task: str, metric: str, records: list[SampleScores]
                 "different content in two runs or repeats of the same model"
             )
     return ids, values, hashes
+
+
+_ITEM_NAMES = {"lm-eval": "doc_id", "inspect": "sample id", "lighteval": "doc id"}
+"""What each harness calls the id of an item, as the messages name it."""
+
+
+def _check_finite(model: str, task: str, metric: str, records: list[SampleScores], ids, runs, values) -> None:
+    """A NaN or infinite value (a failed generation or judge, a metric of an empty answer) is an error naming the file,
+    the model, the task, the metric and the ids of the items it scores, before any test."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not bad.size:
+        return
+    sources = list(dict.fromkeys(records[run].source for run in runs[bad]))
+    item = _ITEM_NAMES.get(records[runs[bad[0]]].harness, "sample id")
+    kinds = ", ".join(sorted({str(value) for value in values[bad]}))
+    raise HarnessLogError(
+        f"{'; '.join(sources)}: model {model!r}, task {task!r}, metric {metric!r}: {bad.size} of {values.size} "
+        f"value(s) are not finite ({kinds}), at {item} {_preview(ids[bad].tolist())}; a dominance test needs a "
+        "number for every sample. Fix or rerun those samples, or leave the metric out (--metrics / metrics=...)."
+    )
 
 
 def _check_same_items(task: str, metric: str, kept: Mapping) -> None:
