@@ -22,7 +22,8 @@ _import_structure = {
     "probe": ["SASAProbe", "last_token_hidden_states", "prefix_hidden_states", "word_prefixes"],
     "processor": ["SASALogitsProcessor"],
     "strength": ["BetaChoice", "choose_beta"],
-    "evaluation": ["DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox", "sample_continuations"],
+    "evaluation": ["DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox"],
+    "continuations": ["Continuations", "sample_continuations"],
     "trace": ["SASAStep", "SASATrace"],
     "lda": ["fit_lda"],
 }

@@ -20,15 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from hf_ext._validation import check_range
 
 from .._checks import check_tokenizer_fits
 from ._inputs import judge_name, judge_scores, text_list
+from .continuations import sample_continuations
+from .processor import SASALogitsProcessor
 
 
-__all__ = ["Continuations", "DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox", "sample_continuations"]
+__all__ = ["DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox"]
 
 Judge = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -50,27 +51,6 @@ class ProfanityCheckJudge:
     def __call__(self, continuations: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:
         texts = text_list("continuations", continuations, allow_empty=True, allow_empty_list=True)
         return [float(p) for p in self._predict_prob(texts)] if texts else []
-
-
-@dataclass
-class Continuations:
-    """Sampled continuations and their fluency under the model that sampled them.
-
-    Args:
-        texts (`list[list[str]]`): `k` continuations per prompt.
-        perplexity (`np.ndarray` of shape `(num_prompts, k)`): `exp(mean token NLL)` of each continuation.
-        num_tokens (`np.ndarray` of shape `(num_prompts, k)`): Tokens scored per continuation (up to its EOS).
-    """
-
-    texts: list[list[str]]
-    perplexity: np.ndarray
-    num_tokens: np.ndarray
-
-    @property
-    def corpus_perplexity(self) -> float:
-        """`exp(total NLL / total tokens)` over all continuations."""
-        ok = np.isfinite(self.perplexity) & (self.num_tokens > 0)
-        return float(np.exp((np.log(self.perplexity[ok]) * self.num_tokens[ok]).sum() / self.num_tokens[ok].sum()))
 
 
 @dataclass
@@ -140,113 +120,6 @@ def detox_metrics(toxicity: np.ndarray, perplexity: np.ndarray, threshold: float
     }
 
 
-@torch.no_grad()
-def sample_continuations(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    logits_processor: Sequence | None = None,
-    *,
-    num_continuations: int = 1,
-    max_new_tokens: int = 20,
-    top_p: float = 0.9,
-    temperature: float = 1.0,
-    sasa: bool = False,
-    batch_size: int = 8,
-    seed: int = 0,
-    generation_kwargs: dict | None = None,
-    show_progress: bool = False,
-    desc: str = "sampling",
-) -> Continuations:
-    """Sample `num_continuations` continuations per prompt and score their perplexity under `model` itself.
-
-    Without `sasa`, sampling is nucleus sampling (`top_p` at `temperature`) with the given extra processors. With
-    `sasa`, the processors must contain a [`SASALogitsProcessor`], which already restricts sampling to its nucleus:
-    `generate` then gets no `top_p` of its own. Seeded per batch, so every setting sees the same random stream;
-    the caller's RNG state is restored afterwards.
-
-    Returns:
-        [`Continuations`]: `num_continuations` texts per prompt, their perplexities and token counts.
-    """
-    from tqdm.auto import tqdm
-    from transformers import LogitsProcessorList
-
-    prompts = text_list("prompts", prompts, allow_empty=True)
-    check_range("num_continuations", num_continuations, ge=1, integer=True)
-    check_range("max_new_tokens", max_new_tokens, ge=1, integer=True)
-    check_range("batch_size", batch_size, ge=1, integer=True)
-    if tokenizer.pad_token_id is None:
-        raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` first.")
-    check_tokenizer_fits(tokenizer, model, tokenizer_name="tokenizer")
-    device = _device_of(model)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    texts: list[list[str]] = []
-    perplexities, counts = [], []
-    kwargs = dict(generation_kwargs or {})
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            starts = range(0, len(prompts), batch_size)
-            for index, start in enumerate(tqdm(starts, desc=desc, disable=not show_progress, leave=False)):
-                batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
-                for processor in logits_processor or ():
-                    if hasattr(processor, "reset"):
-                        processor.reset()
-                torch.manual_seed(seed * 100_003 + index)
-                output = model.generate(
-                    **batch,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=None if sasa else top_p,
-                    top_k=0,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=num_continuations,
-                    logits_processor=LogitsProcessorList(logits_processor or []),
-                    pad_token_id=tokenizer.pad_token_id,
-                    **kwargs,
-                )
-                prompt_mask = batch["attention_mask"].repeat_interleave(num_continuations, dim=0)
-                new = output[:, prompt_mask.shape[1] :]
-                new_mask = _continuation_mask(new, tokenizer.eos_token_id, tokenizer.pad_token_id)
-                ppl = _perplexity(model, output, torch.cat([prompt_mask, new_mask], dim=1), prompt_mask.shape[1])
-                perplexities.append(ppl.view(-1, num_continuations).cpu())
-                counts.append(new_mask.sum(-1).view(-1, num_continuations).cpu())
-                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-                texts += [decoded[i : i + num_continuations] for i in range(0, len(decoded), num_continuations)]
-    finally:
-        tokenizer.padding_side = old_side
-    return Continuations(texts, torch.cat(perplexities).double().numpy(), torch.cat(counts).numpy())
-
-
-def _device_of(model) -> torch.device:
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
-
-
-def _continuation_mask(new: torch.Tensor, eos_token_id, pad_token_id) -> torch.Tensor:
-    """1 on generated tokens up to and including the first EOS, 0 on the padding after it."""
-    eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
-    is_eos = torch.zeros_like(new, dtype=torch.bool)
-    for e in eos:
-        if e is not None:
-            is_eos |= new == e
-    after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
-    return (~after_eos).long()
-
-
-def _perplexity(model, sequences: torch.Tensor, mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    from .hidden_states import positions_from_mask
-
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
-    logprobs = torch.log_softmax(logits[:, prompt_length - 1 : -1].float(), dim=-1)
-    targets = sequences[:, prompt_length:]
-    nll = -logprobs.gather(-1, targets[..., None])[..., 0]
-    weights = mask[:, prompt_length:].float()
-    count = weights.sum(-1)
-    mean_nll = (nll * weights).sum(-1) / count.clamp(min=1)
-    return torch.where(count > 0, mean_nll.exp(), torch.full_like(mean_nll, float("nan")))
-
-
 def evaluate_detox(
     model,
     tokenizer,
@@ -298,8 +171,6 @@ def evaluate_detox(
             judge that returns something other than one probability in [0, 1] per continuation (NaN included; the
             message names how many scores were bad and the first few).
     """
-    from .processor import SASALogitsProcessor
-
     prompts = text_list("prompts", prompts, allow_empty=True)
     if (probe is None) == (processor is None):
         raise ValueError("Pass exactly one of `probe` (a SASAProbe) or `processor` (a SASALogitsProcessor).")

@@ -18,6 +18,9 @@ import numpy as np
 from hf_ext._validation import check_range
 
 from ._inputs import judge_scores, text_list
+from .continuations import sample_continuations
+from .evaluation import ProfanityCheckJudge, detox_metrics
+from .processor import SASALogitsProcessor
 
 
 __all__ = ["BetaChoice", "choose_beta"]
@@ -99,9 +102,6 @@ def choose_beta(
         num_continuations, max_new_tokens, top_p, max_candidates, normalize, threshold, batch_size, seed: As in
             [`evaluate_detox`].
     """
-    from .evaluation import ProfanityCheckJudge, detox_metrics, sample_continuations
-    from .processor import SASALogitsProcessor
-
     prompts = text_list("prompts", prompts, allow_empty=True)
     betas = sorted(float(b) for b in betas)
     if not betas or not all(math.isfinite(b) and b > 0 for b in betas):
