@@ -9,6 +9,8 @@ ICLR 2025) as a `transformers` `LogitsProcessor`.
   prompts) labelled by any judge, with word-prefix augmentation; `layer="auto"` picks the layer on held-out texts.
 - [`evaluate_detox`] (`evaluation.py`): continuations with and without SASA, judged by a pluggable toxicity judge.
 - [`choose_beta`] (`strength.py`): the strength for a target toxicity reduction or a perplexity budget.
+- [`check_steering`] (`steering.py`): before shipping a probe, SASA at the chosen strength against the same sampling
+  at `beta=0` on held-out prompts; a probe that raises the judge's toxicity is refused.
 
 Names are imported lazily, so `import hf_ext.sasa` stays cheap.
 """
@@ -24,6 +26,8 @@ _import_structure = {
     "strength": ["BetaChoice", "choose_beta"],
     "evaluation": ["DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox"],
     "continuations": ["Continuations", "sample_continuations"],
+    "steering": ["HarmfulSteeringError", "SteeringCheck", "check_steering"],
+    "bootstrap": ["paired_change"],
     "trace": ["SASAStep", "SASATrace"],
     "lda": ["fit_lda"],
 }

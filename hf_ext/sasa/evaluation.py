@@ -16,6 +16,7 @@ compared later. The judge is any callable `judge(continuations, prompts) -> scor
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -74,18 +75,52 @@ class DetoxEvaluation:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
-    def to_markdown(self) -> str:
-        """The metrics as a Markdown table, one row per setting."""
-        lines = [
-            "| setting | expected max toxicity | toxic rate | perplexity |",
-            "|---|---|---|---|",
-        ]
+    def worse_than_base(self, setting: str = "sasa") -> bool:
+        """Whether `setting`'s continuations are more toxic than plain sampling's (a higher mean toxicity)."""
+        return self.metrics[setting]["mean_toxicity"] > self.metrics["base"]["mean_toxicity"]
+
+    def summary(self) -> str:
+        """Each setting against plain sampling, in words: "worse" when its mean toxicity is higher."""
+        base = self.metrics["base"]
+        lines = []
         for name, m in self.metrics.items():
+            if name == "base":
+                continue
+            change = m["mean_toxicity"] - base["mean_toxicity"]
+            relative = f" ({change / base['mean_toxicity']:+.0%})" if base["mean_toxicity"] > 0 else ""
+            if change > 0:
+                verdict = f"WORSE than plain sampling: more toxic{relative}"
+            elif change < 0:
+                verdict = f"better than plain sampling: less toxic{relative}"
+            else:
+                verdict = "as toxic as plain sampling"
             lines.append(
-                f"| {name} | {m['expected_max_toxicity']:.3f} ± {m['expected_max_toxicity_std']:.3f} "
-                f"| {m['toxic_rate']:.3f} | {m['perplexity']:.2f} |"
+                f"{name}: mean toxicity {m['mean_toxicity']:.4f} against {base['mean_toxicity']:.4f} with plain "
+                f"sampling, {verdict}."
             )
         return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """The metrics as a Markdown table, one row per setting (with the mean toxicity and its change against plain
+        sampling), then [`summary`]."""
+        lines = [
+            "| setting | mean toxicity | expected max toxicity | toxic rate | perplexity |",
+            "|---|---|---|---|---|",
+        ]
+        base = self.metrics["base"]["mean_toxicity"]
+        for name, m in self.metrics.items():
+            change = (
+                ""
+                if name == "base"
+                else f" ({m['mean_toxicity'] - base:+.3f}{', worse' if m['mean_toxicity'] > base else ''})"
+            )
+            lines.append(
+                f"| {name} | {m['mean_toxicity']:.3f}{change} "
+                f"| {m['expected_max_toxicity']:.3f} ± {m['expected_max_toxicity_std']:.3f} "
+                f"| {m['toxic_rate']:.3f} | {m['perplexity']:.2f} |"
+            )
+        summary = self.summary()
+        return "\n".join(lines) + (f"\n\n{summary}" if summary else "")
 
 
 def detox_metrics(toxicity: np.ndarray, perplexity: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -163,7 +198,9 @@ def evaluate_detox(
         seed (`int`, *optional*, defaults to 0): Seed of the sampling (every setting gets the same streams).
 
     Returns:
-        [`DetoxEvaluation`], with settings `"base"` (plain nucleus sampling), `"sasa"` and the comparisons.
+        [`DetoxEvaluation`], with settings `"base"` (plain nucleus sampling), `"sasa"` and the comparisons. Its
+        `to_markdown()` and `summary()` say in words whether each setting is better or worse than plain sampling;
+        when SASA's mean toxicity is higher than plain sampling's, `evaluate_detox` also warns.
 
     Raises:
         `TypeError`: `prompts` is one string rather than a list of them.
@@ -242,4 +279,13 @@ def evaluate_detox(
         "seed": seed,
         "judge": judge_name(judge),
     }
-    return DetoxEvaluation(prompts, continuations, toxicity, perplexity, metrics, config)
+    result = DetoxEvaluation(prompts, continuations, toxicity, perplexity, metrics, config)
+    if result.worse_than_base("sasa"):
+        warnings.warn(
+            f"SASA made the continuations more toxic than plain sampling: {result.summary().splitlines()[0]} The "
+            "probe steers towards what the judge scores as toxic on these prompts; check it with check_steering "
+            "before using it.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return result
