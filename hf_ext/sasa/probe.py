@@ -205,13 +205,16 @@ class SASAProbe(HubMixin):
 
     Build one with [`SASAProbe.fit`]; save and load it with `save_pretrained` / `from_pretrained` / `push_to_hub`
     (safetensors + JSON, with a model card). The probe records the model it was fitted on (name or path,
-    architecture, hidden size) and its layer, and refuses to be used with a different model.
+    architecture, hidden size, and a fingerprint of its weights: [`hf_ext.sasa.fingerprint`]) and its layer, and
+    refuses to be used with a different model, even one of the same width.
 
     Args:
         direction (`torch.Tensor` of shape `(hidden_size,)`): Unit vector towards the desired side.
         midpoint (`torch.Tensor` of shape `(hidden_size,)`): Midpoint between the two class means.
         layer (`int`, *optional*, defaults to -1): Index into the model's hidden states (`-1`: last layer).
-        model_info (`dict`, *optional*): The model's signature ([`model_signature`]).
+        model_info (`dict`, *optional*): The model's signature ([`model_signature`]) and, under `"fingerprint"`,
+            the fingerprint of its weights at `layer` ([`model_fingerprint`]); a probe built without one is not
+            checked against the model's weights.
         fit_info (`dict`, *optional*): Statistics of the fit (sizes, shrinkage, training accuracy, ...).
     """
 
