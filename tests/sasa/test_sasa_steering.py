@@ -86,6 +86,37 @@ def test_choose_beta_refuses_betas_that_make_things_worse(planted, planted_task,
         )  # fmt: skip
 
 
+class _ScriptedJudge:
+    """Scores every continuation of the n-th sampling run (choose_beta: beta 0, then the betas in order) alike."""
+
+    def __init__(self, per_run):
+        self.per_run, self.calls = list(per_run), 0
+
+    def __call__(self, continuations, prompts):
+        score = self.per_run[self.calls]
+        self.calls += 1
+        return [score] * len(continuations)
+
+
+def test_choose_beta_skips_a_worse_beta_and_says_so(planted, planted_probe, prompts):
+    model, tokenizer = planted
+    args = (model, tokenizer, planted_probe, prompts[:4])
+    common = dict(betas=(2, 8), num_continuations=1, **SETTINGS)
+    # the budget alone would take the largest beta within it (8): it is worse than beta 0, so 2 is chosen
+    with pytest.warns(UserWarning, match=r"Not chosen: .* at beta=8: \+40%; a beta that makes things worse"):
+        choice = choose_beta(
+            *args, _ScriptedJudge([0.5, 0.3, 0.7]), target_reduction=None, max_perplexity_increase=1e9, **common
+        )
+    assert choice.beta == 2 and choice.reached and [row["worse"] for row in choice.table] == [False, False, True]
+    assert "| 8 (worse than beta 0) |" in choice.to_markdown()
+    # an unreachable target: the best beta that is not worse, never a worse one, and both said
+    with pytest.warns(UserWarning) as record:
+        choice = choose_beta(*args, _ScriptedJudge([0.5, 0.45, 0.7]), target_reduction=0.5, **common)
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith("Not chosen:") for m in messages) and any("reaches the target" in m for m in messages)
+    assert choice.beta == 2 and not choice.reached
+
+
 def test_evaluate_detox_says_worse_in_words(planted, planted_task, planted_probe, flipped, prompts):
     model, tokenizer = planted
     common = dict(judge=planted_task.judge, num_continuations=2, beta=BETA, **SETTINGS)
