@@ -88,6 +88,7 @@ def worker(method: str, num_candidates: int, batch: int, prompt_length: int, new
     import torch
 
     from hf_ext.sasa import SASALogitsProcessor, SASAProbe
+    from hf_ext.sasa.fingerprint import model_fingerprint
     from hf_ext.testing import build_tiny_causal_lm
 
     torch.set_num_threads(1)
@@ -97,7 +98,12 @@ def worker(method: str, num_candidates: int, batch: int, prompt_length: int, new
     probe = SASAProbe(
         torch.randn(hidden, generator=generator),
         torch.randn(hidden, generator=generator) * 0.1,
-        model_info={"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": MODEL_SIZE["num_layers"]},
+        model_info={
+            "model_type": "llama",
+            "hidden_size": hidden,
+            "num_hidden_layers": MODEL_SIZE["num_layers"],
+            "fingerprint": model_fingerprint(model, -1),  # a probe for this model (random, for timing only)
+        },
     )
     input_ids = torch.randint(10, model.config.vocab_size, (batch, prompt_length), generator=generator)
     attention_mask = torch.ones_like(input_ids)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hf_ext.demo import DemoContext, DemoStage, StageResult
+from hf_ext.sasa.bootstrap import paired_change
 
 
 __all__ = [
@@ -127,28 +128,6 @@ def bad_word_sequences(tokenizer, words: list[str] | None = None) -> list[list[i
             if ids and ids not in sequences:
                 sequences.append(ids)
     return sequences
-
-
-def paired_change(before, after, samples: int, seed: int) -> dict:
-    """The change of a per-prompt statistic, `mean(after) - mean(before)`, with a 95 % paired bootstrap interval
-    over prompts (resampling prompts) and the relative change `mean(after) / mean(before) - 1`.
-
-    Returns:
-        `{"change", "low", "high", "relative", "significant"}`; without `samples`, `low` / `high` are NaN and
-        `significant` is `None`.
-    """
-    import numpy as np
-
-    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
-    change = float(after.mean() - before.mean())
-    relative = float(after.mean() / before.mean() - 1.0) if before.mean() > 0 else math.nan
-    if samples == 0:
-        return {"change": change, "low": math.nan, "high": math.nan, "relative": relative, "significant": None}
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(before), size=(samples, len(before)))
-    means = (after[rows] - before[rows]).mean(axis=1)
-    low, high = (float(v) for v in np.quantile(means, [0.025, 0.975]))
-    return {"change": change, "low": low, "high": high, "relative": relative, "significant": high < 0 or low > 0}
 
 
 def run_real(context: DemoContext, size: str | RealSASAConfig = "default") -> StageResult:

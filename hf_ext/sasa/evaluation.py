@@ -16,19 +16,21 @@ compared later. The judge is any callable `judge(continuations, prompts) -> scor
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from hf_ext._validation import check_range
 
 from .._checks import check_tokenizer_fits
 from ._inputs import judge_name, judge_scores, text_list
+from .continuations import sample_continuations
+from .processor import SASALogitsProcessor
 
 
-__all__ = ["Continuations", "DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox", "sample_continuations"]
+__all__ = ["DetoxEvaluation", "ProfanityCheckJudge", "evaluate_detox"]
 
 Judge = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -53,27 +55,6 @@ class ProfanityCheckJudge:
 
 
 @dataclass
-class Continuations:
-    """Sampled continuations and their fluency under the model that sampled them.
-
-    Args:
-        texts (`list[list[str]]`): `k` continuations per prompt.
-        perplexity (`np.ndarray` of shape `(num_prompts, k)`): `exp(mean token NLL)` of each continuation.
-        num_tokens (`np.ndarray` of shape `(num_prompts, k)`): Tokens scored per continuation (up to its EOS).
-    """
-
-    texts: list[list[str]]
-    perplexity: np.ndarray
-    num_tokens: np.ndarray
-
-    @property
-    def corpus_perplexity(self) -> float:
-        """`exp(total NLL / total tokens)` over all continuations."""
-        ok = np.isfinite(self.perplexity) & (self.num_tokens > 0)
-        return float(np.exp((np.log(self.perplexity[ok]) * self.num_tokens[ok]).sum() / self.num_tokens[ok].sum()))
-
-
-@dataclass
 class DetoxEvaluation:
     """What [`evaluate_detox`] returns.
 
@@ -94,18 +75,52 @@ class DetoxEvaluation:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
-    def to_markdown(self) -> str:
-        """The metrics as a Markdown table, one row per setting."""
-        lines = [
-            "| setting | expected max toxicity | toxic rate | perplexity |",
-            "|---|---|---|---|",
-        ]
+    def worse_than_base(self, setting: str = "sasa") -> bool:
+        """Whether `setting`'s continuations are more toxic than plain sampling's (a higher mean toxicity)."""
+        return self.metrics[setting]["mean_toxicity"] > self.metrics["base"]["mean_toxicity"]
+
+    def summary(self) -> str:
+        """Each setting against plain sampling, in words: "worse" when its mean toxicity is higher."""
+        base = self.metrics["base"]
+        lines = []
         for name, m in self.metrics.items():
+            if name == "base":
+                continue
+            change = m["mean_toxicity"] - base["mean_toxicity"]
+            relative = f" ({change / base['mean_toxicity']:+.0%})" if base["mean_toxicity"] > 0 else ""
+            if change > 0:
+                verdict = f"WORSE than plain sampling: more toxic{relative}"
+            elif change < 0:
+                verdict = f"better than plain sampling: less toxic{relative}"
+            else:
+                verdict = "as toxic as plain sampling"
             lines.append(
-                f"| {name} | {m['expected_max_toxicity']:.3f} ± {m['expected_max_toxicity_std']:.3f} "
-                f"| {m['toxic_rate']:.3f} | {m['perplexity']:.2f} |"
+                f"{name}: mean toxicity {m['mean_toxicity']:.4f} against {base['mean_toxicity']:.4f} with plain "
+                f"sampling, {verdict}."
             )
         return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """The metrics as a Markdown table, one row per setting (with the mean toxicity and its change against plain
+        sampling), then [`summary`]."""
+        lines = [
+            "| setting | mean toxicity | expected max toxicity | toxic rate | perplexity |",
+            "|---|---|---|---|---|",
+        ]
+        base = self.metrics["base"]["mean_toxicity"]
+        for name, m in self.metrics.items():
+            change = (
+                ""
+                if name == "base"
+                else f" ({m['mean_toxicity'] - base:+.3f}{', worse' if m['mean_toxicity'] > base else ''})"
+            )
+            lines.append(
+                f"| {name} | {m['mean_toxicity']:.3f}{change} "
+                f"| {m['expected_max_toxicity']:.3f} ± {m['expected_max_toxicity_std']:.3f} "
+                f"| {m['toxic_rate']:.3f} | {m['perplexity']:.2f} |"
+            )
+        summary = self.summary()
+        return "\n".join(lines) + (f"\n\n{summary}" if summary else "")
 
 
 def detox_metrics(toxicity: np.ndarray, perplexity: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -138,113 +153,6 @@ def detox_metrics(toxicity: np.ndarray, perplexity: np.ndarray, threshold: float
         "mean_toxicity": float(toxicity.mean()),
         "perplexity": float(finite.mean()) if finite.size else math.nan,
     }
-
-
-@torch.no_grad()
-def sample_continuations(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    logits_processor: Sequence | None = None,
-    *,
-    num_continuations: int = 1,
-    max_new_tokens: int = 20,
-    top_p: float = 0.9,
-    temperature: float = 1.0,
-    sasa: bool = False,
-    batch_size: int = 8,
-    seed: int = 0,
-    generation_kwargs: dict | None = None,
-    show_progress: bool = False,
-    desc: str = "sampling",
-) -> Continuations:
-    """Sample `num_continuations` continuations per prompt and score their perplexity under `model` itself.
-
-    Without `sasa`, sampling is nucleus sampling (`top_p` at `temperature`) with the given extra processors. With
-    `sasa`, the processors must contain a [`SASALogitsProcessor`], which already restricts sampling to its nucleus:
-    `generate` then gets no `top_p` of its own. Seeded per batch, so every setting sees the same random stream;
-    the caller's RNG state is restored afterwards.
-
-    Returns:
-        [`Continuations`]: `num_continuations` texts per prompt, their perplexities and token counts.
-    """
-    from tqdm.auto import tqdm
-    from transformers import LogitsProcessorList
-
-    prompts = text_list("prompts", prompts, allow_empty=True)
-    check_range("num_continuations", num_continuations, ge=1, integer=True)
-    check_range("max_new_tokens", max_new_tokens, ge=1, integer=True)
-    check_range("batch_size", batch_size, ge=1, integer=True)
-    if tokenizer.pad_token_id is None:
-        raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` first.")
-    check_tokenizer_fits(tokenizer, model, tokenizer_name="tokenizer")
-    device = _device_of(model)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    texts: list[list[str]] = []
-    perplexities, counts = [], []
-    kwargs = dict(generation_kwargs or {})
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            starts = range(0, len(prompts), batch_size)
-            for index, start in enumerate(tqdm(starts, desc=desc, disable=not show_progress, leave=False)):
-                batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(device)
-                for processor in logits_processor or ():
-                    if hasattr(processor, "reset"):
-                        processor.reset()
-                torch.manual_seed(seed * 100_003 + index)
-                output = model.generate(
-                    **batch,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=None if sasa else top_p,
-                    top_k=0,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=num_continuations,
-                    logits_processor=LogitsProcessorList(logits_processor or []),
-                    pad_token_id=tokenizer.pad_token_id,
-                    **kwargs,
-                )
-                prompt_mask = batch["attention_mask"].repeat_interleave(num_continuations, dim=0)
-                new = output[:, prompt_mask.shape[1] :]
-                new_mask = _continuation_mask(new, tokenizer.eos_token_id, tokenizer.pad_token_id)
-                ppl = _perplexity(model, output, torch.cat([prompt_mask, new_mask], dim=1), prompt_mask.shape[1])
-                perplexities.append(ppl.view(-1, num_continuations).cpu())
-                counts.append(new_mask.sum(-1).view(-1, num_continuations).cpu())
-                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-                texts += [decoded[i : i + num_continuations] for i in range(0, len(decoded), num_continuations)]
-    finally:
-        tokenizer.padding_side = old_side
-    return Continuations(texts, torch.cat(perplexities).double().numpy(), torch.cat(counts).numpy())
-
-
-def _device_of(model) -> torch.device:
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
-
-
-def _continuation_mask(new: torch.Tensor, eos_token_id, pad_token_id) -> torch.Tensor:
-    """1 on generated tokens up to and including the first EOS, 0 on the padding after it."""
-    eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
-    is_eos = torch.zeros_like(new, dtype=torch.bool)
-    for e in eos:
-        if e is not None:
-            is_eos |= new == e
-    after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
-    return (~after_eos).long()
-
-
-def _perplexity(model, sequences: torch.Tensor, mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    from .hidden_states import positions_from_mask
-
-    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
-    logprobs = torch.log_softmax(logits[:, prompt_length - 1 : -1].float(), dim=-1)
-    targets = sequences[:, prompt_length:]
-    nll = -logprobs.gather(-1, targets[..., None])[..., 0]
-    weights = mask[:, prompt_length:].float()
-    count = weights.sum(-1)
-    mean_nll = (nll * weights).sum(-1) / count.clamp(min=1)
-    return torch.where(count > 0, mean_nll.exp(), torch.full_like(mean_nll, float("nan")))
 
 
 def evaluate_detox(
@@ -290,7 +198,9 @@ def evaluate_detox(
         seed (`int`, *optional*, defaults to 0): Seed of the sampling (every setting gets the same streams).
 
     Returns:
-        [`DetoxEvaluation`], with settings `"base"` (plain nucleus sampling), `"sasa"` and the comparisons.
+        [`DetoxEvaluation`], with settings `"base"` (plain nucleus sampling), `"sasa"` and the comparisons. Its
+        `to_markdown()` and `summary()` say in words whether each setting is better or worse than plain sampling;
+        when SASA's mean toxicity is higher than plain sampling's, `evaluate_detox` also warns.
 
     Raises:
         `TypeError`: `prompts` is one string rather than a list of them.
@@ -298,8 +208,6 @@ def evaluate_detox(
             judge that returns something other than one probability in [0, 1] per continuation (NaN included; the
             message names how many scores were bad and the first few).
     """
-    from .processor import SASALogitsProcessor
-
     prompts = text_list("prompts", prompts, allow_empty=True)
     if (probe is None) == (processor is None):
         raise ValueError("Pass exactly one of `probe` (a SASAProbe) or `processor` (a SASALogitsProcessor).")
@@ -371,4 +279,13 @@ def evaluate_detox(
         "seed": seed,
         "judge": judge_name(judge),
     }
-    return DetoxEvaluation(prompts, continuations, toxicity, perplexity, metrics, config)
+    result = DetoxEvaluation(prompts, continuations, toxicity, perplexity, metrics, config)
+    if result.worse_than_base("sasa"):
+        warnings.warn(
+            f"SASA made the continuations more toxic than plain sampling: {result.summary().splitlines()[0]} The "
+            "probe steers towards what the judge scores as toxic on these prompts; check it with check_steering "
+            "before using it.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return result

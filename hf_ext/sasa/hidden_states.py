@@ -19,6 +19,7 @@ __all__ = [
     "attention_implementation",
     "causal_lm_of",
     "decoder_body",
+    "decoder_layers",
     "hidden_states_at",
     "model_signature",
     "positions_from_mask",
@@ -99,7 +100,8 @@ class _StopForward(Exception):
     """Raised by the pre-hook of [`hidden_states_at`] once the requested hidden states are in hand."""
 
 
-def _decoder_layers(body) -> torch.nn.ModuleList | None:
+def decoder_layers(body) -> torch.nn.ModuleList | None:
+    """The decoder layers of a decoder body (`layers`, or `h` in GPT-2 style bodies); `None` when it has neither."""
     layers = getattr(body, "layers", None)
     if layers is None:
         layers = getattr(body, "h", None)  # GPT-2 style bodies
@@ -117,7 +119,7 @@ def hidden_states_at(body, layer: int, **inputs) -> torch.Tensor:
     """
     if layer == -1:
         return body(**inputs, return_dict=True).last_hidden_state
-    layers = _decoder_layers(body)
+    layers = decoder_layers(body)
     index = layer if layer >= 0 else layer + len(layers) + 1 if layers is not None else None
     if layers is not None and 0 <= index < len(layers):
         captured = []

@@ -21,12 +21,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from tqdm.auto import tqdm
 
 from hf_ext._validation import check_range
 
 from .._checks import check_tokenizer_fits
 from ..hub import HubMixin, make_card
+from ..serialization import load_json, load_tensors, save_json, save_tensors
 from ._inputs import judge_name, judge_scores, text_list
+from .continuations import sample_continuations
+from .fingerprint import compare_fingerprints, model_fingerprint
 from .hidden_states import causal_lm_of, decoder_body, hidden_states_at, model_signature, positions_from_mask
 from .lda import fit_lda, linear_margin, separability
 
@@ -63,8 +67,6 @@ def last_token_hidden_states(
     own padding side; position ids are derived from the padding mask as `generate` derives them, so left and right
     padding give the same states as one text alone.
     """
-    from tqdm.auto import tqdm
-
     texts = text_list("texts", texts)
     check_range("batch_size", batch_size, ge=1, integer=True)
     body = decoder_body(model)
@@ -126,8 +128,6 @@ def prefix_hidden_states(
         `torch.Tensor` of shape `(num_prefixes, hidden_size)` (or `(len(layers), num_prefixes, hidden_size)`), float32
         on the CPU, prefixes in the order of `texts` then `ends`.
     """
-    from tqdm.auto import tqdm
-
     texts = text_list("texts", texts)
     check_range("batch_size", batch_size, ge=1, integer=True)
     if not getattr(tokenizer, "is_fast", False):
@@ -205,13 +205,16 @@ class SASAProbe(HubMixin):
 
     Build one with [`SASAProbe.fit`]; save and load it with `save_pretrained` / `from_pretrained` / `push_to_hub`
     (safetensors + JSON, with a model card). The probe records the model it was fitted on (name or path,
-    architecture, hidden size) and its layer, and refuses to be used with a different model.
+    architecture, hidden size, and a fingerprint of its weights: [`hf_ext.sasa.fingerprint`]) and its layer, and
+    refuses to be used with a different model, even one of the same width.
 
     Args:
         direction (`torch.Tensor` of shape `(hidden_size,)`): Unit vector towards the desired side.
         midpoint (`torch.Tensor` of shape `(hidden_size,)`): Midpoint between the two class means.
         layer (`int`, *optional*, defaults to -1): Index into the model's hidden states (`-1`: last layer).
-        model_info (`dict`, *optional*): The model's signature ([`model_signature`]).
+        model_info (`dict`, *optional*): The model's signature ([`model_signature`]) and, under `"fingerprint"`,
+            the fingerprint of its weights at `layer` ([`model_fingerprint`]); a probe built without one is not
+            checked against the model's weights.
         fit_info (`dict`, *optional*): Statistics of the fit (sizes, shrinkage, training accuracy, ...).
     """
 
@@ -377,8 +380,6 @@ class SASAProbe(HubMixin):
             raise ValueError("Give texts (a corpus), prompts (to sample the model's own continuations), or both.")
         sampled_by_the_model = texts is None
         if sampled_by_the_model:
-            from .evaluation import sample_continuations
-
             prompts = text_list("prompts", prompts)
             sampled = sample_continuations(
                 model,
@@ -544,7 +545,8 @@ class SASAProbe(HubMixin):
                     UserWarning,
                     stacklevel=3,
                 )
-        return cls(fitted.direction, fitted.midpoint, layer=chosen, model_info=signature, fit_info=fit_info)
+        model_info = {**signature, "fingerprint": model_fingerprint(model, chosen)}
+        return cls(fitted.direction, fitted.midpoint, layer=chosen, model_info=model_info, fit_info=fit_info)
 
     # ----------------------------------------------------------------------------------------------- use
     def margin(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -565,8 +567,14 @@ class SASAProbe(HubMixin):
         return linear_margin(hidden, direction, midpoint)
 
     def check_model(self, model, check_name: bool = True) -> None:
-        """Raise `ValueError` unless `model` is the model this probe was fitted on (same architecture and hidden
-        size; with `check_name`, the same name or path too)."""
+        """Raise `ValueError` unless `model` is the model this probe was fitted on: the same architecture and hidden
+        size, the same weights (the fingerprint the probe recorded at fitting, see [`hf_ext.sasa.fingerprint`]:
+        another model of the same width is refused, the same model in another precision, quantized or with adapters
+        is not) and, with `check_name`, the same name or path.
+
+        A probe that records a model but no fingerprint (saved before fingerprints existed) gets a warning instead:
+        its weights cannot be checked.
+        """
         signature = model_signature(model)
         if signature["hidden_size"] != self.hidden_size:
             raise ValueError(
@@ -583,10 +591,37 @@ class SASAProbe(HubMixin):
                     f"({self.model_info.get('model_name_or_path')!r}), but this model has {key}={signature[key]!r}."
                 )
         ours = self.model_info.get("model_name_or_path")
+        self._check_fingerprint(model, signature)
         if check_name and ours and signature["model_name_or_path"] and ours != signature["model_name_or_path"]:
             raise ValueError(
                 f"This probe was fitted on {ours!r}, not on {signature['model_name_or_path']!r}. Pass "
                 "`check_model_name=False` if this is the same model under another name or path."
+            )
+
+    def _check_fingerprint(self, model, signature: dict) -> None:
+        fitted_on = self.model_info.get("model_name_or_path")
+        saved = self.model_info.get("fingerprint")
+        if saved is None:
+            if self.model_info.get("model_type") is not None:
+                warnings.warn(
+                    f"This SASA probe (fitted on {fitted_on!r}) records no fingerprint of that model's weights (it was "
+                    f"saved before probes recorded one), so whether the model given ({signature['model_name_or_path']!r}) "
+                    "is the one it was fitted on is checked on the architecture only. A probe used on another model of "
+                    "the same width steers at random, possibly towards the undesired side: fit it again on this model "
+                    "to record a fingerprint.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return
+        current = model_fingerprint(model, saved.get("layer", self.layer))
+        difference = compare_fingerprints(saved, current)
+        if difference is not None:
+            raise ValueError(
+                f"This SASA probe was fitted on {fitted_on!r} (weights fingerprint {saved.get('digest')}), but the model "
+                f"given is {signature['model_name_or_path']!r} (weights fingerprint {current['digest']}): {difference}. "
+                f"Both have hidden size {self.hidden_size}, but the probe's direction means nothing in another model's "
+                "hidden states and can steer towards the undesired side. Fit a probe on this model "
+                "(SASAProbe.fit or SASAProbe.fit_from_judge)."
             )
 
     # ----------------------------------------------------------------------------------------------- saving
@@ -602,8 +637,6 @@ class SASAProbe(HubMixin):
         }
 
     def _save_files(self, save_directory: Path) -> None:
-        from ..serialization import save_json, save_tensors
-
         save_tensors(
             save_directory / PROBE_WEIGHTS,
             {"direction": self.direction, "midpoint": self.midpoint},
@@ -613,8 +646,6 @@ class SASAProbe(HubMixin):
 
     @classmethod
     def _load_files(cls, folder: Path, model=None, check_model_name: bool = True) -> SASAProbe:
-        from ..serialization import load_json, load_tensors
-
         config_path, weights_path = folder / PROBE_CONFIG, folder / PROBE_WEIGHTS
         if not config_path.is_file() or not weights_path.is_file():
             raise ValueError(f"{folder} is not a SASA probe: expected {PROBE_CONFIG} and {PROBE_WEIGHTS}.")

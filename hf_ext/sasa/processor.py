@@ -35,6 +35,7 @@ from hf_ext._validation import check_range
 
 from .._compat import model_output_cache
 from .forward import PrefixCache, candidate_hidden_states, is_rollback_cache
+from .guards import calling_generation_config, sampling_conflicts
 from .hidden_states import SUPPORTED_ATTENTION, attention_implementation, causal_lm_of, decoder_body
 from .probe import SASAProbe
 from .sampling import NORMALIZATIONS, candidate_set, tilt_scores
@@ -83,8 +84,15 @@ class SASALogitsProcessor(LogitsProcessor):
 
     Processor order: `generate` applies user processors *before* its temperature / top-k / top-p warpers, which is
     why this processor selects its nucleus itself. Pass the same `temperature` to `generate` (it then divides the
-    tilted scores, so the effective tilt is `beta / temperature`) and leave `generate`'s `top_p` unset: a second
-    nucleus would cut the tilted distribution again. Earlier processors' `-inf` scores are never candidates.
+    tilted scores, so the effective tilt is `beta / temperature`) and leave `generate`'s `top_p` and `top_k` unset:
+    a second cut would change the tilted distribution. [`~SASALogitsProcessor.sampling_kwargs`] gives the options
+    that leave it as it is. The processor checks the configuration `generate` samples with (see
+    [`hf_ext.sasa.guards`]) and warns, once per `generate` call, about a `top_p`, a `top_k` below `max_candidates`,
+    a `temperature` other than its own, or another truncating warper (`min_p`, `typical_p`, ...), naming the option
+    and what to do. Earlier processors' `-inf` scores are never candidates.
+
+    The probe must have been fitted on `model`: a probe that records another model's weights (its fingerprint, see
+    [`SASAProbe.check_model`]) is refused even when the hidden sizes agree.
 
     Works for batches with left padding, greedy search, sampling and beam search (where scores are
     log-probabilities; the shift is added to them the same way), 4-bit / 8-bit and PEFT models. It never uses the
@@ -124,7 +132,8 @@ class SASALogitsProcessor(LogitsProcessor):
 
     >>> probe = SASAProbe.fit(model, tokenizer, desired_texts, undesired_texts)
     >>> sasa = SASALogitsProcessor(model, probe, beta=10.0, top_p=0.9, temperature=0.6)
-    >>> out = model.generate(**inputs, do_sample=True, temperature=0.6, logits_processor=LogitsProcessorList([sasa]))
+    >>> out = model.generate(**inputs, **sasa.sampling_kwargs(), logits_processor=LogitsProcessorList([sasa]))
+    >>> # the same as: do_sample=True, temperature=0.6, top_p=None, top_k=None
     ```
     """
 
@@ -188,6 +197,7 @@ class SASALogitsProcessor(LogitsProcessor):
         self.cache_usage = {"generate": 0, "own": 0}
         self._records: list[_ForwardRecord] = []
         self._warned_large = False
+        self._checked_config = None
         self._hook = None
         if use_generate_cache:
             self._hook = self.lm.register_forward_hook(_capture_hook(weakref.ref(self)), with_kwargs=True)
@@ -229,6 +239,51 @@ class SASALogitsProcessor(LogitsProcessor):
             else None,
         )
         self._records = [*self._records[-3:], record]
+
+    # --------------------------------------------------------------------------------------------- generate's options
+    def sampling_kwargs(self, **generation_kwargs) -> dict:
+        """The sampling options of `generate` that leave this processor's distribution as it is: `do_sample=True`,
+        the processor's `temperature`, and no truncation of `generate`'s own (`top_p=None`, `top_k=None`; with
+        `filter_non_candidates=False`, `generate`'s nucleus cuts the tail instead: `top_p` is the processor's).
+
+        Args:
+            generation_kwargs: Further options of `generate`, merged in.
+
+        Returns:
+            `dict`: keyword arguments for `generate`.
+
+        Raises:
+            `ValueError`: an option in `generation_kwargs` would cut or rescale SASA's distribution again (a
+                `top_p`, a `top_k` below `max_candidates`, another `temperature`, `min_p`, ...); the message names it
+                and what to do instead.
+        """
+        problems = sampling_conflicts(
+            generation_kwargs,
+            top_p=self.top_p,
+            temperature=self.temperature,
+            max_candidates=self.max_candidates,
+            filters=self.filter_non_candidates,
+            source="generate would sample",
+        )
+        if problems:
+            raise ValueError(" ".join(problems))
+        top_p = None if self.filter_non_candidates else self.top_p
+        return {"do_sample": True, "temperature": self.temperature, "top_p": top_p, "top_k": None, **generation_kwargs}
+
+    def _check_generate_options(self) -> None:
+        """Warn, once per `generate` call, about options of `generate` that cut SASA's distribution again."""
+        config = calling_generation_config(skip=3)
+        if config is None or (self._checked_config is not None and self._checked_config() is config):
+            return
+        self._checked_config = weakref.ref(config)
+        for message in sampling_conflicts(
+            config,
+            top_p=self.top_p,
+            temperature=self.temperature,
+            max_candidates=self.max_candidates,
+            filters=self.filter_non_candidates,
+        ):
+            warnings.warn(f"SASALogitsProcessor: {message}", UserWarning, stacklevel=3)
 
     # --------------------------------------------------------------------------------------------- prefix state
     def _generate_cache_for(self, input_ids: torch.Tensor):
@@ -312,6 +367,7 @@ class SASALogitsProcessor(LogitsProcessor):
                 another batch size), hold NaN or `+inf`, or `input_ids` hold ids beyond the model's embeddings.
         """
         self._check_inputs(input_ids, scores)
+        self._check_generate_options()
         candidate_ids, valid = candidate_set(
             scores,
             top_p=self.top_p,

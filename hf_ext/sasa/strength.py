@@ -18,6 +18,10 @@ import numpy as np
 from hf_ext._validation import check_range
 
 from ._inputs import judge_scores, text_list
+from .continuations import sample_continuations
+from .evaluation import ProfanityCheckJudge, detox_metrics
+from .processor import SASALogitsProcessor
+from .steering import HarmfulSteeringError
 
 
 __all__ = ["BetaChoice", "choose_beta"]
@@ -33,7 +37,8 @@ class BetaChoice:
             one with the largest reduction within the budget is returned, with `reached=False`.
         table (`list[dict]`): One row per setting tried (`beta` 0: the same sampling without steering): `beta`,
             `mean_toxicity`, `toxic_rate` (fraction of continuations scored >= the threshold), `perplexity`,
-            `toxicity_reduction` and `perplexity_increase` (relative to `beta` 0).
+            `toxicity_reduction` and `perplexity_increase` (relative to `beta` 0), and `worse` (the mean toxicity
+            is higher than at `beta` 0: never chosen).
         settings (`dict`): The sampling settings used.
     """
 
@@ -48,7 +53,7 @@ class BetaChoice:
             "|---|---|---|---|---|---|",
         ]
         for row in self.table:
-            mark = " (chosen)" if row["beta"] == self.beta else ""
+            mark = " (chosen)" if row["beta"] == self.beta else " (worse than beta 0)" if row.get("worse") else ""
             lines.append(
                 f"| {row['beta']:g}{mark} | {row['mean_toxicity']:.4f} | {row['toxic_rate']:.3f} | "
                 f"{row['perplexity']:.2f} | {row['toxicity_reduction']:+.1%} | {row['perplexity_increase']:+.1%} |"
@@ -85,6 +90,10 @@ def choose_beta(
     if given) is chosen, and larger ones are not tried. Without a target, the largest `beta` within the perplexity
     budget is chosen.
 
+    A `beta` under which the mean toxicity is *higher* than at `beta=0` (the probe steers towards what the judge
+    scores as toxic) is never chosen: the table marks it `worse`, a warning names those skipped, and when every
+    `beta` within the budget is worse, [`HarmfulSteeringError`] says so instead of returning one.
+
     Args:
         model, tokenizer: The causal LM and its tokenizer (with a pad token).
         probe ([`SASAProbe`]): The fitted probe.
@@ -98,10 +107,12 @@ def choose_beta(
         betas (`Sequence[float]`, *optional*): Strengths to try, > 0.
         num_continuations, max_new_tokens, top_p, max_candidates, normalize, threshold, batch_size, seed: As in
             [`evaluate_detox`].
-    """
-    from .evaluation import ProfanityCheckJudge, detox_metrics, sample_continuations
-    from .processor import SASALogitsProcessor
 
+    Raises:
+        [`HarmfulSteeringError`] (a `ValueError`): every `beta` tried within the perplexity budget raised the mean
+            toxicity above `beta=0`'s.
+        `ValueError`: a bad setting, or sampling at `beta=0` judged not toxic at all (nothing to reduce).
+    """
     prompts = text_list("prompts", prompts, allow_empty=True)
     betas = sorted(float(b) for b in betas)
     if not betas or not all(math.isfinite(b) and b > 0 for b in betas):
@@ -146,29 +157,47 @@ def choose_beta(
     base = measure(0.0)
     if base["mean_toxicity"] <= 0:
         raise ValueError("Sampling without steering is judged not toxic at all on these prompts: nothing to reduce.")
-    table = [{**base, "toxicity_reduction": 0.0, "perplexity_increase": 0.0}]
+    table = [{**base, "toxicity_reduction": 0.0, "perplexity_increase": 0.0, "worse": False}]
     chosen = None
     for beta in betas:
         row = measure(beta)
         row["toxicity_reduction"] = 1.0 - row["mean_toxicity"] / base["mean_toxicity"]
         row["perplexity_increase"] = row["perplexity"] / base["perplexity"] - 1.0
+        row["worse"] = row["mean_toxicity"] > base["mean_toxicity"]
         table.append(row)
         within_budget = max_perplexity_increase is None or row["perplexity_increase"] <= max_perplexity_increase
         if target_reduction is not None and within_budget and row["toxicity_reduction"] >= target_reduction:
             chosen = row
             break
-        if target_reduction is None and within_budget:
+        if target_reduction is None and within_budget and not row["worse"]:
             chosen = row
     settings = {**common, "max_candidates": max_candidates, "normalize": normalize, "threshold": threshold}
     settings |= {"target_reduction": target_reduction, "max_perplexity_increase": max_perplexity_increase}
-    if chosen is not None:
-        return BetaChoice(chosen["beta"], True, table, settings)
-    admissible = [
+    within = [
         row
         for row in table[1:]
         if max_perplexity_increase is None or row["perplexity_increase"] <= max_perplexity_increase
     ]
-    best = max(admissible, key=lambda row: row["toxicity_reduction"]) if admissible else table[0]
+    worse = [row for row in within if row["worse"]]
+    if within and len(worse) == len(within):
+        raise HarmfulSteeringError(
+            f"SASA raised the judge's mean toxicity above beta 0's ({base['mean_toxicity']:.4f}) at every beta tried"
+            f"{'' if max_perplexity_increase is None else ' within the perplexity budget'} ({_changes(worse)}): "
+            "this probe steers towards what the judge scores as toxic, and no beta is chosen. Check the probe with "
+            "check_steering, fit it on the states SASA scores (SASAProbe.fit_from_judge adds every word prefix) "
+            "or on another layer, and check that its desired side is the non-toxic one."
+        )
+    if worse and (chosen is None or chosen["beta"] < max(row["beta"] for row in worse)):
+        warnings.warn(
+            f"Not chosen: SASA raised the judge's mean toxicity above beta 0's ({base['mean_toxicity']:.4f}) at "
+            f"{_changes(worse)}; a beta that makes things worse than no steering is refused.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if chosen is not None:
+        return BetaChoice(chosen["beta"], True, table, settings)
+    better = [row for row in within if not row["worse"]]
+    best = max(better, key=lambda row: row["toxicity_reduction"]) if better else table[0]
     warnings.warn(
         f"No beta in {betas} reaches the target (reduction {target_reduction}, perplexity increase <= "
         f"{max_perplexity_increase}); returning beta={best['beta']:g} (reduction {best['toxicity_reduction']:+.1%}). "
@@ -177,3 +206,7 @@ def choose_beta(
         stacklevel=2,
     )
     return BetaChoice(best["beta"], False, table, settings)
+
+
+def _changes(rows: list[dict]) -> str:
+    return ", ".join(f"beta={row['beta']:g}: {-row['toxicity_reduction']:+.0%}" for row in rows)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ..plotting import figure, save_figure
+
 
 __all__ = ["SASAStep", "SASATrace"]
 
@@ -70,8 +72,6 @@ class SASATrace(list):
     def plot(self, path: str | os.PathLike, sequences: torch.Tensor, row: int = 0, title: str = "") -> Path:
         """Plot the margin along the generation of row `row` (candidate range, expected margin before / after the
         tilt, the chosen token) and save it as a PNG."""
-        from ..plotting import figure, save_figure
-
         series = self.margins_along(sequences, row)
         steps = list(range(len(series["chosen"])))
         fig, ax = figure()

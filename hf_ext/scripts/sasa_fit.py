@@ -9,6 +9,16 @@ The texts come from two files (desired / undesired), a labelled dataset, or a ju
 the model's own continuations of prompts. Model fixture ids (`hf-ext-testing/<name>`) are built offline; other
 names are tried as local paths first, then as Hub ids. `output_dir` must be absent or empty, or
 `--overwrite_output_dir` given (checked before the model loads); the probe is written all at once.
+
+With `--check_prompts FILE`, the fitted probe is checked before it is saved ([`check_steering`]): SASA at
+`--check_beta` against the same sampling at beta 0 on those held-out prompts, scored by `--judge`. A probe whose
+steering raises the judge's mean toxicity is not saved (exit status 2) unless `--allow_harmful`; the check's figures
+are saved in the probe's `fit_info["steering_check"]`.
+
+```bash
+hf-ext sasa-fit --config processors/sasa_fit.yaml --check_prompts processors/data/sasa_planted_prompts.txt \
+    --judge hf-ext-testing/sasa-planted --check_beta 4 --check_normalize none
+```
 """
 
 from __future__ import annotations
@@ -34,8 +44,9 @@ __all__ = ["HELP", "SASAFitConfig", "fit", "main", "make_parser"]
 
 NAME = "sasa-fit"
 HELP = "fit a SASA probe on desired / undesired texts"
-JUDGES = ("profanity-check",)
-"""Judges `hf-ext sasa-fit` knows by name (from Python, any callable judge works)."""
+JUDGES = ("profanity-check", "hf-ext-testing/sasa-planted")
+"""Judges `hf-ext sasa-fit` knows by name (from Python, any callable judge works): the offline `alt-profanity-check`
+classifier, and the planted task's exact judge (a fixture, for the offline recipes)."""
 
 
 @dataclass
@@ -89,7 +100,10 @@ class SASAFitConfig:
     )
     judge: str = field(
         default="profanity-check",
-        metadata={"help": "The judge that labels texts_file / the continuations: 'profanity-check' (offline)."},
+        metadata={
+            "help": "The judge that labels texts_file / the continuations and scores the steering check: "
+            "'profanity-check' (offline) or 'hf-ext-testing/sasa-planted' (the planted task's exact judge)."
+        },
     )
     judge_threshold: float = field(
         default=0.5, metadata={"help": "A text the judge scores >= this value is undesired."}
@@ -120,6 +134,32 @@ class SASAFitConfig:
     batch_size: int = field(default=16, metadata={"help": "Texts per forward pass."})
     max_length: int = field(default=512, metadata={"help": "Truncation length in tokens."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Load the model in 4-bit (bitsandbytes)."})
+    check_prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out prompts (one per line, not the fitting ones): check the probe's steering before saving "
+            "it (SASA at check_beta against beta 0, scored by the judge); a probe that raises the mean toxicity is "
+            "not saved."
+        },
+    )
+    check_beta: float = field(default=10.0, metadata={"help": "Strength the check samples at (> 0): yours."})
+    check_top_p: float = field(default=0.9, metadata={"help": "The processor's top_p in the check."})
+    check_temperature: float = field(default=1.0, metadata={"help": "The processor's temperature in the check."})
+    check_max_candidates: int = field(default=50, metadata={"help": "The processor's candidate cap in the check."})
+    check_normalize: str = field(
+        default="softmax", metadata={"help": "The processor's margin normalization in the check: 'softmax' or 'none'."}
+    )
+    check_seeds: list[int] = field(
+        default_factory=lambda: [0], metadata={"help": "Seeds of the check's sampling (each adds continuations)."}
+    )
+    check_num_return_sequences: int = field(default=4, metadata={"help": "Continuations per check prompt and seed."})
+    check_max_new_tokens: int = field(default=20, metadata={"help": "Length of each continuation of the check."})
+    allow_harmful: bool = field(
+        default=False,
+        metadata={
+            "help": "Save a probe whose steering raised the judge's mean toxicity in the check (with a warning)."
+        },
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Also push the probe to the Hub."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Repo id to push to (default: output_dir's name)."}
@@ -151,6 +191,17 @@ class SASAFitConfig:
         for name in ("num_continuations", "max_new_tokens", "min_prefix_words"):
             check_range(name, getattr(self, name), ge=1, integer=True)
         check_range("temperature", self.temperature, gt=0)
+        check_range("check_beta", self.check_beta, gt=0)
+        check_range("check_top_p", self.check_top_p, gt=0, le=1)
+        check_range("check_temperature", self.check_temperature, gt=0)
+        for name in ("check_max_candidates", "check_num_return_sequences", "check_max_new_tokens"):
+            check_range(name, getattr(self, name), ge=1, integer=True)
+        if self.check_normalize not in ("softmax", "none"):
+            raise ValueError(
+                f"check_normalize={self.check_normalize!r} is not supported; expected 'softmax' or 'none'."
+            )
+        if not self.check_seeds or len(set(self.check_seeds)) != len(self.check_seeds):
+            raise ValueError(f"check_seeds={self.check_seeds!r} must be one or more distinct integers.")
         files = (self.desired_file is not None, self.undesired_file is not None)
         sources = {
             "desired_file / undesired_file": any(files),
@@ -200,10 +251,7 @@ def _labelled_texts(config) -> tuple[list[str], list[str]]:
     return desired, undesired
 
 
-def _fit_from_judge(config, options: dict):
-    from hf_ext.sasa.evaluation import ProfanityCheckJudge
-    from hf_ext.sasa.probe import SASAProbe
-
+def _judge_inputs(config) -> tuple[list[str] | None, list[str] | None]:
     texts = read_lines(config.texts_file, "texts_file") if config.texts_file else None
     prompts = read_lines(config.prompts_file, "prompts_file") if config.prompts_file else None
     if texts is not None and prompts is not None and len(texts) != len(prompts):
@@ -211,35 +259,48 @@ def _fit_from_judge(config, options: dict):
             f"texts_file has {len(texts)} lines and prompts_file {len(prompts)}: with both, line i of texts_file "
             "continues line i of prompts_file."
         )
-    judge = ProfanityCheckJudge()  # a missing package fails before the model loads
-    model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
-    return SASAProbe.fit_from_judge(
+    return texts, prompts
+
+
+def make_judge(name: str):
+    """The judge `--judge NAME` names (see [`JUDGES`])."""
+    if name == "profanity-check":
+        from hf_ext.sasa.evaluation import ProfanityCheckJudge
+
+        return ProfanityCheckJudge()
+    from hf_ext.testing.sasa import PlantedToxicityTask
+
+    return PlantedToxicityTask().judge
+
+
+def _check(config, model, tokenizer, probe, prompts: list[str], judge):
+    from hf_ext.sasa.steering import check_steering
+
+    return check_steering(
         model,
         tokenizer,
+        probe,
+        prompts,
         judge,
-        texts,
-        prompts=prompts,
-        num_continuations=config.num_continuations,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        threshold=config.judge_threshold,
-        prefixes=config.prefixes,
-        min_prefix_words=config.min_prefix_words,
-        seed=config.seed,
-        **options,
+        beta=config.check_beta,
+        top_p=config.check_top_p,
+        temperature=config.check_temperature,
+        max_candidates=config.check_max_candidates,
+        normalize=config.check_normalize,
+        seeds=config.check_seeds,
+        num_return_sequences=config.check_num_return_sequences,
+        max_new_tokens=config.check_max_new_tokens,
+        batch_size=config.batch_size,
+        allow_harmful=config.allow_harmful,
     )
 
 
-def _fit_from_labels(config, options: dict):
-    from hf_ext.sasa.probe import SASAProbe
-
-    desired, undesired = _labelled_texts(config)  # bad data fails before the model loads
-    model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
-    return SASAProbe.fit(model, tokenizer, desired, undesired, seed=config.seed, **options)
-
-
 def fit(config) -> int:
-    """Fit the probe `config` describes and save it; returns the exit status."""
+    """Fit the probe `config` describes, check its steering if asked, and save it; returns the exit status."""
+    from hf_ext.sasa.probe import SASAProbe
+    from hf_ext.sasa.steering import HarmfulSteeringError
+    from hf_ext.serialization import atomic_directory
+
     options = dict(
         layer=config.layer_value,
         balance=config.balance,
@@ -248,13 +309,41 @@ def fit(config) -> int:
         batch_size=config.batch_size,
         max_length=config.max_length,
     )
-    from hf_ext.serialization import atomic_directory
-
     check_output(config.output_dir, config.overwrite_output_dir)
+    # bad data and a missing judge package fail before the model loads
+    if config.labelled_by_judge:
+        texts, prompts = _judge_inputs(config)
+    else:
+        desired, undesired = _labelled_texts(config)
+    check_prompts = read_lines(config.check_prompts, "check_prompts") if config.check_prompts else None
+    judge = make_judge(config.judge) if config.labelled_by_judge or check_prompts else None
+    model, tokenizer = load_causal_lm(config.model_name_or_path, config.load_in_4bit)
     try:
-        probe = (_fit_from_judge if config.labelled_by_judge else _fit_from_labels)(config, options)
+        if config.labelled_by_judge:
+            probe = SASAProbe.fit_from_judge(
+                model,
+                tokenizer,
+                judge,
+                texts,
+                prompts=prompts,
+                num_continuations=config.num_continuations,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                threshold=config.judge_threshold,
+                prefixes=config.prefixes,
+                min_prefix_words=config.min_prefix_words,
+                seed=config.seed,
+                **options,
+            )
+        else:
+            probe = SASAProbe.fit(model, tokenizer, desired, undesired, seed=config.seed, **options)
+        check = _check(config, model, tokenizer, probe, check_prompts, judge) if check_prompts else None
+    except HarmfulSteeringError as error:
+        raise CommandError(f"{error} The probe was not saved to {config.output_dir}.") from None
     except ValueError as error:
         raise CommandError(str(error)) from None
+    if check is not None:
+        probe.fit_info["steering_check"] = check.to_dict()
     if config.model_name_or_path != probe.model_info.get("model_name_or_path"):
         probe.model_info["model_id"] = config.model_name_or_path
     with atomic_directory(config.output_dir, overwrite=config.overwrite_output_dir) as staging:
@@ -273,6 +362,8 @@ def fit(config) -> int:
         f"({info['layer_selection']}), shrinkage {info['shrinkage']:.4f}, training accuracy "
         f"{info['train_accuracy']:.3f}{held_out}; saved to {folder}"
     )
+    if check is not None:
+        print(f"Steering check: {check.summary()}")
     return 0
 
 

@@ -135,16 +135,20 @@ def generate(config) -> int:
             torch.manual_seed(config.seed + start)
             if processors:
                 sasa.reset()
-            sampling = {"temperature": config.temperature, "top_p": None if processors else config.top_p}
+            if not config.do_sample:
+                sampling = {"do_sample": False}
+            elif processors:  # SASA samples from its own nucleus: generate gets no top_p / top_k of its own
+                sampling = sasa.sampling_kwargs()
+            else:
+                sampling = {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
             output = model.generate(
                 **inputs,
-                do_sample=config.do_sample,
                 num_beams=config.num_beams,
                 max_new_tokens=config.max_new_tokens,
                 num_return_sequences=config.num_return_sequences,
                 logits_processor=LogitsProcessorList(processors),
                 pad_token_id=tokenizer.pad_token_id,
-                **(sampling if config.do_sample else {}),
+                **sampling,
             )
             if processors and first_output is None:
                 first_output, first_trace = output, sasa.trace

@@ -266,7 +266,7 @@ class PlantedToxicityTask:
         continuations under `model`), and, for the word lists, `sasa_toxic_token_rate_at_equal_perplexity`: SASA's
         toxic-token rate interpolated (linearly, between adjacent betas) at the word list's perplexity.
         """
-        from hf_ext.sasa.evaluation import sample_continuations
+        from hf_ext.sasa.continuations import sample_continuations
         from hf_ext.sasa.processor import SASALogitsProcessor
 
         prompts = self.prompts(num_prompts, seed=seed + 3)

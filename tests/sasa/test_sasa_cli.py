@@ -134,3 +134,41 @@ def test_sasa_fit_says_when_the_judge_finds_nothing_undesired(tmp_path, capsys):
     assert main([*args, "--num_continuations", "2", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "o")]) == 2
     assert "judge labelled no text undesired" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+CHECK = [
+    "--check_prompts", "processors/data/sasa_planted_prompts.txt", "--judge", "hf-ext-testing/sasa-planted",
+    "--check_beta", "4", "--check_normalize", "none", "--check_max_candidates", "10", "--check_max_new_tokens", "6",
+    "--max_texts", "80", "--layer", "-1", "--batch_size", "64",
+]  # fmt: skip
+
+
+def test_sasa_fit_checks_the_steering_before_saving(tmp_path, planted, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    data = ["--model_name_or_path", "hf-ext-testing/sasa-planted"]
+    desired, undesired = "processors/data/sasa_planted_desired.txt", "processors/data/sasa_planted_undesired.txt"
+    # the labels swapped: a probe whose desired side is the toxic one steers towards toxicity, and is not saved
+    swapped = ["--desired_file", undesired, "--undesired_file", desired, "--output_dir", str(tmp_path / "swapped")]
+    assert main(["sasa-fit", *data, *swapped, *CHECK]) == 2
+    error = capsys.readouterr().err
+    assert "raises the judge's mean toxicity" in error and "WORSE than no steering" in error
+    assert "The probe was not saved" in error and not (tmp_path / "swapped").exists()
+    # the right labels: checked, saved, and the check's figures recorded with the probe
+    right = ["--desired_file", desired, "--undesired_file", undesired, "--output_dir", str(tmp_path / "probe")]
+    assert main(["sasa-fit", *data, *right, *CHECK]) == 0
+    assert "Steering check: SASA at beta=4 lowers the judge's mean toxicity" in capsys.readouterr().out
+    check = SASAProbe.from_pretrained(tmp_path / "probe").fit_info["steering_check"]
+    assert check["harmful"] is False and check["change"] < 0 and check["num_prompts"] == 8
+    assert check["continuations_per_prompt"] == 4 and check["judge"] == "PlantedToxicityTask.judge"
+
+
+def test_bad_check_settings_are_one_line_errors(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    args = ["sasa-fit", "--model_name_or_path", "hf-ext-testing/sasa-planted", "--desired_file", "x.txt"]
+    args += ["--undesired_file", "y.txt", "--check_prompts", "p.txt"]
+    assert main([*args, "--check_beta", "0"]) == 2
+    assert "check_beta=0.0 is out of range" in capsys.readouterr().err
+    assert main([*args, "--check_normalize", "minmax"]) == 2
+    assert "check_normalize='minmax' is not supported" in capsys.readouterr().err
+    assert main([*args, "--check_seeds", "3", "3"]) == 2
+    assert "check_seeds=[3, 3] must be one or more distinct integers" in capsys.readouterr().err

@@ -184,7 +184,7 @@ def test_a_stale_cache_from_another_prefix_is_never_used(llama, probe, tokenizer
 @pytest.mark.parametrize("filter_non_candidates", [False, True])
 def test_beta_zero_is_plain_sampling_token_for_token(llama, probe, batch, filter_non_candidates):
     torch.manual_seed(3)
-    plain = llama.generate(**batch, do_sample=True, temperature=0.7, top_p=0.8, max_new_tokens=10)
+    plain = llama.generate(**batch, do_sample=True, temperature=0.7, top_p=0.8, top_k=None, max_new_tokens=10)
     sasa = SASALogitsProcessor(
         llama, probe, beta=0.0, top_p=0.8, temperature=0.7, max_candidates=None,
         filter_non_candidates=filter_non_candidates,
@@ -193,7 +193,7 @@ def test_beta_zero_is_plain_sampling_token_for_token(llama, probe, batch, filter
     # With filtering, SASA's nucleus replaces generate's top_p; without, generate's top_p applies as usual.
     top_p = None if filter_non_candidates else 0.8
     steered = llama.generate(
-        **batch, do_sample=True, temperature=0.7, top_p=top_p, max_new_tokens=10, logits_processor=[sasa]
+        **batch, do_sample=True, temperature=0.7, top_p=top_p, top_k=None, max_new_tokens=10, logits_processor=[sasa]
     )
     assert sasa.cache_usage["generate"] == 10  # the candidate forwards ran (and were cropped off) at every step
     assert torch.equal(plain, steered)
