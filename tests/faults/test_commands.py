@@ -178,3 +178,24 @@ def test_larimar_save_killed_into_an_earlier_save_never_mixes_weights_and_memory
     assert done.returncode == -signal.SIGKILL
     LarimarForCausalLM.from_pretrained(folder)  # loading rolls the half-made save back
     assert _files(folder) == earlier and _beside(folder) == []
+
+
+def test_a_larimar_resave_refreshes_its_card_and_keeps_a_users(
+    tmp_path, tiny_bert_path, tiny_gpt2_path, tiny_tokenizer
+):
+    from hf_ext.larimar import LarimarForCausalLM, LarimarProcessor
+
+    model = LarimarForCausalLM.from_encoder_decoder_pretrained(
+        tiny_bert_path, tiny_gpt2_path, latent_size=16, memory_size=8
+    )
+    processor = LarimarProcessor(tiny_tokenizer, tiny_tokenizer)
+    model.write_memory([f"fact number {i} is {i * 7}" for i in range(2)], processor)
+    folder = tmp_path / "larimar"
+    model.save_pretrained(folder)
+    assert "holding 2 items" in (folder / "README.md").read_text()
+    model.write_memory([f"another fact number {i} is {i * 3}" for i in range(10)], processor, replace=False)
+    model.save_pretrained(folder)  # the card hf-ext wrote is refreshed: no stale count
+    assert "holding 12 items" in (folder / "README.md").read_text()
+    (folder / "README.md").write_text("# my notes on this model\n")
+    model.save_pretrained(folder)  # a card the user wrote is theirs
+    assert (folder / "README.md").read_text() == "# my notes on this model\n"

@@ -8,6 +8,7 @@ from hf_ext.real_models import real_models_available
 pytestmark = [
     pytest.mark.real,
     pytest.mark.slow,
+    pytest.mark.stage,
     pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)"),
 ]
 

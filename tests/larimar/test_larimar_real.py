@@ -82,6 +82,7 @@ def short_stage(tmp_path_factory):
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_short_stage_recalls_written_facts_and_forgets(short_stage):
     output_dir, result = short_stage
@@ -99,12 +100,14 @@ def test_short_stage_recalls_written_facts_and_forgets(short_stage):
     expect("recall of the forgotten facts", forgotten, at_most=1 / k)
     expect("kept minus forgotten recall", figures[f"recall of the {n - k} kept facts"] - forgotten, at_least=0.15)
     # The write is much faster than LoRA steps on the same facts (a ratio of CPU times measured in the same run).
-    expect("edit speed-up, write over LoRA", figures["edit speed-up, memory write over LoRA"], at_least=10)
+    # The edit speed-up over LoRA is a timing: measured by the benchmark (`make bench-real`, benchmarks/results/real.md),
+    # never asserted in a test (a loaded or slower machine would fail it).
     assert all(p.is_file() for p in result.plots)
 
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_short_stage_dominance_comes_from_the_saved_scores(short_stage):
     from examples.larimar.experiment import EMPTY, PLAIN, WRITTEN

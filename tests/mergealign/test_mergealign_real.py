@@ -61,6 +61,7 @@ def short_stage(tmp_path_factory):
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_short_stage_merges_both_skills(short_stage):
     output_dir, result = short_stage
@@ -83,6 +84,7 @@ def test_short_stage_merges_both_skills(short_stage):
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_in_memory_sweep_at_scale_2_scores_as_mergekit_task_arithmetic(short_stage):
     """MergeAlign alpha = 0.5 at scale 2, formed in memory by the sweep, is task_arithmetic (weights 1 / 1) written by
@@ -98,6 +100,7 @@ def test_in_memory_sweep_at_scale_2_scores_as_mergekit_task_arithmetic(short_sta
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_short_stage_figures_come_from_the_saved_scores(short_stage):
     from safetensors.torch import load_file
@@ -116,6 +119,7 @@ def test_short_stage_figures_come_from_the_saved_scores(short_stage):
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_task_arithmetic_baseline_is_base_plus_both_adapter_vectors(short_stage):
     """mergekit's task_arithmetic with weights 1 / 1 against an independent oracle: PEFT's own merge of each adapter."""

@@ -122,6 +122,7 @@ def test_the_real_experiment_is_listed_for_make_demo_real():
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.stage
 @needs_real
 def test_short_real_run_cuts_the_judges_toxicity(tmp_path):
     result = real_demo.run_real(DemoContext(output_dir=tmp_path, real=True, seed=SEED), size="short")

@@ -9,6 +9,7 @@ from tests.portable import SEED, expect
 pytestmark = [
     pytest.mark.real,
     pytest.mark.slow,
+    pytest.mark.stage,
     pytest.mark.skipif(not real_models_available(), reason="real offline models not installed (make real)"),
 ]
 
