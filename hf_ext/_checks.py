@@ -368,6 +368,7 @@ def check_checkpoint_weights(name_or_path: str, *, revision: str | None = None, 
             trust_remote_code=trust_remote_code,
             device_map="meta",
             output_loading_info=True,
+            use_kernels=False,  # transformers >= 5.25 kernelizes by default where `kernels` is installed: not on meta
         )
     except Exception:  # noqa: BLE001 - e.g. a quantization config the meta device does not take: left to the real load
         return

@@ -20,6 +20,8 @@ A symbolic link to a folder is written through: the folder it points to receives
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import logging
 import os
@@ -147,30 +149,32 @@ def _release(lock_file: Path, fd: int) -> None:
     os.close(fd)
 
 
-def _enter(path: Path, recover_interrupted: bool) -> None:
+def _enter(path: Path, recover_interrupted: bool) -> Path:
+    """Take (or re-enter) the lock of `path`; returns its key, the absolute path (the working directory may change
+    before the lock is released)."""
     key = path.absolute()
     with _held_guard:
         entry = _held.get(key)
         if entry is not None:
             entry[1] += 1
-            return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, lock_path(path))
+            return key
+    key.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(key, lock_path(key))
     with _held_guard:
         _held[key] = [fd, 1]
     if recover_interrupted:
-        recover(path)
+        recover(key)
+    return key
 
 
-def _exit(path: Path) -> None:
-    key = path.absolute()
+def _exit(key: Path) -> None:
     with _held_guard:
         entry = _held[key]
         entry[1] -= 1
         if entry[1]:
             return
         del _held[key]
-    _release(lock_path(path), entry[0])
+    _release(lock_path(key), entry[0])
 
 
 def _locks_apply() -> bool:
@@ -192,11 +196,11 @@ def output_lock(path: str | os.PathLike, *, recover_interrupted: bool = True) ->
     if not _locks_apply():
         yield path
         return
-    _enter(path, recover_interrupted)
+    key = _enter(path, recover_interrupted)
     try:
         yield path
     finally:
-        _exit(path)
+        _exit(key)
 
 
 def hold_output_lock(path: str | os.PathLike) -> Path:
@@ -205,8 +209,7 @@ def hold_output_lock(path: str | os.PathLike) -> Path:
     ends in any case."""
     path = resolve_output(path)
     if _locks_apply():
-        _enter(path, recover_interrupted=True)
-        _process_locks.append(path)
+        _process_locks.append(_enter(path, recover_interrupted=True))
     return path
 
 
@@ -352,14 +355,38 @@ def _new_backup(path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=BACKUP_SUFFIX, dir=path.parent))
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`); False where the system or the
+    filesystem cannot, so that the caller falls back to two journaled renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without it (glibc < 2.28, musl)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_current_directory, rename_exchange = -100, 2
+    if renameat2(at_current_directory, os.fsencode(first), at_current_directory, os.fsencode(second), rename_exchange):
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            return False
+        raise OSError(code, os.strerror(code), str(second))
+    return True
+
+
 def replace_directory(staging: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Make the finished folder `staging` become `path`, replacing what `path` held as a whole. Journaled: killed
-    between the two renames, the next [`recover`] puts the previous folder back."""
+    """Make the finished folder `staging` become `path`, replacing what `path` held as a whole. On Linux the two are
+    exchanged in one atomic step (a reader finds the old folder or the new one at `path`, at every instant);
+    elsewhere in two journaled renames (killed between them, the next [`recover`] puts the previous folder back)."""
     staging, path = Path(staging), resolve_output(path)
     fault_point("staged")
     if not (path.exists() or path.is_symlink()):
         os.replace(staging, path)
         _own_staging.discard(staging.name)
+        return path
+    if path.is_dir() and not path.is_symlink() and _exchange(staging, path):
+        fault_point("committed")
+        discard_staging(staging)  # it holds the previous folder now
         return path
     backup = _new_backup(path)
     _write_journal(path, {"kind": "swap", "backup": backup.name, "staging": staging.name})

@@ -271,9 +271,10 @@ def _split_inputs(inputs: list[str]) -> tuple[list[tuple[str | None, str]], bool
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """The numeric options in range and the output folder writable, before any input is read or any folder
-    written."""
+    """The numeric options in range and the output folder writable and locked for this run (a second run into it
+    fails here, naming this one), before any input is read or any folder written."""
     from hf_ext._validation import check_range, check_writable_directory
+    from hf_ext.transactions import OutputLockedError, hold_output_lock
 
     try:
         check_range("--alpha", args.alpha, gt=0, lt=1, hint="(a significance level)")
@@ -281,7 +282,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         check_range("--min-effect", args.min_effect, gt=0)
         check_range("--n-bootstrap", args.n_bootstrap, ge=1, integer=True)
         check_writable_directory(args.output_dir)  # the report is built beside it, then renamed onto it
-    except (ValueError, OSError) as error:
+        hold_output_lock(args.output_dir)
+    except (ValueError, OSError, OutputLockedError) as error:
         raise CommandError(str(error)) from None
 
 

@@ -56,24 +56,41 @@ def _risk(tmp_path, out):
     return ["risk", str(table), "--metrics", "r", "--output-dir", str(out)]
 
 
-COMMANDS = {"seal-filter": _seal_filter, "risk": _risk}
+def _sasa_fit(tmp_path, out):
+    return ["sasa-fit", "--config", "processors/sasa_fit.yaml", "--output_dir", str(out), "--overwrite_output_dir",
+            "true"]  # fmt: skip
 
 
-@pytest.mark.parametrize("point", ["journaled", "moving"])
+def _merge(tmp_path, out):
+    config = tmp_path / "merge.yaml"
+    config.write_text(
+        "merge_method: mergealign\nbase_model: hf-ext-testing/mergealign-base\nmodels:\n"
+        "  - model: hf-ext-testing/mergealign-domain\n    parameters: {role: domain}\n"
+        "  - model: hf-ext-testing/mergealign-aligned\n    parameters: {role: alignment}\n"
+        "parameters: {alpha: 0.5}\n"
+    )
+    return ["merge", str(config), str(out), "--overwrite"]
+
+
+COMMANDS = {"seal-filter": _seal_filter, "risk": _risk, "sasa-fit": _sasa_fit, "merge": _merge}
+
+
+@pytest.mark.parametrize("point", ["staged", "committed"])
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_a_command_killed_mid_write_leaves_the_earlier_result(tmp_path, name, point):
+def test_a_command_killed_mid_write_leaves_a_whole_result(tmp_path, name, point):
     out = tmp_path / "out"
     argv = COMMANDS[name](tmp_path, out)
     assert _hf_ext(argv).wait(timeout=300) == 0
     earlier = _files(out)
     assert _hf_ext(argv, point).wait(timeout=300) == -signal.SIGKILL
-    # the next run recovers the earlier result first (rolled back), then replaces it whole
-    marker = tmp_path / "ran"
-    again = _hf_ext([*argv], stderr=subprocess.PIPE)
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    assert "was interrupted before it finished; its half-made change was rolled back" in err
-    assert _files(out).keys() == earlier.keys() and _beside(out) == [] and not marker.exists()
+    found = _files(out)
+    if point == "staged":  # killed with the new result written beside the folder: the earlier one, every byte
+        assert found == earlier
+    else:  # killed right after the swap: the new result, whole
+        assert found.keys() == earlier.keys()
+    assert _beside(out)  # the killed run's staging folder (or the earlier result it swapped out)
+    assert _hf_ext(argv).wait(timeout=300) == 0  # the next run removes it
+    assert _files(out).keys() == earlier.keys() and _beside(out) == []
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
