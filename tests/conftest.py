@@ -52,6 +52,22 @@ def _release_output_locks():
     release_process_locks()
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` keeps a module's tests on one worker (so a module-scoped trained model is trained once), but
+    the README's examples are independent and two of them train for minutes: spread those over the workers."""
+    if config.getoption("dist", None) != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ReadmeExamplesApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            if nodeid.startswith("tests/test_readme.py::test_readme_example["):
+                return nodeid
+            return super()._split_scope(nodeid)
+
+    return ReadmeExamplesApart(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -284,7 +284,7 @@ def test_a_training_run_never_leaves_an_earlier_runs_file_beside_its_model(tmp_p
     args = FakeArgs(out, resume_from_checkpoint="true" if resume else None)
     if resume:  # a resumed finished run continues in its folder: no flag needed, its checkpoints stay
         final = check_training_output(args, overwrite=False)
-        assert args.resume_from_checkpoint is True and Path(args.output_dir) == out
+        assert args.resume_from_checkpoint == str(out / "checkpoint-3") and Path(args.output_dir) == out
     else:
         with pytest.raises(CommandError, match="already holds 3 entries .* pass --overwrite_output_dir"):
             check_training_output(FakeArgs(out), overwrite=False)
@@ -305,7 +305,7 @@ def test_a_training_run_never_leaves_an_earlier_runs_file_beside_its_model(tmp_p
 
 
 def test_resume_true_without_any_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(CommandError, match="holds a checkpoint-\\* folder to resume from"):
+    with pytest.raises(CommandError, match="holds a complete checkpoint-\\* folder to resume from"):
         check_training_output(FakeArgs(tmp_path / "run", resume_from_checkpoint="last"), overwrite=False)
     release_process_locks()
 

@@ -393,13 +393,17 @@ def check_training_output(training_args, overwrite: bool) -> Path:
         remove_litter(output_dir)
     else:
         remove_litter(output_dir, keep_run_folder=True)
-    if resume is True and not _has_checkpoint(run) and _has_checkpoint(output_dir):
+    if resume is True and _last_checkpoint(run) is None and _last_checkpoint(output_dir) is not None:
         run = output_dir  # a finished run, continued in its own folder
-    if resume is True and not _has_checkpoint(run):
-        raise CommandError(
-            f"--resume_from_checkpoint true: neither {output_dir} nor its interrupted run ({run_folder(output_dir)}) "
-            "holds a checkpoint-* folder to resume from."
-        )
+    if resume is True:
+        last = _last_checkpoint(run)
+        if last is None:
+            raise CommandError(
+                f"--resume_from_checkpoint true: neither {output_dir} nor its interrupted run "
+                f"({run_folder(output_dir)}) holds a complete checkpoint-* folder to resume from."
+            )
+        # the last complete one: a run killed while saving leaves a checkpoint folder without its trainer state
+        resume = training_args.resume_from_checkpoint = str(last)
     if isinstance(resume, str):  # a checkpoint path: continue in place if it is one of output_dir's own
         run = output_dir if Path(resume).resolve().parent == output_dir.resolve() else run_folder(output_dir)
     training_args.output_dir = str(run)
@@ -417,8 +421,17 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _has_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and any(entry.name.startswith("checkpoint-") for entry in folder.iterdir())
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The `checkpoint-<step>` folder of `folder` with the highest step among the complete ones (holding
+    `trainer_state.json`, which `Trainer` writes last), or None."""
+    if not folder.is_dir():
+        return None
+    steps = [
+        (int(entry.name.split("-", 1)[1]), entry)
+        for entry in folder.iterdir()
+        if re.fullmatch(r"checkpoint-\d+", entry.name) and (entry / "trainer_state.json").is_file()
+    ]
+    return max(steps)[1] if steps else None
 
 
 FINAL_MARKER = "config.json"

@@ -75,8 +75,12 @@ def _merge(tmp_path, out):
 COMMANDS = {"seal-filter": _seal_filter, "risk": _risk, "sasa-fit": _sasa_fit, "merge": _merge}
 
 
-@pytest.mark.parametrize("point", ["staged", "committed"])
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+# Killed before the swap, every command; right after it (the new result in place, the old one left beside it to
+# clean up), the quickest: the mechanism is the same for all (`hf_ext.transactions.replace_directory`).
+KILLS = [(name, "staged") for name in sorted(COMMANDS)] + [("risk", "committed")]
+
+
+@pytest.mark.parametrize(("name", "point"), KILLS)
 def test_a_command_killed_mid_write_leaves_a_whole_result(tmp_path, name, point):
     out = tmp_path / "out"
     argv = COMMANDS[name](tmp_path, out)
@@ -140,6 +144,28 @@ def test_aot_killed_mid_training_leaves_the_earlier_model_and_resumes(tmp_path):
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and (out / "model.safetensors").read_bytes() != earlier["model.safetensors"]
     assert not working.exists() and _beside(out) == []
+
+
+TRAINING = {  # AOT: killed mid-training above
+    "larimar-train": ["larimar-train", "--config", "trainers/larimar.yaml", "--num_episodes", "4", "--episode_size",
+                      "4", "--per_device_train_batch_size", "4"],
+    "seal-rank": ["seal-rank", "--config", "trainers/seal.yaml", "--num_train_epochs", "1"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TRAINING))
+def test_a_training_command_killed_before_its_swap_leaves_the_earlier_result(tmp_path, name):
+    out = tmp_path / "run"
+    argv = [*TRAINING[name], "--max_steps", "1", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm",
+            "true", "--output_dir", str(out)]  # fmt: skip
+    assert _hf_ext(argv).wait(timeout=600) == 0
+    earlier = _files(out)
+    # the new run finished training and wrote its result beside the folder, and dies before the swap
+    assert _hf_ext([*argv, "--overwrite_output_dir", "true"], "staged").wait(timeout=600) == -signal.SIGKILL
+    assert _files(out) == earlier and ".run.hf-ext-run" in _beside(out)
+    assert _hf_ext([*argv, "--overwrite_output_dir", "true"]).wait(timeout=600) == 0
+    assert _files(out).keys() == earlier.keys() and _beside(out) == []
 
 
 def test_two_aot_runs_into_one_new_folder_the_second_fails_at_once(tmp_path):
