@@ -82,12 +82,17 @@ def test_duplicate_rows_are_scored_once_with_a_warning_that_counts_them(tiny_lla
 )
 def test_missing_values_are_named_before_the_model_is_loaded(train, safe, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        SEALTrainer(
-            "not-loaded/because-the-data-is-checked-first",
-            args=make_args(tmp_path),
-            train_dataset=Dataset.from_dict(train),
-            safe_dataset=Dataset.from_dict(safe),
-        )
+        _trainer_on(train, safe, tmp_path)
+
+
+def _trainer_on(train: dict, safe: dict, tmp_path):
+    """A SEALTrainer on these columns, named by a model that does not exist: the data must be refused first."""
+    return SEALTrainer(
+        "not-loaded/because-the-data-is-checked-first",
+        args=make_args(tmp_path),
+        train_dataset=Dataset.from_dict(train),
+        safe_dataset=Dataset.from_dict(safe),
+    )
 
 
 def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused_by_the_ranker_and_the_loss_filter(
@@ -141,12 +146,7 @@ def chat(*turns):
 def test_empty_texts_are_named_by_row_before_the_model_is_loaded(train, safe, match, tmp_path):
     """Issue 29: an empty text (or completion, or answer) was tokenized to its special tokens and scored silently."""
     with pytest.raises(ValueError, match=match):
-        SEALTrainer(
-            "not-loaded/because-the-data-is-checked-first",
-            args=make_args(tmp_path),
-            train_dataset=Dataset.from_dict(train),
-            safe_dataset=Dataset.from_dict(safe),
-        )
+        _trainer_on(train, safe, tmp_path)
 
 
 @pytest.mark.parametrize("where", ["train_dataset", "safe_dataset"])
