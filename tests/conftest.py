@@ -52,6 +52,7 @@ def _release_output_locks():
     release_process_locks()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and unused) when xdist is not loaded
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadscope` keeps a module's tests on one worker (so a module-scoped trained model is trained once), but
     the README's examples are independent and two of them train for minutes: spread those over the workers."""
