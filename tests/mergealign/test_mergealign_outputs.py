@@ -132,3 +132,22 @@ def test_the_sweep_replaces_its_folder_whole_or_not_at_all(tmp_path, triple, mon
     assert sorted(p.name for p in out.iterdir()) == ["pareto.png", "per_sample_scores.safetensors", "sweep.json",
                                                       "sweep.md"]  # fmt: skip
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sweep")] == []
+
+
+def test_a_sweep_killed_before_its_swap_leaves_the_earlier_one(tmp_path, triple):
+    """Issue 29: killed with SIGKILL (no cleanup runs) once its new folder is written beside the earlier one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    argv = _sweep_argv(tmp_path, triple, out)
+    assert main(argv) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    env = {**os.environ, "HF_EXT_FAULT_POINT": "staged"}
+    killed = subprocess.run([sys.executable, "-m", "hf_ext", *argv, "--overwrite_output_dir", "true"], env=env)
+    assert killed.returncode == -signal.SIGKILL
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    assert main([*argv, "--overwrite_output_dir", "true"]) == 0  # and the next run removes what the killed one left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sweep")] == []
