@@ -90,29 +90,32 @@ def run_demo(
     configure_command_output()  # before a stage imports tqdm: no progress bar for a tiny model's loading
     if available is None:
         from hf_ext.demo import DEMO_STAGES as available
+    from hf_ext.transactions import output_lock
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    selected = [s for s in available if stages is None or s.name in stages]
-    outcomes = []
-    previous: dict[str, StageResult] = {}
-    for stage in selected:
-        print(f"== {stage.name}: {stage.title}", flush=True)
-        context = DemoContext(output_dir=output_dir / stage.name, seed=seed, real=real, previous=dict(previous))
-        context.output_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        try:
-            outcome = _Outcome(stage, 0.0, result=stage.run(context))
-        except Exception:
-            outcome = _Outcome(stage, 0.0, error=traceback.format_exc())
-            print(outcome.error, flush=True)
-        outcome.seconds = time.perf_counter() - start
-        outcomes.append(outcome)
-        if outcome.result is not None:
-            previous[stage.name] = outcome.result
-    print(_summary_table(outcomes), flush=True)
-    report = _write_report(output_dir, outcomes, real=real)
-    print(f"Report: {report}")
-    return 0 if all(outcome.error is None for outcome in outcomes) else 1
+    with output_lock(output_dir):  # one demo at a time per folder; its stages write their own subfolders
+        selected = [s for s in available if stages is None or s.name in stages]
+        outcomes = []
+        previous: dict[str, StageResult] = {}
+        for stage in selected:
+            print(f"== {stage.name}: {stage.title}", flush=True)
+            context = DemoContext(output_dir=output_dir / stage.name, seed=seed, real=real, previous=dict(previous))
+            context.output_dir.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            try:
+                outcome = _Outcome(stage, 0.0, result=stage.run(context))
+            except Exception:
+                outcome = _Outcome(stage, 0.0, error=traceback.format_exc())
+                print(outcome.error, flush=True)
+            outcome.seconds = time.perf_counter() - start
+            outcomes.append(outcome)
+            if outcome.result is not None:
+                previous[stage.name] = outcome.result
+        print(_summary_table(outcomes), flush=True)
+        report = _write_report(output_dir, outcomes, real=real)
+        print(f"Report: {report}")
+        return 0 if all(outcome.error is None for outcome in outcomes) else 1
 
 
 def _summary_table(outcomes: list[_Outcome]) -> str:

@@ -45,9 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = sorted(set(selected) - {stage.name for stage in DEMO_STAGES})
             if unknown:
                 raise CommandError(f"unknown stage(s) {unknown}; expected names from {[s.name for s in DEMO_STAGES]}")
-        try:  # every stage writes inside the output folder
+        from hf_ext.transactions import OutputLockedError, hold_output_lock
+
+        try:  # every stage writes inside the output folder, which one demo at a time holds
             check_writable_directory(args.output_dir, replaced_whole=False)
-        except OSError as error:
+            hold_output_lock(args.output_dir)
+        except (OSError, OutputLockedError) as error:
             raise CommandError(str(error)) from None
         return run_demo(args.output_dir, stages=selected, seed=args.seed)
 
