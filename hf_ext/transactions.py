@@ -177,10 +177,14 @@ def _exit(key: Path) -> None:
     _release(lock_path(key), entry[0])
 
 
+def is_main_process() -> bool:
+    """Under torchrun / accelerate every process runs the command; the main one (`RANK` 0, or no launcher) prepares
+    and writes the output folders and holds their locks."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _locks_apply() -> bool:
-    """Under torchrun / accelerate every process runs the command; the main one writes the output and holds its
-    lock. (`fcntl` locks: POSIX systems.)"""
-    return os.name == "posix" and int(os.environ.get("RANK", "0")) == 0
+    return os.name == "posix" and is_main_process()  # `fcntl` locks: POSIX systems
 
 
 @contextmanager
@@ -203,6 +207,10 @@ def output_lock(path: str | os.PathLike, *, recover_interrupted: bool = True) ->
         _exit(key)
 
 
+# The keys of the locks taken by `hold_output_lock`, released together by `release_process_locks`.
+_process_locks: list[Path] = []
+
+
 def hold_output_lock(path: str | os.PathLike) -> Path:
     """Take the lock of `path` for the rest of the process (a command's output folder, locked when its arguments are
     checked, before any work), until [`release_process_locks`]; the operating system releases it when the process
@@ -211,9 +219,6 @@ def hold_output_lock(path: str | os.PathLike) -> Path:
     if _locks_apply():
         _process_locks.append(_enter(path, recover_interrupted=True))
     return path
-
-
-_process_locks: list[Path] = []
 
 
 def release_process_locks() -> None:

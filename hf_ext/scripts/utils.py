@@ -346,16 +346,11 @@ def check_output(path: str, overwrite: bool = False, option: str = "--overwrite_
     from hf_ext.serialization import OutputExistsError, check_output_directory
     from hf_ext.transactions import OutputLockedError, hold_output_lock, resolve_output
 
-    folder = resolve_output(path)
-    if folder.exists() and not folder.is_dir():
-        raise CommandError(f"The output folder {path} is an existing file; expected a folder (or a new name).")
     try:
-        check_writable_directory(folder, replaced_whole=True)  # built beside the folder, renamed onto it
+        folder = check_writable_directory(resolve_output(path), replaced_whole=True)  # built beside, renamed onto it
         folder = hold_output_lock(folder)
         return check_output_directory(folder, overwrite=overwrite, option=option)
-    except OutputLockedError as error:
-        raise CommandError(str(error)) from None
-    except (OutputExistsError, NotADirectoryError, PermissionError) as error:
+    except (OutputLockedError, OutputExistsError, NotADirectoryError, PermissionError) as error:
         raise CommandError(str(error)) from None
 
 
@@ -380,19 +375,15 @@ def check_training_output(training_args, overwrite: bool) -> Path:
     checkpoints to resume from. `--resume_from_checkpoint true` (or `last`) resumes the last checkpoint of that
     interrupted run, or, without one, of `output_dir` itself (a finished run, continued in place).
     """
-    from hf_ext.transactions import remove_litter, run_folder
+    from hf_ext.transactions import is_main_process, remove_litter, run_folder
 
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in RESUME_LAST:
         resume = training_args.resume_from_checkpoint = True
     output_dir = check_output(training_args.output_dir, overwrite or bool(resume), "--overwrite_output_dir")
     run = run_folder(output_dir)
-    if not _is_main_process():
-        pass  # the main process prepares the folders; every process trains in the same one
-    elif not resume:
-        remove_litter(output_dir)
-    else:
-        remove_litter(output_dir, keep_run_folder=True)
+    if is_main_process():  # it prepares the folders; every process trains in the same one
+        remove_litter(output_dir, keep_run_folder=bool(resume))
     if resume is True and _last_checkpoint(run) is None and _last_checkpoint(output_dir) is not None:
         run = output_dir  # a finished run, continued in its own folder
     if resume is True:
@@ -413,12 +404,6 @@ def check_training_output(training_args, overwrite: bool) -> Path:
             "interrupted, the output folder stays as it was: resume with --resume_from_checkpoint true."
         )
     return output_dir
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
